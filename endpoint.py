@@ -1,0 +1,379 @@
+"""The /events API: EventSchema, the typed payloads per event type, and the handlers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Body, File, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from skyhigh.audio import check_audio_url
+from skyhigh.dependencies import DispatcherDep, SettingsDep, StoreDep
+from skyhigh.events import ErrorCode, EventRecord, EventStatus, StepFailed, Transcript
+from skyhigh.intake import body_sha256, new_spool_name, spool_speech
+from skyhigh.logs import request_id_var
+from skyhigh.metrics import EVENTS_ACCEPTED
+from skyhigh.payloads import EVENT_TYPES, SpeechOptions, SpeechPayload
+from skyhigh.settings import Settings
+from skyhigh.store import EventConflict, EventNotFound, InvalidCursor, NewEvent
+from skyhigh.subtitles import MEDIA_TYPES, RENDERERS
+
+router = APIRouter()
+
+EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN, min_length=1, max_length=128)]
+
+
+class EventSchema(BaseModel):
+    """An event to process. `event_data` is validated by the payload model of `event_type`."""
+
+    event_id: EventId = Field(
+        description="Your id for this event (1-128 of A-Z a-z 0-9 . _ : -); makes retries safe."
+    )
+    event_type: str = Field(description="One of: " + ", ".join(EVENT_TYPES))
+    event_data: dict[str, Any] = Field(
+        description="The payload; its schema depends on event_type (see the payload schemas).",
+        json_schema_extra={
+            "oneOf": [
+                {"$ref": f"#/components/schemas/{t.payload.__name__}"} for t in EVENT_TYPES.values()
+            ]
+        },
+    )
+
+
+class Accepted(BaseModel):
+    message: str = "Data received!"
+    event_id: str
+    status: EventStatus
+    status_url: str
+
+
+class EventPageOut(BaseModel):
+    items: list[EventRecord]
+    next_cursor: str | None
+
+
+OPENAPI_EXAMPLES: dict[str, Any] = {
+    name: {"summary": t.summary, "value": t.example} for name, t in EVENT_TYPES.items()
+}
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token"},
+    409: {"description": "The event_id was already used for a different body"},
+    413: {"description": "Body or audio larger than the configured limit"},
+    422: {"description": "The event or its payload is invalid; the message says what to fix"},
+    503: {"description": "Too many pending events; retry after the Retry-After delay"},
+}
+
+
+def _payload_error(exc: ValidationError, *prefix: str) -> RequestValidationError:
+    # Never echo `input` back: it may hold megabytes of base64 audio.
+    errors = [
+        {"type": e["type"], "loc": ("body", *prefix, *e["loc"]), "msg": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+    return RequestValidationError(errors)
+
+
+def _intake_error(failure: StepFailed, field: str) -> Exception:
+    if failure.code == ErrorCode.AUDIO_TOO_LARGE:
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=failure.message)
+    return RequestValidationError(
+        [{"type": failure.code, "loc": ("body", *field.split(".")), "msg": failure.message}]
+    )
+
+
+def _accepted(record: EventRecord, response: Response) -> Accepted:
+    status_url = f"/events/{record.event_id}"
+    response.headers["Location"] = status_url
+    return Accepted(event_id=record.event_id, status=record.status, status_url=status_url)
+
+
+def _queue_full(settings: Settings) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail=f"too many pending events (MAX_PENDING_EVENTS={settings.max_pending_events}); "
+        "retry later",
+        headers={"Retry-After": str(settings.retry_after_s)},
+    )
+
+
+async def _store_new(
+    new: NewEvent, spooled: Path | None, store: StoreDep, dispatcher: DispatcherDep
+) -> EventRecord:
+    """Store the event (durably, before we answer) and dispatch it; undo the spool on replay."""
+    try:
+        outcome = await anyio.to_thread.run_sync(store.create, new)
+    except BaseException:
+        dispatcher.release()
+        await _discard(spooled)
+        raise
+    if outcome.created:
+        dispatcher.submit(new.event_id)
+        EVENTS_ACCEPTED.labels(new.event_type).inc()
+    else:
+        dispatcher.release()
+        await _discard(spooled)
+    return outcome.record
+
+
+async def _discard(spooled: Path | None) -> None:
+    if spooled is not None:
+        await anyio.to_thread.run_sync(lambda: spooled.unlink(missing_ok=True))
+
+
+async def _existing(store: StoreDep, event_id: str, digest: str) -> EventRecord | None:
+    """An earlier event with this id: identical body → replay; different body → 409."""
+    found = await anyio.to_thread.run_sync(store.lookup, event_id)
+    if found is None:
+        return None
+    record, stored_digest = found
+    if stored_digest != digest:
+        raise EventConflict(event_id)
+    return record
+
+
+@router.post(
+    "/",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=ERRORS,
+    summary="Submit an event",
+)
+async def create_event(
+    event: Annotated[EventSchema, Body(openapi_examples=OPENAPI_EXAMPLES)],
+    response: Response,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+) -> Accepted:
+    """Validate and store an event, then process it in the background (202 Accepted)."""
+    event_type = EVENT_TYPES.get(event.event_type)
+    if event_type is None:
+        supported = ", ".join(EVENT_TYPES)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "unknown_event_type",
+                    "loc": ("body", "event_type"),
+                    "msg": f"unknown event_type {event.event_type!r}; supported types: {supported}",
+                }
+            ]
+        )
+    try:
+        payload = event_type.payload.model_validate(event.event_data)
+    except ValidationError as exc:
+        raise _payload_error(exc, "event_data") from None
+    if isinstance(payload, SpeechPayload) and payload.audio_url is not None:
+        try:
+            check_audio_url(payload.audio_url, allowed_hosts=settings.audio_url_allowed_hosts)
+        except StepFailed as failure:
+            raise _intake_error(failure, "event_data.audio_url") from None
+
+    digest = await anyio.to_thread.run_sync(body_sha256, event.event_type, event.event_data)
+    try:
+        existing = await _existing(store, event.event_id, digest)
+    except EventConflict:
+        raise _conflict(event.event_id) from None
+    if existing is not None:
+        return _accepted(existing, response)
+
+    if not dispatcher.reserve():
+        raise _queue_full(settings)
+    stored: dict[str, Any] = payload.model_dump(exclude_none=True)
+    spooled: Path | None = None
+    if isinstance(payload, SpeechPayload):
+        try:
+            stored = await anyio.to_thread.run_sync(
+                lambda: spool_speech(
+                    payload, settings.spool_dir, max_bytes=settings.max_audio_bytes
+                )
+            )
+        except StepFailed as failure:
+            dispatcher.release()
+            raise _intake_error(failure, "event_data.audio_base64") from None
+        if "audio_file" in stored:
+            spooled = settings.spool_dir / stored["audio_file"]
+    new = NewEvent(event.event_id, event.event_type, digest, stored, request_id_var.get())
+    try:
+        record = await _store_new(new, spooled, store, dispatcher)
+    except EventConflict:
+        raise _conflict(event.event_id) from None
+    return _accepted(record, response)
+
+
+def _conflict(event_id: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        detail=f"event_id {event_id!r} was already used with a different body; "
+        "use a new event_id for a new event",
+    )
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=ERRORS,
+    summary="Submit a speech event as a multipart file upload",
+)
+async def upload_speech(
+    response: Response,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads")],
+    event_id: Annotated[EventId, Form()],
+    language: Annotated[str | None, Form()] = None,
+    task: Annotated[Literal["transcribe", "translate"], Form()] = "transcribe",
+    word_timestamps: Annotated[bool, Form()] = False,
+    initial_prompt: Annotated[str | None, Form()] = None,
+    lookup: Annotated[bool, Form()] = True,
+    k: Annotated[int, Form()] = 5,
+    table: Annotated[str | None, Form()] = None,
+) -> Accepted:
+    """Same contract as POST /events/ with event_type `speech`, for curl -F users."""
+    fields = {
+        "language": language,
+        "task": task,
+        "word_timestamps": word_timestamps,
+        "initial_prompt": initial_prompt,
+        "lookup": lookup,
+        "k": k,
+        "table": table,
+    }
+    try:
+        options = SpeechOptions.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise _payload_error(exc) from None
+    if not dispatcher.reserve():
+        raise _queue_full(settings)
+    name = new_spool_name()
+    spooled = settings.spool_dir / name
+    try:
+        audio_sha = await anyio.to_thread.run_sync(
+            _copy_upload, file, spooled, settings.max_audio_bytes
+        )
+    except StepFailed as failure:
+        dispatcher.release()
+        await _discard(spooled)
+        raise _intake_error(failure, "file") from None
+    stored = {**options.model_dump(exclude_none=True), "audio_file": name}
+    identity = {**options.model_dump(exclude_none=True), "audio_sha256": audio_sha}
+    digest = body_sha256("speech", identity)
+    new = NewEvent(event_id, "speech", digest, stored, request_id_var.get())
+    try:
+        record = await _store_new(new, spooled, store, dispatcher)
+    except EventConflict:
+        raise _conflict(event_id) from None
+    return _accepted(record, response)
+
+
+def _copy_upload(upload: UploadFile, dest: Path, max_bytes: int) -> str:
+    """Copy the (already disk-spooled) upload in chunks, hashing it and enforcing the cap."""
+    digest = hashlib.sha256()
+    size = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    upload.file.seek(0)
+    with dest.open("wb") as out:
+        while chunk := upload.file.read(1024 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise StepFailed(
+                    ErrorCode.AUDIO_TOO_LARGE,
+                    f"audio is larger than MAX_AUDIO_BYTES ({max_bytes} bytes)",
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    if size == 0:
+        raise StepFailed(ErrorCode.EMPTY_AUDIO, "the uploaded file is empty")
+    return digest.hexdigest()
+
+
+@router.get(
+    "/",
+    response_model=EventPageOut,
+    responses={401: ERRORS[401], 422: ERRORS[422]},
+    summary="List events, newest first",
+)
+async def list_events(
+    store: StoreDep,
+    status_filter: Annotated[EventStatus | None, Query(alias="status")] = None,
+    event_type: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> EventPageOut:
+    """Events newest first; pass `next_cursor` as `cursor` to get the next page."""
+    try:
+        page = await anyio.to_thread.run_sync(
+            lambda: store.list_events(
+                status=status_filter, event_type=event_type, limit=limit, cursor=cursor
+            )
+        )
+    except InvalidCursor:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "invalid_cursor",
+                    "loc": ("query", "cursor"),
+                    "msg": "cursor is not one this server issued; start without a cursor",
+                }
+            ]
+        ) from None
+    return EventPageOut(items=page.items, next_cursor=page.next_cursor)
+
+
+async def _get_record(store: StoreDep, event_id: str) -> EventRecord:
+    try:
+        return await anyio.to_thread.run_sync(store.get, event_id)
+    except EventNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no event {event_id!r}") from None
+
+
+@router.get(
+    "/{event_id}",
+    response_model=EventRecord,
+    responses={401: ERRORS[401], 404: {"description": "No event with this id"}},
+    summary="Read an event's status and result",
+)
+async def read_event(event_id: str, store: StoreDep) -> EventRecord:
+    """The event's status, timestamps, attempts, queue position, and result or error."""
+    return await _get_record(store, event_id)
+
+
+@router.get(
+    "/{event_id}/transcript",
+    responses={
+        200: {
+            "content": {m: {} for m in ["application/json", *MEDIA_TYPES.values()]},
+            "description": "The transcript in the requested format",
+        },
+        401: ERRORS[401],
+        404: {"description": "No event with this id"},
+        409: {"description": "The event has no transcript (yet)"},
+    },
+    summary="Read a speech event's transcript as json, txt, srt or vtt",
+)
+async def read_transcript(
+    event_id: str,
+    store: StoreDep,
+    format: Annotated[Literal["json", "txt", "srt", "vtt"], Query()] = "json",
+) -> Response:
+    """The transcript of a completed speech event, rendered in the requested format."""
+    record = await _get_record(store, event_id)
+    raw = (record.result or {}).get("transcript")
+    if raw is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"event {event_id!r} is {record.status} and has no transcript"
+            + (" yet" if record.status in (EventStatus.QUEUED, EventStatus.PROCESSING) else ""),
+        )
+    transcript = Transcript.model_validate(raw)
+    if format == "json":
+        return Response(transcript.model_dump_json(), media_type="application/json")
+    return PlainTextResponse(RENDERERS[format](transcript), media_type=MEDIA_TYPES[format])

@@ -1,0 +1,77 @@
+"""Mounts the /events API behind the bearer dependency, plus the public probes and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import endpoint
+from skyhigh import __version__
+from skyhigh.dependencies import RuntimeDep, require_token
+from skyhigh.payloads import EVENT_TYPES
+
+router = APIRouter()
+router.include_router(
+    endpoint.router, prefix="/events", tags=["events"], dependencies=[Depends(require_token)]
+)
+
+
+@router.get("/status", tags=["service"], summary="Service status, version and models")
+async def read_status(runtime: RuntimeDep) -> dict[str, Any]:
+    """Public: what this server runs (no secrets)."""
+    settings = runtime.settings
+    pool = runtime.services.transcribers
+    return {
+        "status": "online",
+        "version": __version__,
+        "event_types": list(EVENT_TYPES),
+        "models": {
+            "whisper": None
+            if pool is None
+            else {"engine": pool.engine, "name": pool.model_name, "sha256": pool.sha256},
+            "embedding": {
+                "name": settings.embedding_model,
+                "dimension": runtime.services.embedder.dimension,
+            },
+        },
+        "dispatcher": {
+            "kind": "in-process",
+            "workers": settings.worker_concurrency,
+            "pending": runtime.dispatcher.pending(),
+        },
+    }
+
+
+@router.get("/health", tags=["service"], summary="Liveness probe")
+async def read_health() -> dict[str, str]:
+    """Answers as long as the process serves requests; touches nothing else."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    tags=["service"],
+    summary="Readiness probe",
+    responses={503: {"description": "The store is unreachable or models are not loaded"}},
+)
+async def read_ready(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """200 when the store answers and the models are loaded, else 503."""
+    checks: dict[str, str] = {"models": "ok"}
+    try:
+        await anyio.to_thread.run_sync(runtime.store.ping)
+        checks["store"] = "ok"
+    except Exception:
+        checks["store"] = "unreachable"
+    ready = all(value == "ok" for value in checks.values())
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"status": "ready" if ready else "not ready", "checks": checks}
+
+
+@router.get("/metrics", tags=["service"], summary="Prometheus metrics")
+async def read_metrics() -> Response:
+    """Prometheus text format: events by type and outcome, queue depth, step durations."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

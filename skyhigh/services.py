@@ -1,0 +1,46 @@
+"""The heavy objects of a process (models, connections), built once at startup."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from skyhigh.embedder import Embedder
+from skyhigh.knowledge import KnowledgeBase
+from skyhigh.settings import Settings
+
+if TYPE_CHECKING:
+    from skyhigh.transcriber import TranscriberPool
+
+log = logging.getLogger("skyhigh.services")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    embedder: Embedder
+    knowledge: KnowledgeBase
+    transcribers: TranscriberPool | None
+
+
+def load_services(settings: Settings, *, speech: bool = True) -> Services:
+    """Load every model once (call from the lifespan or a worker's start, never per request)."""
+    started = time.perf_counter()
+    embedder = Embedder(settings.embedding_model)
+    knowledge = KnowledgeBase(settings.lancedb_uri, default_table=settings.knowledge_table)
+    transcribers = None
+    if speech:
+        from skyhigh.transcriber import TranscriberPool
+
+        transcribers = TranscriberPool.from_settings(settings)
+    log.info(
+        "models loaded",
+        extra={
+            "duration_s": round(time.perf_counter() - started, 2),
+            "engine": settings.whisper_engine if speech else None,
+            "model": settings.whisper_model if speech else None,
+        },
+    )
+    return Services(settings, embedder, knowledge, transcribers)

@@ -1,0 +1,174 @@
+"""Both Whisper engines on the real tiny.en weights and the JFK clip."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+import pytest
+import whisper
+
+from skyhigh.events import Segment, Transcript
+from skyhigh.models import BUNDLED_SHA256
+from skyhigh.settings import Settings
+from skyhigh.transcriber import (
+    FasterWhisperTranscriber,
+    OpenAIWhisperTranscriber,
+    TranscribeOptions,
+    Transcriber,
+    TranscriberPool,
+    load_transcriber,
+)
+
+DATA = Path(__file__).parent / "data"
+ENGINES = ["openai-whisper", "faster-whisper"]
+Audio = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def _settings(engine: str, cache_dir: Path, **overrides: Any) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init-only option
+        whisper_engine=engine,
+        whisper_model="tiny.en",
+        model_cache_dir=cache_dir,
+        whisper_cpu_threads=2,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Same path as test_models' fixture: the converted checkpoint is reused across modules.
+    return tmp_path_factory.getbasetemp() / "model-cache"
+
+
+@pytest.fixture(scope="session")
+def jfk() -> Audio:
+    audio: Audio = whisper.audio.load_audio(str(DATA / "jfk.wav"))
+    return audio
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def transcriber(request: pytest.FixtureRequest, model_cache: Path) -> Transcriber:
+    return load_transcriber(_settings(request.param, model_cache))
+
+
+@pytest.fixture(scope="session")
+def jfk_transcripts(transcriber: Transcriber, jfk: Audio) -> tuple[Transcript, list[Segment]]:
+    # One decode per engine serves the text, metadata and callback tests.
+    received: list[Segment] = []
+    transcript = transcriber.transcribe(jfk, TranscribeOptions(), on_segment=received.append)
+    return transcript, received
+
+
+def _normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def test_jfk_word_error_rate(jfk_transcripts: tuple[Transcript, list[Segment]]) -> None:
+    transcript, _ = jfk_transcripts
+    reference = (DATA / "jfk.txt").read_text()
+    error_rate = jiwer.wer(_normalize(reference), _normalize(transcript.text))
+    assert error_rate <= 0.15, transcript.text
+
+
+def test_transcript_metadata(
+    transcriber: Transcriber, jfk_transcripts: tuple[Transcript, list[Segment]]
+) -> None:
+    transcript, _ = jfk_transcripts
+    assert transcript.text == transcript.text.strip()
+    assert transcript.language == "en"
+    assert transcript.language_probability is None  # English-only model: nothing detected
+    assert transcript.duration_s == pytest.approx(11.0)
+    assert transcript.segments and transcript.segments[0].id == 0
+    assert all(-1.0 < s.avg_logprob <= 0 and 0 <= s.no_speech_prob < 0.6 for s in transcript.segments)
+    assert transcriber.model_name == "tiny.en"
+    assert len(transcriber.sha256) == 64
+
+
+def test_engines_report_the_weights_they_run(transcriber: Transcriber) -> None:
+    if isinstance(transcriber, FasterWhisperTranscriber):
+        assert transcriber.engine == "faster-whisper"
+        assert transcriber.sha256 == BUNDLED_SHA256["tiny.en/model.bin"]
+    else:
+        assert isinstance(transcriber, OpenAIWhisperTranscriber)
+        assert transcriber.engine == "openai-whisper"
+        assert transcriber.sha256 != BUNDLED_SHA256["tiny.en/model.bin"]  # the converted file
+
+
+def test_on_segment_receives_every_segment(
+    jfk_transcripts: tuple[Transcript, list[Segment]],
+) -> None:
+    transcript, received = jfk_transcripts
+    assert received == transcript.segments
+
+
+def test_word_timestamps(transcriber: Transcriber, jfk: Audio) -> None:
+    transcript = transcriber.transcribe(jfk, TranscribeOptions(word_timestamps=True))
+    words = [word for segment in transcript.segments for word in segment.words or []]
+    assert len(words) >= 20
+    assert _normalize("".join(word.word for word in words)) == _normalize(transcript.text)
+    assert all(0 <= w.start <= w.end <= transcript.duration_s + 0.5 for w in words)
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert all(0 <= w.probability <= 1 for w in words)
+    # The clip has a long pause between "Americans" (ends ~2.3 s) and "ask not" (~3.9 s): aligned
+    # words must follow it rather than being spread evenly over the segment.
+    americans = next(w for w in words if "americans" in w.word.lower())
+    ask = words[words.index(americans) + 1]
+    assert americans.end < 2.8 and 3.4 < ask.end < 4.4
+
+
+def test_words_absent_without_word_timestamps(
+    jfk_transcripts: tuple[Transcript, list[Segment]],
+) -> None:
+    transcript, _ = jfk_transcripts
+    assert all(segment.words is None for segment in transcript.segments)
+
+
+def test_silence_gives_an_empty_transcript(transcriber: Transcriber) -> None:
+    rng = np.random.default_rng(0)
+    hiss = (rng.standard_normal(5 * 16_000) * 1e-4).astype(np.float32)
+    transcript = transcriber.transcribe(hiss, TranscribeOptions(language="en"))
+    assert transcript.text == ""
+    assert transcript.segments == []
+
+
+def test_pool_lends_each_instance_to_one_caller(model_cache: Path) -> None:
+    pool = TranscriberPool.from_settings(_settings("faster-whisper", model_cache))
+    assert (pool.engine, pool.model_name, pool.size) == ("faster-whisper", "tiny.en", 1)
+    assert pool.sha256 == BUNDLED_SHA256["tiny.en/model.bin"]
+
+    with pool.borrow() as first:
+        borrowed_elsewhere = threading.Event()
+
+        def other_caller() -> None:
+            with pool.borrow(timeout=0.05):
+                borrowed_elsewhere.set()
+
+        with pytest.raises(TimeoutError):
+            other_caller()
+        assert not borrowed_elsewhere.is_set()
+    with pool.borrow(timeout=1) as again:
+        assert again is first
+
+
+def test_pool_holds_whisper_instances(model_cache: Path) -> None:
+    class Fake:
+        engine = "fake"
+        model_name = "m"
+        sha256 = "0" * 64
+
+        def transcribe(self, *args: Any, **kwargs: Any) -> Transcript:
+            raise NotImplementedError
+
+    fakes = [Fake(), Fake()]
+    pool = TranscriberPool(fakes)
+    with pool.borrow() as a, pool.borrow() as b:
+        assert {id(a), id(b)} == {id(f) for f in fakes}
+        with pytest.raises(TimeoutError):
+            with pool.borrow(timeout=0.01):
+                pass
