@@ -147,7 +147,8 @@ def _check_engine(engine: str) -> Engine:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.endswith(".pt") or "/" in name.strip("/") or name.startswith((".", "~", "/"))
+    # "org/name" is left alone: faster-whisper downloads Hugging Face repo ids like that.
+    return name.startswith(("/", ".", "~")) or name.endswith(".pt") or name.count("/") > 1
 
 
 def _from_path(path: Path, engine: Engine, cache_dir: Path) -> ResolvedModel:

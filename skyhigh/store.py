@@ -269,11 +269,12 @@ class EventStore:
                     ),
                 )
                 return None
+            attempt = row.attempts + 1
             # Conditional update: only one claimer wins even without row locks (SQLite).
             won: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(EventRow)
                 .where(EventRow.event_id == event_id, EventRow.status == EventStatus.QUEUED)
-                .values(status=EventStatus.PROCESSING, attempts=row.attempts + 1, started_at=_now())
+                .values(status=EventStatus.PROCESSING, attempts=attempt, started_at=_now())
             )
             if won.rowcount != 1:
                 return None
@@ -281,7 +282,7 @@ class EventStore:
                 event_id=row.event_id,
                 event_type=row.event_type,
                 payload=dict(row.payload),
-                attempts=row.attempts + 1,
+                attempts=attempt,
                 request_id=row.request_id,
             )
 

@@ -95,6 +95,8 @@ class OpenAIWhisperTranscriber:
         self.model_name = resolved.name
         self.sha256 = resolved.sha256
         self._decoding = decoding
+        if device == "auto":  # faster-whisper's spelling; torch needs a concrete device
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         # fp16 is unsupported on CPU (whisper warns and falls back); ask for what will run.
         self._fp16 = device != "cpu"
         if resolved.source == "download":

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,26 @@ def model_cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with its lifespan running: real store, real models, real worker threads."""
-    settings = make_settings(tmp_path_factory.mktemp("app"), max_body_bytes=2 * 1024 * 1024)
+    settings = make_settings(
+        tmp_path_factory.mktemp("app"),
+        max_body_bytes=2 * 1024 * 1024,
+        max_audio_bytes=1024 * 1024,
+        max_audio_seconds=60,
+        audio_url_allowed_hosts="127.0.0.1",
+        audio_url_allow_private=True,
+    )
     with TestClient(create_app(settings), headers=AUTH) as test_client:
         yield test_client
+
+
+@contextmanager
+def without_auth(client: TestClient) -> Iterator[TestClient]:
+    """The same running app, with the session client's default Authorization header removed."""
+    saved = client.headers.pop("Authorization")
+    try:
+        yield client
+    finally:
+        client.headers["Authorization"] = saved
 
 
 def wait_terminal(

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from conftest import AUTH, make_settings, wait_terminal
+from conftest import AUTH, make_settings, wait_terminal, without_auth
 from main import create_app
 
 
@@ -225,7 +225,21 @@ def test_full_queue_answers_503_with_retry_after_and_stores_nothing(tmp_path: Pa
 
 
 def test_public_probes_status_and_metrics(client: TestClient) -> None:
-    public = client  # probes are public: they answer whatever the Authorization header says
+    with without_auth(client) as public:
+        check_public_routes(public)
+
+    event_id = new_id()
+    client.post("/events/", json=query_event(event_id))
+    wait_terminal(client.get, event_id)
+    with without_auth(client) as public:
+        metrics = public.get("/metrics").text
+    assert 'skyhigh_events_accepted_total{event_type="query"}' in metrics
+    assert 'skyhigh_events_completed_total{event_type="query"}' in metrics
+    assert 'skyhigh_step_duration_seconds_count{event_type="query",step="lookup"}' in metrics
+    assert "skyhigh_queue_depth" in metrics
+
+
+def check_public_routes(public: TestClient) -> None:
     assert public.get("/health").json() == {"status": "ok"}
     ready = public.get("/ready")
     assert ready.status_code == 200 and ready.json()["checks"]["store"] == "ok"
@@ -234,16 +248,7 @@ def test_public_probes_status_and_metrics(client: TestClient) -> None:
     assert status["models"]["whisper"]["name"] == "tiny.en"
     assert status["models"]["embedding"]["dimension"] == 384
     assert set(status["event_types"]) >= {"query", "speech"}
-    assert public.get("/events/", headers={"Authorization": ""}).status_code == 401
-
-    event_id = new_id()
-    client.post("/events/", json=query_event(event_id))
-    wait_terminal(client.get, event_id)
-    metrics = public.get("/metrics").text
-    assert 'skyhigh_events_accepted_total{event_type="query"}' in metrics
-    assert 'skyhigh_events_completed_total{event_type="query"}' in metrics
-    assert 'skyhigh_step_duration_seconds_count{event_type="query",step="lookup"}' in metrics
-    assert "skyhigh_queue_depth" in metrics
+    assert public.get("/events/").status_code == 401
 
 
 def test_openapi_documents_bearer_auth_and_an_example_per_event_type(client: TestClient) -> None:

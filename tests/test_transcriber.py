@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jiwer
 import numpy as np
@@ -29,7 +29,9 @@ ENGINES = ["openai-whisper", "faster-whisper"]
 Audio = np.ndarray[Any, np.dtype[np.float32]]
 
 
-def _settings(engine: str, cache_dir: Path, **overrides: Any) -> Settings:
+def _settings(
+    engine: Literal["openai-whisper", "faster-whisper"], cache_dir: Path, **overrides: Any
+) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init-only option
         whisper_engine=engine,
@@ -85,7 +87,9 @@ def test_transcript_metadata(
     assert transcript.language_probability is None  # English-only model: nothing detected
     assert transcript.duration_s == pytest.approx(11.0)
     assert transcript.segments and transcript.segments[0].id == 0
-    assert all(-1.0 < s.avg_logprob <= 0 and 0 <= s.no_speech_prob < 0.6 for s in transcript.segments)
+    assert all(
+        -1.0 < s.avg_logprob <= 0 and 0 <= s.no_speech_prob < 0.6 for s in transcript.segments
+    )
     assert transcriber.model_name == "tiny.en"
     assert len(transcriber.sha256) == 64
 

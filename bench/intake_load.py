@@ -1,0 +1,520 @@
+"""Load benchmark of POST /events/ intake: SkyHigh against the seed's bare handler.
+
+Each target is started in turn as its own uvicorn subprocess (same settings for all), driven
+by `wrk` with bench/intake_load.lua (a unique query event per request, bearer header
+included), then stopped. SkyHigh targets also get an accept→completed phase: N query events
+sent a few at a time on the idle server, each polled until it finishes, latency taken from
+the event's own `created_at`/`finished_at`.
+
+Usage (from the repository root; needs `wrk`, e.g. `apt-get install -y wrk`):
+
+    .venv/bin/python bench/intake_load.py
+    .venv/bin/python bench/intake_load.py --targets skyhigh bare skyhigh-normal --duration 20
+
+Writes bench/results/intake_load.json and .md (see --out). Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = Path(__file__).resolve().parent / "intake_load.lua"
+HOST = "127.0.0.1"
+TOKEN = "bench-token-123456789"
+QUERY_TEXT = "How many checked bags are free on a Classic fare?"
+UVICORN_FLAGS = ["--log-level", "warning", "--no-access-log"]
+TERMINAL = {"completed", "failed"}
+
+# --- targets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    app: str  # uvicorn import string, resolved from the repository root
+    env: dict[str, str] = field(default_factory=dict)
+    skyhigh: bool = True
+
+
+def skyhigh_env(workdir: Path, synchronous: str | None) -> dict[str, str]:
+    env = {
+        "API_TOKENS": TOKEN,
+        "DATABASE_URL": f"sqlite:///{workdir}/events.db",
+        "SPOOL_DIR": str(workdir / "spool"),
+        "WHISPER_MODEL": "tiny.en",
+        "MAX_PENDING_EVENTS": "10000000",
+        "LOG_LEVEL": "WARNING",
+    }
+    if synchronous is not None:
+        env["SQLITE_SYNCHRONOUS"] = synchronous
+    return env
+
+
+def make_target(name: str, workdir: Path) -> Target:
+    if name == "bare":
+        description = "seed's bare handler, bench/bare_app.py"
+        return Target(name, description, "bench.bare_app:app", {}, skyhigh=False)
+    if name == "skyhigh":
+        return Target(name, "SkyHigh, default settings", "main:app", skyhigh_env(workdir, None))
+    if name == "skyhigh-normal":
+        return Target(
+            name, "SkyHigh, SQLITE_SYNCHRONOUS=NORMAL", "main:app", skyhigh_env(workdir, "NORMAL")
+        )
+    raise ValueError(f"unknown target {name!r}")
+
+
+TARGET_NAMES = ("skyhigh", "bare", "skyhigh-normal")
+
+# --- server process ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
+    started = time.monotonic()
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before /health answered")
+        try:
+            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{base}/health did not answer 200 within {timeout_s:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextmanager
+def running_server(
+    target: Target, workdir: Path, startup_timeout_s: float
+) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
+    """Start uvicorn for target; yield (base URL, process, startup seconds); always stop it."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", target.app, "--host", HOST, "--port", str(port)]
+    env = {**os.environ, **target.env}
+    log_path = workdir / f"{target.name}.server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*cmd, *UVICORN_FLAGS],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop_process signals it as a whole
+        )
+        try:
+            startup_s = wait_healthy(f"http://{HOST}:{port}", proc, startup_timeout_s)
+            yield f"http://{HOST}:{port}", proc, startup_s
+        except BaseException:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            print(f"[{target.name}] server log tail:\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            stop_process(proc)
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    duration_s: float
+    requests_per_s: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+    latency_ms: dict[str, float]
+
+
+def run_wrk(base: str, args: argparse.Namespace, duration_s: float, run_id: str) -> LoadResult:
+    cmd = [
+        args.wrk,
+        f"--threads={args.threads}",
+        f"--connections={args.connections}",
+        f"--duration={duration_s:g}s",
+        f"--timeout={args.wrk_timeout:g}s",
+        "--latency",
+        f"--script={LUA_SCRIPT}",
+        f"{base}/events/",
+        "--",
+        TOKEN,
+        run_id,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration_s + 120)
+    return parse_wrk(done.stdout)
+
+
+def parse_wrk(stdout: str) -> LoadResult:
+    match = re.search(r"^WRK_JSON (\{.*\})$", stdout, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no WRK_JSON line in wrk output:\n{stdout}")
+    raw = json.loads(match.group(1))
+    duration_s = raw["duration_us"] / 1e6
+    errors = dict(raw["errors"])
+    non_2xx = errors.pop("status")
+    latency_ms = {key: value / 1000 for key, value in raw["latency_us"].items()}
+    return LoadResult(
+        requests=raw["requests"],
+        duration_s=round(duration_s, 3),
+        requests_per_s=round((raw["requests"] - non_2xx) / duration_s, 1),
+        non_2xx=non_2xx,
+        socket_errors=errors,
+        latency_ms={key: round(value, 2) for key, value in latency_ms.items()},
+    )
+
+
+def wrk_version(wrk: str) -> str:
+    done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    return (done.stdout or done.stderr).splitlines()[0].strip()
+
+
+# --- SkyHigh accounting --------------------------------------------------------------------
+
+
+def scrape_counts(base: str) -> dict[str, float]:
+    """Accepted/completed/failed counters and queue depth from /metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    wanted = {
+        "skyhigh_events_accepted_total": "accepted",
+        "skyhigh_events_completed_total": "completed",
+        "skyhigh_events_failed_total": "failed",
+        "skyhigh_queue_depth": "pending",
+    }
+    counts = dict.fromkeys(wanted.values(), 0.0)
+    for line in text.splitlines():
+        name, _, rest = line.partition("{") if "{" in line else line.partition(" ")
+        if name in wanted and not line.startswith("#"):
+            counts[wanted[name]] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def wait_drained(base: str, timeout_s: float) -> float | None:
+    """Seconds until the queue is empty, or None if it is still busy after timeout_s."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if scrape_counts(base)["pending"] == 0:
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
+def statuses_in_db(workdir: Path) -> dict[str, int]:
+    """Rows per status in the store, read after the server stopped (what was made durable)."""
+    with sqlite3.connect(workdir / "events.db") as db:
+        rows = db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
+    return dict(rows)
+
+
+# --- accept → completed --------------------------------------------------------------------
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+async def one_event(
+    client: httpx.AsyncClient, event_id: str, poll_s: float, timeout_s: float
+) -> dict[str, Any]:
+    sent = time.perf_counter()
+    body = {"event_id": event_id, "event_type": "query", "event_data": {"text": QUERY_TEXT}}
+    accepted = await client.post("/events/", json=body)
+    accepted.raise_for_status()
+    deadline = sent + timeout_s
+    while time.perf_counter() < deadline:
+        record = (await client.get(f"/events/{event_id}")).raise_for_status().json()
+        if record["status"] in TERMINAL:
+            record["client_s"] = time.perf_counter() - sent
+            return dict(record)
+        await asyncio.sleep(poll_s)
+    raise TimeoutError(f"event {event_id} not finished after {timeout_s} s")
+
+
+async def completion_phase(base: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    ids: asyncio.Queue[str] = asyncio.Queue()
+    for index in range(args.completion_events):
+        ids.put_nowait(f"{run_id}-c{index}")
+    records: list[dict[str, Any]] = []
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not ids.empty():
+            event_id = ids.get_nowait()
+            records.append(await one_event(client, event_id, args.poll_interval, 60.0))
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(args.completion_concurrency)))
+    return summarize_completion(records)
+
+
+def summarize_completion(records: list[dict[str, Any]]) -> dict[str, Any]:
+    def stats(key: str, start: str, end: str) -> dict[str, float]:
+        values = [seconds_between(r[start], r[end]) for r in records]
+        ms = [v * 1000 for v in values if v is not None]
+        return {
+            f"{key}_p50_ms": round(percentile(ms, 50), 1),
+            f"{key}_p95_ms": round(percentile(ms, 95), 1),
+        }
+
+    client_ms = [r["client_s"] * 1000 for r in records]
+    return {
+        "events": len(records),
+        "completed": sum(r["status"] == "completed" for r in records),
+        **stats("accept_to_completed", "created_at", "finished_at"),
+        **stats("queue_wait", "created_at", "started_at"),
+        **stats("processing", "started_at", "finished_at"),
+        "client_observed_p50_ms": round(percentile(client_ms, 50), 1),
+        "client_observed_p95_ms": round(percentile(client_ms, 95), 1),
+    }
+
+
+# --- one target ----------------------------------------------------------------------------
+
+
+def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"intake-{name}-"))
+    target = make_target(name, workdir)
+    result: dict[str, Any] = {"target": name, "description": target.description}
+    try:
+        with running_server(target, workdir, args.startup_timeout) as (base, _proc, startup_s):
+            result["startup_s"] = round(startup_s, 1)
+            print(f"[{name}] up in {startup_s:.1f} s at {base}", flush=True)
+            if target.skyhigh and args.completion_events > 0:
+                result["completion"] = asyncio.run(completion_phase(base, args, run_id))
+                print(f"[{name}] accept→completed: {result['completion']}", flush=True)
+            if args.warmup > 0:
+                run_wrk(base, args, args.warmup, f"{run_id}-warm")
+            load = run_wrk(base, args, args.duration, f"{run_id}-load")
+            result["load"] = asdict(load)
+            print(f"[{name}] load: {result['load']}", flush=True)
+            if target.skyhigh:
+                result["after_load"] = skyhigh_after_load(base, args)
+        if target.skyhigh:
+            result["db_statuses"] = statuses_in_db(workdir)
+    finally:
+        if args.keep_workdir:
+            print(f"[{name}] kept {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def skyhigh_after_load(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    at_end = scrape_counts(base)
+    drained_s = wait_drained(base, args.drain_timeout) if args.drain_timeout > 0 else None
+    after = scrape_counts(base)
+    return {
+        "at_load_end": {key: int(value) for key, value in at_end.items()},
+        "drain_s": drained_s,
+        "after_drain": {key: int(value) for key, value in after.items()},
+    }
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def ratios(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    bare = next((r for r in results if r["target"] == "bare"), None)
+    if bare is None:
+        return []
+    rows = []
+    for result in results:
+        if result["target"] == "bare":
+            continue
+        rps = result["load"]["requests_per_s"] / bare["load"]["requests_per_s"]
+        p99 = result["load"]["latency_ms"]["p99"] / bare["load"]["latency_ms"]["p99"]
+        rows.append(
+            {
+                "target": result["target"],
+                "rps_ratio": round(rps, 3),
+                "rps_target_met": rps >= args.rps_target,
+                "p99_ratio": round(p99, 3),
+                "p99_target_met": p99 <= args.p99_target,
+            }
+        )
+    return rows
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "wrk": wrk_version(args.wrk),
+        "uvicorn": f"{sys.executable} -m uvicorn <app> --host {HOST} --port <free> "
+        + " ".join(UVICORN_FLAGS),
+        "load": f"wrk --threads={args.threads} --connections={args.connections} "
+        f"--duration={args.duration:g}s --latency -s bench/intake_load.lua "
+        f"(warm-up {args.warmup:g} s first, same flags)",
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "note": "wrk and the server share the same CPUs; other work on the machine adds noise",
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"Machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}, {env['wrk']}.",
+        f"Server: `{env['uvicorn']}`. Load: `{env['load']}`.",
+        "",
+        "| target | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        load = r["load"]
+        errors = sum(load["socket_errors"].values())
+        lines.append(
+            f"| {r['target']} ({r['description']}) | {load['requests_per_s']:.0f} | "
+            f"{load['latency_ms']['p50']:.2f} | {load['latency_ms']['p99']:.2f} | "
+            f"{load['non_2xx']} | {errors} |"
+        )
+    if report["ratios"]:
+        lines += ["", "| vs bare | req/s ratio (target ≥ 0.8) | p99 ratio (target ≤ 1.25) |"]
+        lines.append("|---|---:|---:|")
+        for q in report["ratios"]:
+            lines.append(
+                f"| {q['target']} | {q['rps_ratio']:.2f} ({_met(q['rps_target_met'])}) | "
+                f"{q['p99_ratio']:.2f} ({_met(q['p99_target_met'])}) |"
+            )
+    lines += _completion_lines(report["results"])
+    return "\n".join(lines) + "\n"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _completion_lines(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "| target | accept→completed p50 / p95 ms | queue wait p50 / p95 ms | "
+        "processing p50 / p95 ms | accepted at load end | completed at load end | drain s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = 0
+    for r in results:
+        c, after = r.get("completion"), r.get("after_load")
+        if c is None or after is None:
+            continue
+        rows += 1
+        end = after["at_load_end"]
+        lines.append(
+            f"| {r['target']} | {c['accept_to_completed_p50_ms']} / "
+            f"{c['accept_to_completed_p95_ms']} | {c['queue_wait_p50_ms']} / "
+            f"{c['queue_wait_p95_ms']} | {c['processing_p50_ms']} / {c['processing_p95_ms']} | "
+            f"{end['accepted']} | {end['completed']} | {after['drain_s']} |"
+        )
+    return lines if rows else []
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=TARGET_NAMES,
+        default=["skyhigh", "bare"],
+        help="servers to measure, in this order (default: skyhigh bare)",
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (20)")
+    parser.add_argument("--connections", type=int, default=32, help="open connections (32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured wrk seconds first")
+    parser.add_argument("--wrk", default="wrk", help="path of the wrk binary")
+    parser.add_argument("--wrk-timeout", type=float, default=10.0, help="wrk socket timeout, s")
+    parser.add_argument("--startup-timeout", type=float, default=240.0, help="/health wait, s")
+    parser.add_argument("--completion-events", type=int, default=100, help="phase-2 events")
+    parser.add_argument("--completion-concurrency", type=int, default=4, help="phase-2 clients")
+    parser.add_argument("--poll-interval", type=float, default=0.01, help="phase-2 poll, s")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,
+        help="after the load, wait up to this long for SkyHigh's queue to empty (0: don't)",
+    )
+    parser.add_argument("--rps-target", type=float, default=0.8, help="min req/s ratio")
+    parser.add_argument("--p99-target", type=float, default=1.25, help="max p99 ratio")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "intake_load",
+        help="write <out>.json and <out>.md",
+    )
+    parser.add_argument("--keep-workdir", action="store_true", help="keep DBs and server logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which(args.wrk) is None:
+        print(f"{args.wrk} not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    run_id = f"bench{int(time.time())}"
+    report: dict[str, Any] = {"environment": environment(args)}
+    report["results"] = [bench_target(name, args, run_id) for name in args.targets]
+    report["ratios"] = ratios(report["results"], args)
+    markdown = render_markdown(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Helpers for speech tests: reference text, WER, synthesized speech."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import jiwer
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9' ]", " ", text.lower())).strip()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
+
+
+def jfk_reference() -> str:
+    return (DATA / "jfk.txt").read_text().strip()
+
+
+def synthesize(text: str, dest: Path) -> Path:
+    """Speak `text` with espeak-ng and resample to 16 kHz mono WAV with ffmpeg."""
+    raw = dest.with_suffix(".raw.wav")
+    # The Klatt voice: espeak's default voice blurs the /b/ of "bags" into "mags" for Whisper.
+    voice = ["-v", "en-us+klatt", "-s", "140"]
+    subprocess.run(["espeak-ng", *voice, "-w", str(raw), text], check=True)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ar", "16000",
+         "-ac", "1", str(dest)],
+        check=True,
+    )
+    raw.unlink()
+    return dest
+
+
+def tone(dest: Path, seconds: float, codec_args: tuple[str, ...] = ()) -> Path:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         f"sine=frequency=440:duration={seconds}", "-ar", "16000", "-ac", "1", *codec_args,
+         str(dest)],
+        check=True,
+    )
+    return dest
