@@ -30,8 +30,20 @@ def synthesize(text: str, dest: Path) -> Path:
     voice = ["-v", "en-us+klatt", "-s", "140"]
     subprocess.run(["espeak-ng", *voice, "-w", str(raw), text], check=True)
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(raw), "-ar", "16000",
-         "-ac", "1", str(dest)],
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(raw),
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            str(dest),
+        ],
         check=True,
     )
     raw.unlink()
@@ -40,9 +52,23 @@ def synthesize(text: str, dest: Path) -> Path:
 
 def tone(dest: Path, seconds: float, codec_args: tuple[str, ...] = ()) -> Path:
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         f"sine=frequency=440:duration={seconds}", "-ar", "16000", "-ac", "1", *codec_args,
-         str(dest)],
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            *codec_args,
+            str(dest),
+        ],
         check=True,
     )
     return dest

@@ -57,7 +57,9 @@ def jwt_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
 
 def make_jwt(**overrides: object) -> str:
     claims: dict[str, object] = {
-        "sub": "app-1", "aud": "skyhigh-api", "iss": "https://issuer.test",
+        "sub": "app-1",
+        "aud": "skyhigh-api",
+        "iss": "https://issuer.test",
         "exp": int(time.time()) + 300,
     }
     claims.update(overrides)
@@ -71,8 +73,11 @@ def test_jwt_matrix(jwt_client: TestClient) -> None:
         "audience": make_jwt(aud="someone-else"),
         "issuer": make_jwt(iss="https://evil.test"),
         "exp": make_jwt(exp=None),
-        "not valid": jwt.encode({"exp": int(time.time()) + 60, "aud": "skyhigh-api",
-                                 "iss": "https://issuer.test"}, "other-secret-" * 4, "HS256"),
+        "not valid": jwt.encode(
+            {"exp": int(time.time()) + 60, "aud": "skyhigh-api", "iss": "https://issuer.test"},
+            "other-secret-" * 4,
+            "HS256",
+        ),
     }
     for expected, token in cases.items():
         response = jwt_client.get("/events/", headers={"Authorization": f"Bearer {token}"})
@@ -85,16 +90,21 @@ def test_jwt_matrix(jwt_client: TestClient) -> None:
 
 def test_jwt_rs256_and_algorithm_allowlist(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    settings = make_settings(tmp_path, auth_mode="jwt", jwt_public_key=public_pem,
-                             jwt_algorithms="RS256")
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    settings = make_settings(
+        tmp_path, auth_mode="jwt", jwt_public_key=public_pem, jwt_algorithms="RS256"
+    )
     verifier = TokenVerifier(settings)
     good = jwt.encode({"sub": "svc", "exp": int(time.time()) + 60}, key, algorithm="RS256")
     assert verifier.verify(good).subject == "svc"
     # An HS256 token signed with the public key text (the classic confusion attack) fails.
-    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "forged-" * 8, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "exp": int(time.time()) + 60}, "forged-" * 8, algorithm="HS256"
+    )
     with pytest.raises(InvalidToken):
         verifier.verify(forged)
 

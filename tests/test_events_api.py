@@ -16,8 +16,9 @@ def new_id(prefix: str = "evt") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def query_event(event_id: str, text: str = "How many bags can I check in for free?",
-                **data: Any) -> dict[str, Any]:
+def query_event(
+    event_id: str, text: str = "How many bags can I check in for free?", **data: Any
+) -> dict[str, Any]:
     return {"event_id": event_id, "event_type": "query", "event_data": {"text": text, **data}}
 
 
@@ -106,8 +107,9 @@ def test_payload_errors_point_at_the_field_to_fix(client: TestClient) -> None:
     assert error["loc"] == ["body", "event_data", "k"]
     assert "50" in error["msg"]
 
-    response = client.post("/events/", json={"event_id": new_id(), "event_type": "query",
-                                             "event_data": {"k": 3}})
+    response = client.post(
+        "/events/", json={"event_id": new_id(), "event_type": "query", "event_data": {"k": 3}}
+    )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "event_data", "text"]
 
@@ -126,8 +128,11 @@ def test_bad_event_ids_are_rejected(client: TestClient) -> None:
 
 def test_validation_errors_never_echo_the_input(client: TestClient) -> None:
     secret_blob = "Zm9v" * 1000
-    body = {"event_id": new_id(), "event_type": "speech",
-            "event_data": {"audio_base64": secret_blob, "audio_url": "https://x.example/a.wav"}}
+    body = {
+        "event_id": new_id(),
+        "event_type": "speech",
+        "event_data": {"audio_base64": secret_blob, "audio_url": "https://x.example/a.wav"},
+    }
     response = client.post("/events/", json=body)
     assert response.status_code == 422
     assert secret_blob not in response.text
@@ -140,8 +145,14 @@ def test_replay_with_identical_body_is_processed_once(client: TestClient) -> Non
     assert first.status_code == 202
     wait_terminal(client.get, event_id)
     # Same body with keys in another order is the same event.
-    replay = client.post("/events/", json={"event_data": {"k": 2, "text": body["event_data"]["text"]},
-                                           "event_type": "query", "event_id": event_id})
+    replay = client.post(
+        "/events/",
+        json={
+            "event_data": {"k": 2, "text": body["event_data"]["text"]},
+            "event_type": "query",
+            "event_id": event_id,
+        },
+    )
     assert replay.status_code == 202
     assert replay.json()["status"] == "completed"
     record = client.get(f"/events/{event_id}").json()
@@ -158,8 +169,11 @@ def test_same_id_with_a_different_body_is_a_conflict(client: TestClient) -> None
 
 
 def test_body_over_the_limit_is_413_without_reading_it(client: TestClient) -> None:
-    big = {"event_id": new_id(), "event_type": "query",
-           "event_data": {"text": "x", "pad": "y" * (3 * 1024 * 1024)}}
+    big = {
+        "event_id": new_id(),
+        "event_type": "query",
+        "event_data": {"text": "x", "pad": "y" * (3 * 1024 * 1024)},
+    }
     response = client.post("/events/", json=big)
     assert response.status_code == 413
     assert "MAX_BODY_BYTES" in response.json()["detail"]
@@ -170,8 +184,9 @@ def test_body_over_the_limit_is_413_without_reading_it(client: TestClient) -> No
             yield b"z" * (64 * 1024)
         yield b'"}}'
 
-    response = client.post("/events/", content=chunks(),
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/events/", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert client.get("/events/chunked").status_code == 404
 

@@ -33,8 +33,9 @@ def b64(path: Path) -> str:
 
 def transcribe_jfk(client: TestClient, **options: Any) -> dict[str, Any]:
     event_id = new_id()
-    response = client.post("/events/", json=speech_event(event_id, audio_base64=jfk_base64(),
-                                                        **options))
+    response = client.post(
+        "/events/", json=speech_event(event_id, audio_base64=jfk_base64(), **options)
+    )
     assert response.status_code == 202, response.text
     record = wait_terminal(client.get, event_id, timeout_s=300)
     assert record["status"] == "completed", record
@@ -58,8 +59,9 @@ def test_jfk_openai_whisper_tiny_en(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def faster_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("fw"), whisper_engine="faster-whisper",
-                             whisper_compute_type="int8")
+    settings = make_settings(
+        tmp_path_factory.mktemp("fw"), whisper_engine="faster-whisper", whisper_compute_type="int8"
+    )
     with TestClient(create_app(settings), headers=AUTH) as test_client:
         yield test_client
 
@@ -122,8 +124,10 @@ def test_transcript_formats(client: TestClient) -> None:
 
 def test_transcript_of_a_query_event_is_a_409(client: TestClient) -> None:
     event_id = new_id()
-    client.post("/events/", json={"event_id": event_id, "event_type": "query",
-                                  "event_data": {"text": "hello"}})
+    client.post(
+        "/events/",
+        json={"event_id": event_id, "event_type": "query", "event_data": {"text": "hello"}},
+    )
     wait_terminal(client.get, event_id)
     assert client.get(f"/events/{event_id}/transcript").status_code == 409
 

@@ -1,0 +1,199 @@
+"""Behaviour that lives in a real server process: crash recovery, a responsive event loop."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import DATA, ROOT, TOKENS, ServerProcess, server_env, wait_terminal
+from speech_helpers import jfk_reference, wer
+
+AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
+
+
+def jfk_repeated(tmp: Path, times: int) -> Path:
+    """A longer clip of real speech: the JFK clip back to back."""
+    dest = tmp / f"jfk_x{times}.wav"
+    inputs = []
+    for _ in range(times):
+        inputs += ["-i", str(DATA / "jfk.wav")]
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            *inputs,
+            "-filter_complex",
+            f"concat=n={times}:v=0:a=1",
+            str(dest),
+        ],
+        check=True,
+    )
+    return dest
+
+
+def log_lines(path: Path) -> list[dict[str, object]]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+    return lines
+
+
+@pytest.mark.slow
+def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(tmp_path: Path) -> None:
+    log_path = tmp_path / "server.log"
+    server = ServerProcess(server_env(tmp_path, WORKER_CONCURRENCY="1"), log_path)
+    audio = base64.b64encode((DATA / "jfk.wav").read_bytes()).decode()
+    ids = [f"crash-speech-{i}" for i in range(6)] + [f"crash-query-{i}" for i in range(6)]
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+            for event_id in ids:
+                if "speech" in event_id:
+                    data: dict[str, object] = {"audio_base64": audio, "language": "en"}
+                    body = {"event_id": event_id, "event_type": "speech", "event_data": data}
+                else:
+                    body = {
+                        "event_id": event_id,
+                        "event_type": "query",
+                        "event_data": {"text": f"refund question {event_id}"},
+                    }
+                assert http.post("/events/", json=body).status_code == 202
+            # Kill while the worker is in the middle of the queue.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                statuses = [http.get(f"/events/{i}").json()["status"] for i in ids]
+                if "completed" in statuses and "processing" in statuses:
+                    break
+                time.sleep(0.05)
+            before = Counter(statuses)
+        server.kill()
+        assert before["completed"] >= 1 and before["queued"] >= 1, before
+
+        server.start()  # same database: recovery re-dispatches what the crash left behind
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+            records = {i: wait_terminal(http.get, i, timeout_s=300) for i in ids}
+    finally:
+        server.stop()
+
+    assert {r["status"] for r in records.values()} == {"completed"}, records
+    interrupted = [r for r in records.values() if r["attempts"] == 2]
+    assert len(interrupted) == 1  # the event that was processing when the process died
+    for event_id in ids:
+        if "speech" in event_id:
+            text = records[event_id]["result"]["transcript"]["text"]
+            assert wer(jfk_reference(), text) <= 0.15
+    completions = Counter(
+        line["event_id"] for line in log_lines(log_path) if line.get("msg") == "completed"
+    )
+    assert completions == Counter(ids), completions  # each completed exactly once
+
+    log_text = log_path.read_text()
+    for secret in TOKENS:
+        assert secret not in log_text
+    assert audio[1000:1100] not in log_text  # no audio in the logs
+
+
+@pytest.mark.slow
+def test_health_answers_while_long_transcriptions_run(tmp_path: Path) -> None:
+    clip = jfk_repeated(tmp_path, 4)
+    server = ServerProcess(
+        server_env(tmp_path, WORKER_CONCURRENCY="2", WHISPER_INSTANCES="2"), tmp_path / "server.log"
+    )
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+            files = {"file": ("long.wav", clip.read_bytes(), "audio/wav")}
+            for index in range(2):
+                response = http.post(
+                    "/events/upload",
+                    files=files,
+                    data={"event_id": f"long-{index}", "lookup": "false"},
+                )
+                assert response.status_code == 202
+            while http.get("/events/long-0").json()["status"] != "processing":
+                time.sleep(0.02)
+            answered = []
+            with ThreadPoolExecutor(4) as pool:
+                for response in pool.map(
+                    lambda _: httpx.get(f"{server.url}/health", timeout=2.0), range(40)
+                ):
+                    answered.append(response.status_code)
+            still = http.get("/events/long-0").json()["status"]
+            records = [wait_terminal(http.get, f"long-{i}", timeout_s=300) for i in range(2)]
+    finally:
+        server.stop()
+    assert answered == [200] * 40
+    assert still == "processing"  # the probes really overlapped the transcription
+    assert all(r["status"] == "completed" for r in records)
+    assert all(r["result"]["transcript"]["duration_s"] > 40 for r in records)
+
+
+@pytest.mark.slow
+def test_request_py_round_trip(tmp_path: Path) -> None:
+    server = ServerProcess(server_env(tmp_path), tmp_path / "server.log")
+    server.start()
+    env = {"SKYHIGH_URL": server.url, "API_TOKEN": TOKENS[0], "PATH": "/usr/bin:/bin"}
+    try:
+        text = subprocess.run(
+            [
+                sys.executable,
+                "request.py",
+                "--text",
+                "Can I bring my cat in the cabin?",
+                "--wait",
+                "--env-file",
+                str(tmp_path / "none.env"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        speech = subprocess.run(
+            [
+                sys.executable,
+                "request.py",
+                "--audio",
+                str(DATA / "jfk.wav"),
+                "--format",
+                "srt",
+                "--env-file",
+                str(tmp_path / "none.env"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        refused = subprocess.run(
+            [sys.executable, "request.py", "--text", "hi", "--env-file", str(tmp_path / "x")],
+            cwd=ROOT,
+            env={**env, "API_TOKEN": "wrong"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("202 ")
+    assert "completed" in text.stdout and "pets-in-cabin" in text.stdout
+    assert speech.returncode == 0, speech.stderr
+    assert "ask not what your country can do for you" in speech.stdout.lower()
+    assert "00:00:00,000 --> " in speech.stdout
+    assert refused.returncode == 1 and refused.stdout.startswith("401 ")
