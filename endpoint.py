@@ -13,15 +13,23 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from skyhigh.audio import check_audio_url
-from skyhigh.dependencies import DispatcherDep, SettingsDep, StoreDep
+from skyhigh.dependencies import (
+    DispatcherDep,
+    PublisherDep,
+    ServicesDep,
+    SettingsDep,
+    StoreDep,
+    WebhooksDep,
+)
 from skyhigh.events import ErrorCode, EventRecord, EventStatus, StepFailed, Transcript
-from skyhigh.intake import body_sha256, new_spool_name, spool_speech
+from skyhigh.intake import body_sha256, new_spool_name, spool_speech, stored_form
 from skyhigh.logs import request_id_var
 from skyhigh.metrics import EVENTS_ACCEPTED
 from skyhigh.payloads import EVENT_TYPES, SpeechOptions, SpeechPayload
 from skyhigh.settings import Settings
 from skyhigh.store import EventConflict, EventNotFound, InvalidCursor, NewEvent
 from skyhigh.subtitles import MEDIA_TYPES, RENDERERS
+from skyhigh.webhooks import check_callback_url
 
 router = APIRouter()
 
@@ -37,7 +45,8 @@ class EventSchema(BaseModel):
     )
     event_type: str = Field(description="One of: " + ", ".join(EVENT_TYPES))
     event_data: dict[str, Any] = Field(
-        description="The payload; its schema depends on event_type (see the payload schemas).",
+        description="The payload; its schema depends on event_type (see the payload schemas). "
+        "Any type may add `callback_url`: the finished event is POSTed there, signed.",
         json_schema_extra={
             "oneOf": [
                 {"$ref": f"#/components/schemas/{t.payload.__name__}"} for t in EVENT_TYPES.values()
@@ -104,7 +113,11 @@ def _queue_full(settings: Settings) -> HTTPException:
 
 
 async def _store_new(
-    new: NewEvent, spooled: Path | None, store: StoreDep, dispatcher: DispatcherDep
+    new: NewEvent,
+    spooled: Path | None,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    publisher: PublisherDep,
 ) -> EventRecord:
     """Store the event (durably, before we answer) and dispatch it; undo the spool on replay."""
     try:
@@ -114,6 +127,9 @@ async def _store_new(
         await _discard(spooled)
         raise
     if outcome.created:
+        # Announced before dispatch, so no subscriber sees "processing" before "queued".
+        queued = outcome.record.model_dump(mode="json")
+        publisher.publish(new.event_id, {"type": "status", **queued})
         dispatcher.submit(new.event_id)
         EVENTS_ACCEPTED.labels(new.event_type).inc()
     else:
@@ -125,6 +141,24 @@ async def _store_new(
 async def _discard(spooled: Path | None) -> None:
     if spooled is not None:
         await anyio.to_thread.run_sync(lambda: spooled.unlink(missing_ok=True))
+
+
+def _callback_url(event_data: dict[str, Any], settings: Settings) -> str | None:
+    """`event_data.callback_url`, allowed on every event type; checked, or 422."""
+    if "callback_url" not in event_data:
+        return None
+    try:
+        return check_callback_url(event_data["callback_url"], settings)
+    except StepFailed as failure:
+        raise _intake_error(failure, "event_data.callback_url") from None
+
+
+async def _schedule_webhooks(
+    webhooks: WebhooksDep, event_id: str, callback_url: str | None
+) -> None:
+    # Also on replays: an intake that crashed between storing and scheduling is completed.
+    if webhooks.targets(callback_url):
+        await anyio.to_thread.run_sync(webhooks.schedule, event_id, callback_url)
 
 
 async def _existing(store: StoreDep, event_id: str, digest: str) -> EventRecord | None:
@@ -151,6 +185,8 @@ async def create_event(
     store: StoreDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
+    publisher: PublisherDep,
+    webhooks: WebhooksDep,
 ) -> Accepted:
     """Validate and store an event, then process it in the background (202 Accepted)."""
     event_type = EVENT_TYPES.get(event.event_type)
@@ -165,8 +201,10 @@ async def create_event(
                 }
             ]
         )
+    callback_url = _callback_url(event.event_data, settings)
+    data = {key: value for key, value in event.event_data.items() if key != "callback_url"}
     try:
-        payload = event_type.payload.model_validate(event.event_data)
+        payload = event_type.payload.model_validate(data)
     except ValidationError as exc:
         raise _payload_error(exc, "event_data") from None
     if isinstance(payload, SpeechPayload) and payload.audio_url is not None:
@@ -181,11 +219,12 @@ async def create_event(
     except EventConflict:
         raise _conflict(event.event_id) from None
     if existing is not None:
+        await _schedule_webhooks(webhooks, event.event_id, callback_url)
         return _accepted(existing, response)
 
     if not dispatcher.reserve():
         raise _queue_full(settings)
-    stored: dict[str, Any] = payload.model_dump(exclude_none=True)
+    stored = stored_form(payload)
     spooled: Path | None = None
     if isinstance(payload, SpeechPayload):
         try:
@@ -201,9 +240,10 @@ async def create_event(
             spooled = settings.spool_dir / stored["audio_file"]
     new = NewEvent(event.event_id, event.event_type, digest, stored, request_id_var.get())
     try:
-        record = await _store_new(new, spooled, store, dispatcher)
+        record = await _store_new(new, spooled, store, dispatcher, publisher)
     except EventConflict:
         raise _conflict(event.event_id) from None
+    await _schedule_webhooks(webhooks, event.event_id, callback_url)
     return _accepted(record, response)
 
 
@@ -227,6 +267,8 @@ async def upload_speech(
     store: StoreDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
+    publisher: PublisherDep,
+    webhooks: WebhooksDep,
     file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads")],
     event_id: Annotated[EventId, Form()],
     language: Annotated[str | None, Form()] = None,
@@ -236,8 +278,10 @@ async def upload_speech(
     lookup: Annotated[bool, Form()] = True,
     k: Annotated[int, Form()] = 5,
     table: Annotated[str | None, Form()] = None,
+    callback_url: Annotated[str | None, Form()] = None,
 ) -> Accepted:
     """Same contract as POST /events/ with event_type `speech`, for curl -F users."""
+    callback_url = _callback_url({"callback_url": callback_url} if callback_url else {}, settings)
     fields = {
         "language": language,
         "task": task,
@@ -265,12 +309,15 @@ async def upload_speech(
         raise _intake_error(failure, "file") from None
     stored = {**options.model_dump(exclude_none=True), "audio_file": name}
     identity = {**options.model_dump(exclude_none=True), "audio_sha256": audio_sha}
+    if callback_url is not None:
+        identity["callback_url"] = callback_url
     digest = body_sha256("speech", identity)
     new = NewEvent(event_id, "speech", digest, stored, request_id_var.get())
     try:
-        record = await _store_new(new, spooled, store, dispatcher)
+        record = await _store_new(new, spooled, store, dispatcher, publisher)
     except EventConflict:
         raise _conflict(event_id) from None
+    await _schedule_webhooks(webhooks, event_id, callback_url)
     return _accepted(record, response)
 
 
@@ -341,9 +388,13 @@ async def _get_record(store: StoreDep, event_id: str) -> EventRecord:
     responses={401: ERRORS[401], 404: {"description": "No event with this id"}},
     summary="Read an event's status and result",
 )
-async def read_event(event_id: str, store: StoreDep) -> EventRecord:
-    """The event's status, timestamps, attempts, queue position, and result or error."""
-    return await _get_record(store, event_id)
+async def read_event(event_id: str, store: StoreDep, webhooks: WebhooksDep) -> EventRecord:
+    """The event's status, timestamps, attempts, queue position, result or error, webhooks."""
+    record = await _get_record(store, event_id)
+    if webhooks.enabled:
+        deliveries = await anyio.to_thread.run_sync(webhooks.for_event, event_id)
+        record = record.model_copy(update={"webhooks": deliveries or None})
+    return record
 
 
 @router.get(
@@ -377,3 +428,29 @@ async def read_transcript(
     if format == "json":
         return Response(transcript.model_dump_json(), media_type="application/json")
     return PlainTextResponse(RENDERERS[format](transcript), media_type=MEDIA_TYPES[format])
+
+
+knowledge_router = APIRouter()
+
+
+class KnowledgeTable(BaseModel):
+    name: str
+    rows: int
+    version: int
+    indexes: list[dict[str, Any]]
+    embedding_model: str
+    columns: list[str]
+
+
+@knowledge_router.get(
+    "/tables",
+    response_model=list[KnowledgeTable],
+    responses={401: ERRORS[401]},
+    summary="List knowledge tables",
+)
+async def list_knowledge_tables(services: ServicesDep) -> list[KnowledgeTable]:
+    """Tables with row counts, index state and the embedding model, to see what is searched."""
+    described = await anyio.to_thread.run_sync(
+        services.knowledge.describe, services.settings.embedding_model
+    )
+    return [KnowledgeTable.model_validate(table) for table in described]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Response, status
+from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import endpoint
+import live
 from skyhigh import __version__
 from skyhigh.dependencies import RuntimeDep, require_token
 from skyhigh.payloads import EVENT_TYPES
@@ -16,6 +19,14 @@ from skyhigh.payloads import EVENT_TYPES
 router = APIRouter()
 router.include_router(
     endpoint.router, prefix="/events", tags=["events"], dependencies=[Depends(require_token)]
+)
+# Live streams authenticate per route: a browser WebSocket carries its token as a subprotocol.
+router.include_router(live.router, prefix="/events", tags=["events"])
+router.include_router(
+    endpoint.knowledge_router,
+    prefix="/knowledge",
+    tags=["knowledge"],
+    dependencies=[Depends(require_token)],
 )
 
 
@@ -75,3 +86,17 @@ async def read_ready(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
 async def read_metrics() -> Response:
     """Prometheus text format: events by type and outcome, queue depth, step durations."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+DEMO_PAGE = Path(__file__).resolve().parent / "skyhigh" / "static" / "demo.html"
+# The page talks to this server only (no CDN); 'self' covers its ws:// connection too.
+DEMO_CSP = (
+    "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; media-src blob:"
+)
+
+
+@router.get("/demo", tags=["service"], response_class=HTMLResponse, summary="Live demo page")
+async def read_demo() -> HTMLResponse:
+    """Public page (it asks for a token): record or upload audio, watch results arrive live."""
+    html = await anyio.Path(DEMO_PAGE).read_text()
+    return HTMLResponse(html, headers={"Content-Security-Policy": DEMO_CSP})

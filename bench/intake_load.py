@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,14 +229,13 @@ def scrape_counts(base: str) -> dict[str, float]:
     return counts
 
 
-def wait_drained(base: str, timeout_s: float) -> float | None:
-    """Seconds until the queue is empty, or None if it is still busy after timeout_s."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if scrape_counts(base)["pending"] == 0:
-            return round(time.monotonic() - started, 1)
-        time.sleep(0.5)
-    return None
+def processing_rate(base: str, sample_s: float) -> tuple[dict[str, float], float]:
+    """Counts after sample_s more seconds, and events finished per second meanwhile."""
+    before = scrape_counts(base)
+    time.sleep(sample_s)
+    after = scrape_counts(base)
+    finished = after["completed"] + after["failed"] - before["completed"] - before["failed"]
+    return after, finished / sample_s
 
 
 def statuses_in_db(workdir: Path) -> dict[str, int]:
@@ -243,6 +243,23 @@ def statuses_in_db(workdir: Path) -> dict[str, int]:
     with sqlite3.connect(workdir / "events.db") as db:
         rows = db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
     return dict(rows)
+
+
+def durability_check(result: dict[str, Any], statuses: dict[str, int]) -> dict[str, Any]:
+    """Every 202 the clients got must be a row in the store after the server stopped."""
+    answered = result["load"]["requests"] - result["load"]["non_2xx"]
+    if "warmup" in result:
+        answered += result["warmup"]["requests"] - result["warmup"]["non_2xx"]
+    answered += result.get("completion", {}).get("events", 0)
+    rows = sum(statuses.values())
+    # rows may exceed the 202s by up to one request per connection per wrk run: requests in
+    # flight when wrk stops are stored, but wrk no longer counts their answers.
+    return {
+        "accepted_by_clients": answered,
+        "rows_in_store": rows,
+        "no_202_lost": rows >= answered,
+        "statuses": statuses,
+    }
 
 
 # --- accept → completed --------------------------------------------------------------------
@@ -268,7 +285,7 @@ async def one_event(
     client: httpx.AsyncClient, event_id: str, poll_s: float, timeout_s: float
 ) -> dict[str, Any]:
     sent = time.perf_counter()
-    body = {"event_id": event_id, "event_type": "query", "event_data": {"text": QUERY_TEXT}}
+    body = {"event_id": event_id, "event_type": "query", "event_data": {"text": QUERY_TEXT, "k": 3}}
     accepted = await client.post("/events/", json=body)
     accepted.raise_for_status()
     deadline = sent + timeout_s
@@ -325,7 +342,11 @@ def summarize_completion(records: list[dict[str, Any]]) -> dict[str, Any]:
 def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"intake-{name}-"))
     target = make_target(name, workdir)
-    result: dict[str, Any] = {"target": name, "description": target.description}
+    result: dict[str, Any] = {
+        "target": name,
+        "description": target.description,
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         with running_server(target, workdir, args.startup_timeout) as (base, _proc, startup_s):
             result["startup_s"] = round(startup_s, 1)
@@ -334,14 +355,14 @@ def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, 
                 result["completion"] = asyncio.run(completion_phase(base, args, run_id))
                 print(f"[{name}] accept→completed: {result['completion']}", flush=True)
             if args.warmup > 0:
-                run_wrk(base, args, args.warmup, f"{run_id}-warm")
+                result["warmup"] = asdict(run_wrk(base, args, args.warmup, f"{run_id}-warm"))
             load = run_wrk(base, args, args.duration, f"{run_id}-load")
             result["load"] = asdict(load)
             print(f"[{name}] load: {result['load']}", flush=True)
             if target.skyhigh:
                 result["after_load"] = skyhigh_after_load(base, args)
         if target.skyhigh:
-            result["db_statuses"] = statuses_in_db(workdir)
+            result["durability"] = durability_check(result, statuses_in_db(workdir))
     finally:
         if args.keep_workdir:
             print(f"[{name}] kept {workdir}", flush=True)
@@ -351,32 +372,37 @@ def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, 
 
 
 def skyhigh_after_load(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What the workers had done when the load stopped, and how fast they go on alone."""
     at_end = scrape_counts(base)
-    drained_s = wait_drained(base, args.drain_timeout) if args.drain_timeout > 0 else None
-    after = scrape_counts(base)
-    return {
-        "at_load_end": {key: int(value) for key, value in at_end.items()},
-        "drain_s": drained_s,
-        "after_drain": {key: int(value) for key, value in after.items()},
-    }
+    result: dict[str, Any] = {"at_load_end": {key: int(value) for key, value in at_end.items()}}
+    if args.drain_sample > 0:
+        later, rate = processing_rate(base, args.drain_sample)
+        result["processing_per_s_after_load"] = round(rate, 1)
+        result["est_drain_s"] = round(later["pending"] / rate) if rate > 0 else None
+    return result
 
 
 # --- report --------------------------------------------------------------------------------
 
 
 def ratios(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    bare = next((r for r in results if r["target"] == "bare"), None)
-    if bare is None:
-        return []
+    """Each SkyHigh target against the bare handler: paired per round, then the median."""
+    bare = {r["round"]: r["load"] for r in results if r["target"] == "bare"}
+    per_target: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        if r["target"] != "bare" and r["round"] in bare:
+            base = bare[r["round"]]
+            rps = r["load"]["requests_per_s"] / base["requests_per_s"]
+            p99 = r["load"]["latency_ms"]["p99"] / base["latency_ms"]["p99"]
+            per_target.setdefault(r["target"], []).append((rps, p99))
     rows = []
-    for result in results:
-        if result["target"] == "bare":
-            continue
-        rps = result["load"]["requests_per_s"] / bare["load"]["requests_per_s"]
-        p99 = result["load"]["latency_ms"]["p99"] / bare["load"]["latency_ms"]["p99"]
+    for target, pairs in per_target.items():
+        rps = statistics.median(pair[0] for pair in pairs)
+        p99 = statistics.median(pair[1] for pair in pairs)
         rows.append(
             {
-                "target": result["target"],
+                "target": target,
+                "rounds": len(pairs),
                 "rps_ratio": round(rps, 3),
                 "rps_target_met": rps >= args.rps_target,
                 "p99_ratio": round(p99, 3),
@@ -384,6 +410,34 @@ def ratios(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
             }
         )
     return rows
+
+
+def load_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per target: the median over rounds of req/s, p50 and p99 (and each round's req/s)."""
+    rows = []
+    for target in dict.fromkeys(r["target"] for r in results):
+        loads = [r["load"] for r in results if r["target"] == target]
+        rows.append(
+            {
+                "target": target,
+                "description": next(r["description"] for r in results if r["target"] == target),
+                "rounds": len(loads),
+                "requests_per_s": statistics.median(x["requests_per_s"] for x in loads),
+                "p50_ms": statistics.median(x["latency_ms"]["p50"] for x in loads),
+                "p99_ms": statistics.median(x["latency_ms"]["p99"] for x in loads),
+                "requests_per_s_each": [x["requests_per_s"] for x in loads],
+                "non_2xx": sum(x["non_2xx"] for x in loads),
+                "socket_errors": sum(sum(x["socket_errors"].values()) for x in loads),
+            }
+        )
+    return rows
+
+
+def git_describe() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,37 +452,52 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         f"--duration={args.duration:g}s --latency -s bench/intake_load.lua "
         f"(warm-up {args.warmup:g} s first, same flags)",
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "code": git_describe(),
         "note": "wrk and the server share the same CPUs; other work on the machine adds noise",
+        "rps_target": args.rps_target,
+        "p99_target": args.p99_target,
     }
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [
-        f"Machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}, {env['wrk']}.",
-        f"Server: `{env['uvicorn']}`. Load: `{env['load']}`.",
+        f"Machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}, {env['wrk']}; "
+        f"code {env['code']}; started {env['started']}.",
+        f"Server: `{env['uvicorn']}`. Load: `{env['load']}`. {env['note']}: 1-min load "
+        f"average before the runs {_loadavg_range(report['results'])} on {env['cpus']} CPUs.",
         "",
-        "| target | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| target | rounds | req/s (median; each round) | p50 ms | p99 ms | non-2xx | "
+        "socket errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in report["results"]:
-        load = r["load"]
-        errors = sum(load["socket_errors"].values())
+    for row in report["summary"]:
+        each = ", ".join(f"{x:.0f}" for x in row["requests_per_s_each"])
         lines.append(
-            f"| {r['target']} ({r['description']}) | {load['requests_per_s']:.0f} | "
-            f"{load['latency_ms']['p50']:.2f} | {load['latency_ms']['p99']:.2f} | "
-            f"{load['non_2xx']} | {errors} |"
+            f"| {row['target']} ({row['description']}) | {row['rounds']} | "
+            f"{row['requests_per_s']:.0f} ({each}) | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+            f"{row['non_2xx']} | {row['socket_errors']} |"
         )
     if report["ratios"]:
-        lines += ["", "| vs bare | req/s ratio (target ≥ 0.8) | p99 ratio (target ≤ 1.25) |"]
-        lines.append("|---|---:|---:|")
+        lines += [
+            "",
+            f"| vs bare (paired per round, median) | req/s ratio (target ≥ {env['rps_target']}) "
+            f"| p99 ratio (target ≤ {env['p99_target']}) |",
+            "|---|---:|---:|",
+        ]
         for q in report["ratios"]:
             lines.append(
-                f"| {q['target']} | {q['rps_ratio']:.2f} ({_met(q['rps_target_met'])}) | "
-                f"{q['p99_ratio']:.2f} ({_met(q['p99_target_met'])}) |"
+                f"| {q['target']} | {q['rps_ratio']:.3f} ({_met(q['rps_target_met'])}) | "
+                f"{q['p99_ratio']:.1f} ({_met(q['p99_target_met'])}) |"
             )
     lines += _completion_lines(report["results"])
+    lines += _backlog_lines(report["results"])
     return "\n".join(lines) + "\n"
+
+
+def _loadavg_range(results: list[dict[str, Any]]) -> str:
+    values = [r["loadavg_before"][0] for r in results]
+    return f"{min(values):.1f}–{max(values):.1f}"
 
 
 def _met(ok: bool) -> str:
@@ -438,24 +507,52 @@ def _met(ok: bool) -> str:
 def _completion_lines(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
-        "| target | accept→completed p50 / p95 ms | queue wait p50 / p95 ms | "
-        "processing p50 / p95 ms | accepted at load end | completed at load end | drain s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "Accept→completed, query events on the idle server (from the event's own timestamps):",
+        "",
+        "| target | events | accept→completed p50 / p95 ms | queue wait p50 / p95 ms | "
+        "processing p50 / p95 ms | client-observed p50 / p95 ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    rows = 0
     for r in results:
-        c, after = r.get("completion"), r.get("after_load")
-        if c is None or after is None:
+        c = r.get("completion")
+        if c is not None:
+            lines.append(
+                f"| {_label(r)} | {c['events']} | {_pair(c, 'accept_to_completed')} | "
+                f"{_pair(c, 'queue_wait')} | {_pair(c, 'processing')} | "
+                f"{_pair(c, 'client_observed')} |"
+            )
+    return lines if len(lines) > 6 else []
+
+
+def _label(result: dict[str, Any]) -> str:
+    return f"{result['target']} (round {result['round']})"
+
+
+def _pair(stats: dict[str, Any], key: str) -> str:
+    return f"{stats[key + '_p50_ms']:.0f} / {stats[key + '_p95_ms']:.0f}"
+
+
+def _backlog_lines(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "Workers during and after the load (the same process embeds the accepted query events):",
+        "",
+        "| target | accepted at load end | finished at load end | pending | "
+        "processed/s after load | est. drain s | 202s answered | rows in store |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        after, durable = r.get("after_load"), r.get("durability")
+        if after is None or durable is None:
             continue
-        rows += 1
         end = after["at_load_end"]
         lines.append(
-            f"| {r['target']} | {c['accept_to_completed_p50_ms']} / "
-            f"{c['accept_to_completed_p95_ms']} | {c['queue_wait_p50_ms']} / "
-            f"{c['queue_wait_p95_ms']} | {c['processing_p50_ms']} / {c['processing_p95_ms']} | "
-            f"{end['accepted']} | {end['completed']} | {after['drain_s']} |"
+            f"| {_label(r)} | {end['accepted']} | {end['completed'] + end['failed']} | "
+            f"{end['pending']} | {after.get('processing_per_s_after_load', '-')} | "
+            f"{after.get('est_drain_s', '-')} | {durable['accepted_by_clients']} | "
+            f"{durable['rows_in_store']} ({'ok' if durable['no_202_lost'] else 'LOST'}) |"
         )
-    return lines if rows else []
+    return lines if len(lines) > 5 else []
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -467,9 +564,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         nargs="+",
         choices=TARGET_NAMES,
-        default=["skyhigh", "bare"],
-        help="servers to measure, in this order (default: skyhigh bare)",
+        default=list(TARGET_NAMES),
+        help="servers to measure, in this order (default: %(default)s)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all targets N times")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (20)")
     parser.add_argument("--connections", type=int, default=32, help="open connections (32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
@@ -481,10 +579,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--completion-concurrency", type=int, default=4, help="phase-2 clients")
     parser.add_argument("--poll-interval", type=float, default=0.01, help="phase-2 poll, s")
     parser.add_argument(
-        "--drain-timeout",
+        "--drain-sample",
         type=float,
-        default=300.0,
-        help="after the load, wait up to this long for SkyHigh's queue to empty (0: don't)",
+        default=10.0,
+        help="after the load, watch SkyHigh's workers this many seconds (0: don't)",
     )
     parser.add_argument("--rps-target", type=float, default=0.8, help="min req/s ratio")
     parser.add_argument("--p99-target", type=float, default=1.25, help="max p99 ratio")
@@ -505,7 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_id = f"bench{int(time.time())}"
     report: dict[str, Any] = {"environment": environment(args)}
-    report["results"] = [bench_target(name, args, run_id) for name in args.targets]
+    report["results"] = [
+        bench_target(name, args, f"{run_id}-r{index}") | {"round": index}
+        for index in range(1, args.rounds + 1)
+        for name in args.targets
+    ]
+    report["summary"] = load_summary(report["results"])
     report["ratios"] = ratios(report["results"], args)
     markdown = render_markdown(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,8 @@ if [[ $HOST_CA == 1 || ($HOST_CA == auto && -n $(ls /usr/local/share/ca-certific
     cp /etc/ssl/certs/ca-certificates.crt "$work/ca/host-ca.crt"
     printf '%s\n' "FROM $BASE_IMAGE" "COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt" \
         "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" >"$work/ca/Dockerfile"
-    docker build -q -t "$SMOKE_BASE" "$work/ca" >/dev/null
+    docker build -q -t "$SMOKE_BASE" "$work/ca" >/dev/null 2>"$work/ca/build.err" ||
+        { cat "$work/ca/build.err" >&2; exit 1; }
     build_base=$SMOKE_BASE
     echo "this host has extra CA certificates: building on $SMOKE_BASE ($BASE_IMAGE + host CA bundle)"
 fi
@@ -178,10 +179,12 @@ image_size=$(awk -v b="$image_bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }')
 
 rebuild_s=skipped
 if [[ $DO_REBUILD == 1 ]]; then
-    # A code-only change, made in a copy of the tracked files so the checkout is never edited.
+    # A code-only change, made in a copy of the checkout so the checkout is never edited (the
+    # big ignored folders stay behind; .dockerignore filters the rest as usual).
     log "rebuild after a code-only change"
     mkdir -p "$work/ctx"
-    git ls-files -z -co --exclude-standard | xargs -0 cp --parents -t "$work/ctx"
+    tar -C "$repo" --exclude=./.venv --exclude=./.git --exclude=./.mypy_cache --exclude=./spool \
+        --exclude=./bench/cache --exclude=./bench/out -cf - . | tar -C "$work/ctx" -xf -
     echo "# smoke rebuild $run_id" >>"$work/ctx/main.py"
     t0=$(now)
     if docker build --network=host --build-arg "PYTHON_IMAGE=$build_base" -t skyhigh:smoke-rebuild "$work/ctx" >"$work/rebuild.log" 2>&1; then

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from skyhigh.dispatch import Dispatcher
+from skyhigh.publish import EventPublisher
 from skyhigh.runtime import Runtime
 from skyhigh.security import InvalidToken, Principal
+from skyhigh.services import Services
 from skyhigh.settings import Settings
 from skyhigh.store import EventStore
+from skyhigh.streams import StreamBroker
+from skyhigh.webhooks import Webhooks
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -19,8 +24,9 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.state.runtime
+def get_runtime(connection: HTTPConnection) -> Runtime:
+    # HTTPConnection: the same dependency serves HTTP requests and WebSockets.
+    runtime: Runtime = connection.state.runtime
     return runtime
 
 
@@ -39,9 +45,14 @@ def get_dispatcher(runtime: RuntimeDep) -> Dispatcher:
     return runtime.dispatcher
 
 
+def get_services(runtime: RuntimeDep) -> Services:
+    return runtime.services
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[EventStore, Depends(get_store)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def _unauthorized(detail: str, *, token_given: bool) -> HTTPException:
@@ -72,3 +83,58 @@ def require_token(
 
 
 PrincipalDep = Annotated[Principal, Depends(require_token)]
+
+
+def get_streams(runtime: RuntimeDep) -> StreamBroker:
+    return runtime.streams
+
+
+def get_webhooks(runtime: RuntimeDep) -> Webhooks:
+    return runtime.webhooks
+
+
+StreamsDep = Annotated[StreamBroker, Depends(get_streams)]
+WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
+
+# Browsers cannot set headers on a WebSocket: `new WebSocket(url, ["bearer", token])` sends
+# `Sec-WebSocket-Protocol: bearer, <token>`, and the server selects "bearer".
+WS_BEARER_PROTOCOL = "bearer"
+
+
+class WebSocketAuth(NamedTuple):
+    principal: Principal | None
+    subprotocol: str | None  # to echo when accepting (a browser fails the socket otherwise)
+    error: str | None  # why the connection must be closed with 1008
+
+
+def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> WebSocketAuth:
+    """The bearer token from `Authorization` or from `Sec-WebSocket-Protocol: bearer, <token>`."""
+    offered: list[str] = list(websocket.scope.get("subprotocols", []))
+    subprotocol = WS_BEARER_PROTOCOL if WS_BEARER_PROTOCOL in offered else None
+    token: str | None = None
+    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        token = value.strip()
+    elif subprotocol is not None:
+        index = offered.index(WS_BEARER_PROTOCOL)
+        token = offered[index + 1] if index + 1 < len(offered) else None
+    verifier = runtime.verifier
+    if token is None:
+        if verifier.open_access:
+            return WebSocketAuth(Principal(subject="dev", method="open"), subprotocol, None)
+        return WebSocketAuth(None, subprotocol, "missing bearer token")
+    try:
+        return WebSocketAuth(verifier.verify(token), subprotocol, None)
+    except InvalidToken as exc:
+        return WebSocketAuth(None, subprotocol, str(exc))
+
+
+WebSocketAuthDep = Annotated[WebSocketAuth, Depends(websocket_auth)]
+
+
+def get_publisher(runtime: RuntimeDep) -> EventPublisher:
+    # Intake announces "queued" through the pipeline's own publisher (streams and webhooks).
+    return runtime.pipeline.publisher
+
+
+PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]

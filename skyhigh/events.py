@@ -26,6 +26,8 @@ class ErrorCode(enum.StrEnum):
     MAX_ATTEMPTS = "max_attempts"
     TABLE_NOT_FOUND = "table_not_found"
     INVALID_FILTER = "invalid_filter"
+    INVALID_QUERY = "invalid_query"
+    INVALID_METADATA = "invalid_metadata"
     INVALID_BASE64 = "invalid_base64"
     UNSUPPORTED_AUDIO = "unsupported_audio"
     EMPTY_AUDIO = "empty_audio"
@@ -83,6 +85,26 @@ class Match(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class WebhookAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook target of an event and how delivering to it went (skyhigh.webhooks)."""
+
+    id: str = Field(description="The webhook-id header: the same on every attempt")
+    url: str = Field(description="The target, without query string or credentials")
+    status: str = Field(description="scheduled, pending, delivered or failed")
+    attempts: int
+    next_attempt_at: datetime | None = None
+    finished_at: datetime | None = None
+    history: list[WebhookAttempt] = Field(default_factory=list)
+
+
 class EventRecord(BaseModel):
     """One stored event as the API shows it."""
 
@@ -96,3 +118,6 @@ class EventRecord(BaseModel):
     queue_position: int | None = None
     result: dict[str, Any] | None = None
     error: EventError | None = None
+    webhooks: list[WebhookDelivery] | None = Field(
+        default=None, description="Webhook deliveries, when the event has targets"
+    )

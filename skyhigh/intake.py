@@ -12,8 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from skyhigh.audio import decode_base64_audio, write_spool_file
-from skyhigh.payloads import SpeechPayload
+from skyhigh.payloads import DocumentPayload, SpeechPayload
 
 
 def body_sha256(event_type: str, event_data: dict[str, Any]) -> str:
@@ -30,6 +32,15 @@ def body_sha256(event_type: str, event_data: dict[str, Any]) -> str:
 def new_spool_name() -> str:
     # Unique per request: a replayed body must never overwrite audio a queued event still needs.
     return f"{uuid.uuid4().hex}.audio"
+
+
+def stored_form(payload: BaseModel) -> dict[str, Any]:
+    """The payload as stored, with anything generated at intake filled in (so retries and
+    recovery reuse it): a document without an id gets one here."""
+    stored = payload.model_dump(exclude_none=True)
+    if isinstance(payload, DocumentPayload) and payload.document_id is None:
+        stored["document_id"] = f"doc-{uuid.uuid4().hex}"
+    return stored
 
 
 def spool_speech(payload: SpeechPayload, spool_dir: Path, *, max_bytes: int) -> dict[str, Any]:

@@ -6,6 +6,8 @@ payloads with the same models the API accepted them with.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -21,6 +23,16 @@ from pydantic import (
 
 TABLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+# Whisper's language codes (whisper.tokenizer.LANGUAGES; a test keeps them in sync).
+WHISPER_LANGUAGES = frozenset(
+    (
+        "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha "
+        "haw he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr "
+        "ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg "
+        "th tk tl tr tt uk ur uz vi yi yo yue zh "
+    ).split()
+)
 
 TableName = Annotated[str, StringConstraints(pattern=TABLE_NAME)]
 FilterScalar = str | int | float | bool
@@ -57,6 +69,16 @@ class LookupOptions(BaseModel):
         ),
     )
 
+    mode: Literal["vector", "fulltext", "hybrid"] = Field(
+        default="vector",
+        description="vector (semantic), fulltext (BM25 keywords) or hybrid (both, RRF-fused).",
+    )
+    min_score: float | None = Field(
+        default=None,
+        description="Drop matches scoring below this (cosine for vector, BM25 for fulltext, "
+        "RRF for hybrid).",
+    )
+
     _filter = field_validator("filter")(_check_filter)
 
 
@@ -69,13 +91,28 @@ class QueryPayload(LookupOptions):
 class SpeechOptions(LookupOptions):
     """Everything about a speech event except where its audio comes from."""
 
-    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")] | None = (
-        Field(default=None, description="ISO 639-1 code; detected when absent.")
+    language: str | None = Field(
+        default=None, description="ISO 639-1 code (as Whisper knows it); detected when absent."
     )
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
     initial_prompt: str | None = Field(default=None, max_length=1000)
     lookup: bool = Field(default=True, description="Search the knowledge base with the transcript.")
+    index_transcript: bool = Field(
+        default=False, description="Store the transcript in the transcripts table for search."
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.lower()
+        if code not in WHISPER_LANGUAGES:
+            raise ValueError(
+                f"unknown language {value!r}; use an ISO 639-1 code such as en, de, fr"
+            )
+        return code
 
 
 class SpeechPayload(SpeechOptions):
@@ -96,6 +133,65 @@ class SpeechPayload(SpeechOptions):
         if (self.audio_base64 is None) == (self.audio_url is None):
             raise ValueError("give exactly one of audio_base64 or audio_url")
         return self
+
+
+DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
+RESERVED_METADATA = frozenset(
+    {"id", "document_id", "chunk", "title", "text", "content_sha256", "vector", "tags"}
+)
+
+
+class DocumentPayload(BaseModel):
+    """Add or replace a document in the knowledge base: chunked, embedded, upserted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document_id: Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)] | None = Field(
+        default=None,
+        description="Your id; re-sending it replaces the document. Generated if absent.",
+    )
+    title: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=100_000)
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Flat metadata; each key becomes a filterable column (e.g. category).",
+    )
+    table: TableName | None = Field(default=None, description="Target table (default: knowledge).")
+
+    @field_validator("metadata")
+    @classmethod
+    def _flat_metadata(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        if len(value) > 32:
+            raise ValueError("metadata may hold at most 32 keys")
+        for key, item in value.items():
+            if not COLUMN_NAME.match(key) or key in RESERVED_METADATA:
+                raise ValueError(
+                    f"metadata key {key!r} must be an identifier and not one of "
+                    f"{', '.join(sorted(RESERVED_METADATA))}"
+                )
+            if isinstance(item, str) and len(item) > 2000:
+                raise ValueError(f"metadata {key!r} is longer than 2000 characters")
+        return value
+
+
+def document_sha256(document: DocumentPayload) -> str:
+    """Fingerprint of a document's content, so bulk ingestion can skip unchanged documents."""
+    canonical = json.dumps(
+        {"title": document.title, "text": document.text, "metadata": document.metadata},
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class DocumentDeletePayload(BaseModel):
+    """Remove a document (all its chunks) from the knowledge base."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document_id: Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]
+    table: TableName | None = None
 
 
 class SpeechJob(SpeechOptions):
@@ -134,8 +230,31 @@ class EventType:
     example: dict[str, Any]
 
 
+DOCUMENT_EXAMPLE: dict[str, Any] = {
+    "event_id": "5d2c0f1a-document-example",
+    "event_type": "document",
+    "event_data": {
+        "document_id": "policy-lounge-access",
+        "title": "Lounge access for Gold members",
+        "text": "SkyMiles Gold members may use partner lounges with one guest. ...",
+        "metadata": {"category": "loyalty", "source": "intranet"},
+    },
+}
+
+DOCUMENT_DELETE_EXAMPLE: dict[str, Any] = {
+    "event_id": "5d2c0f1a-delete-example",
+    "event_type": "document_delete",
+    "event_data": {"document_id": "policy-lounge-access"},
+}
+
 # Adding an event type: a payload model here, a handler in pipeline.Pipeline.handlers.
 EVENT_TYPES: dict[str, EventType] = {
     "query": EventType("query", QueryPayload, "Search the knowledge base", QUERY_EXAMPLE),
     "speech": EventType("speech", SpeechPayload, "Transcribe audio, then search", SPEECH_EXAMPLE),
+    "document": EventType(
+        "document", DocumentPayload, "Add or replace a document", DOCUMENT_EXAMPLE
+    ),
+    "document_delete": EventType(
+        "document_delete", DocumentDeletePayload, "Delete a document", DOCUMENT_DELETE_EXAMPLE
+    ),
 }

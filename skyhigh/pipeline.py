@@ -7,13 +7,27 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from skyhigh.events import ErrorCode, EventError, Match, StepFailed
+import numpy as np
+from numpy.typing import NDArray
+
+from skyhigh.chunking import chunk_text
+from skyhigh.events import ErrorCode, EventError, Match, Segment, StepFailed, Transcript
+from skyhigh.knowledge_writer import WriteOp
 from skyhigh.logs import event_id_var, request_id_var
 from skyhigh.metrics import EVENTS_COMPLETED, EVENTS_FAILED, STEP_SECONDS
-from skyhigh.payloads import LookupOptions, QueryPayload, SpeechJob
+from skyhigh.payloads import (
+    DocumentDeletePayload,
+    DocumentPayload,
+    LookupOptions,
+    QueryPayload,
+    SpeechJob,
+    document_sha256,
+)
+from skyhigh.publish import EventPublisher, FanOut
 from skyhigh.services import Services
 from skyhigh.store import EventStore
 
@@ -52,11 +66,19 @@ Handler = Callable[[dict[str, Any], StepTimer], dict[str, Any]]
 class Pipeline:
     """Runs events to a terminal state; safe to call from any worker thread or process."""
 
-    def __init__(self, store: EventStore, services: Services) -> None:
+    def __init__(
+        self, store: EventStore, services: Services, *, publisher: EventPublisher | None = None
+    ) -> None:
         self.store = store
         self.services = services
         self.settings = services.settings
-        self.handlers: dict[str, Handler] = {"query": self.run_query, "speech": self.run_speech}
+        self.publisher: EventPublisher = publisher or FanOut()
+        self.handlers: dict[str, Handler] = {
+            "query": self.run_query,
+            "speech": self.run_speech,
+            "document": self.run_document,
+            "document_delete": self.run_document_delete,
+        }
 
     def process(self, event_id: str) -> None:
         claimed = self.store.claim(event_id, max_attempts=self.settings.max_attempts)
@@ -65,6 +87,9 @@ class Pipeline:
         event_token = event_id_var.set(event_id)
         request_token = request_id_var.set(claimed.request_id)
         timer = StepTimer(claimed.event_type)
+        self.publisher.publish(
+            event_id, {"type": "status", "status": "processing", "attempts": claimed.attempts}
+        )
         try:
             log.info(
                 "processing", extra={"event_type": claimed.event_type, "attempt": claimed.attempts}
@@ -85,16 +110,32 @@ class Pipeline:
                 "processing failed unexpectedly; the server log has the details",
             )
         else:
-            self.store.complete(event_id, result)
-            EVENTS_COMPLETED.labels(claimed.event_type).inc()
-            log.info("completed", extra={"event_type": claimed.event_type, "status": "completed"})
+            self._complete(event_id, claimed.event_type, result)
         finally:
             self._discard_spooled_audio(claimed.payload)
             event_id_var.reset(event_token)
             request_id_var.reset(request_token)
 
+    def _complete(self, event_id: str, event_type: str, result: dict[str, Any]) -> None:
+        try:
+            record = self.store.complete(event_id, result)
+        except Exception:
+            # The promise is completed-or-failed: a result that cannot be stored fails the event.
+            log.exception("storing the result failed", extra={"event_type": event_type})
+            self._fail(
+                event_id,
+                event_type,
+                ErrorCode.INTERNAL_ERROR,
+                "the result could not be stored; the server log has the details",
+            )
+            return
+        self.publisher.publish(event_id, {"type": "status", **record.model_dump(mode="json")})
+        EVENTS_COMPLETED.labels(event_type).inc()
+        log.info("completed", extra={"event_type": event_type, "status": "completed"})
+
     def _fail(self, event_id: str, event_type: str, code: str, message: str) -> None:
-        self.store.fail(event_id, EventError(code=code, message=message))
+        record = self.store.fail(event_id, EventError(code=code, message=message))
+        self.publisher.publish(event_id, {"type": "status", **record.model_dump(mode="json")})
         EVENTS_FAILED.labels(event_type, code).inc()
         log.info("failed", extra={"event_type": event_type, "status": "failed", "code": code})
 
@@ -102,8 +143,53 @@ class Pipeline:
 
     def run_query(self, payload: dict[str, Any], step: StepTimer) -> dict[str, Any]:
         query = QueryPayload.model_validate(payload)
-        matches = self._lookup(query.text, query, step)
-        return {"matches": [m.model_dump() for m in matches], "timings": step.timings}
+        matches = self._lookup(query.text, self._embed(query.text, step), query, step)
+        return {"matches": [m.model_dump(mode="json") for m in matches], "timings": step.timings}
+
+    def run_document(self, payload: dict[str, Any], step: StepTimer) -> dict[str, Any]:
+        document = DocumentPayload.model_validate(payload)
+        assert document.document_id is not None  # intake fills it in
+        table = document.table or self.settings.knowledge_table
+        with step("chunk"):
+            chunks = chunk_text(
+                document.text, size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
+            )
+        with step("embed"):
+            # The title travels with every chunk: it often carries the chunk's topic.
+            vectors = self.services.embedder.embed([f"{document.title}\n{c}" for c in chunks])
+        content_sha256 = document_sha256(document)
+        rows = [
+            {
+                **document.metadata,
+                "id": f"{document.document_id}#{index}",
+                "document_id": document.document_id,
+                "chunk": index,
+                "title": document.title,
+                "text": chunk,
+                "content_sha256": content_sha256,
+                "vector": vector.tolist(),
+            }
+            for index, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
+        ]
+        with step("write"):
+            op = WriteOp(table, "documents", rows, replace_documents=[document.document_id])
+            replaced = self.services.writer.submit(op).result()
+        return {
+            "document_id": document.document_id,
+            "table": table,
+            "chunks": len(rows),
+            "replaced_chunks": replaced,
+            "timings": step.timings,
+        }
+
+    def run_document_delete(self, payload: dict[str, Any], step: StepTimer) -> dict[str, Any]:
+        delete = DocumentDeletePayload.model_validate(payload)
+        table = delete.table or self.settings.knowledge_table
+        self.services.knowledge.table(table)  # table_not_found before anything is queued
+        with step("write"):
+            op = WriteOp(table, "documents", [], replace_documents=[delete.document_id])
+            deleted = self.services.writer.submit(op).result()
+        return {"document_id": delete.document_id, "table": table, "deleted_chunks": deleted}
 
     def run_speech(self, payload: dict[str, Any], step: StepTimer) -> dict[str, Any]:
         from skyhigh import audio
@@ -122,27 +208,72 @@ class Pipeline:
             word_timestamps=job.word_timestamps,
             initial_prompt=job.initial_prompt,
         )
+        event_id = event_id_var.get() or ""
+
+        def on_segment(segment: Segment) -> None:
+            self.publisher.publish(
+                event_id, {"type": "segment", "segment": segment.model_dump(mode="json")}
+            )
+
         with step("transcribe"), pool.borrow() as transcriber:
-            transcript = transcriber.transcribe(samples, options)
+            transcript = transcriber.transcribe(samples, options, on_segment=on_segment)
+        self.publisher.publish(
+            event_id, {"type": "transcript", "transcript": transcript.model_dump(mode="json")}
+        )
         matches: list[Match] = []
-        if job.lookup and transcript.text.strip():
-            matches = self._lookup(transcript.text, job, step)
+        text = transcript.text.strip()
+        vector = self._embed(text, step) if text and (job.lookup or job.index_transcript) else None
+        if job.index_transcript and vector is not None:
+            self._index_transcript(event_id, transcript, vector, step)
+        if job.lookup and vector is not None:
+            matches = self._lookup(text, vector, job, step)
+            self.publisher.publish(
+                event_id,
+                {"type": "matches", "matches": [m.model_dump(mode="json") for m in matches]},
+            )
         return {
-            "transcript": transcript.model_dump(),
-            "matches": [m.model_dump() for m in matches],
+            "transcript": transcript.model_dump(mode="json"),
+            "matches": [m.model_dump(mode="json") for m in matches],
             "timings": step.timings,
             "model": {"engine": pool.engine, "name": pool.model_name, "sha256": pool.sha256},
         }
 
     # --- steps ---
 
-    def _lookup(self, text: str, options: LookupOptions, step: StepTimer) -> list[Match]:
+    def _embed(self, text: str, step: StepTimer) -> NDArray[np.float32]:
         with step("embed"):
-            vector = self.services.embedder.embed([text])[0]
+            vector: NDArray[np.float32] = self.services.embedder.embed([text])[0]
+        return vector
+
+    def _lookup(
+        self, text: str, vector: NDArray[np.float32], options: LookupOptions, step: StepTimer
+    ) -> list[Match]:
         with step("lookup"):
             return self.services.knowledge.search(
-                vector, table=options.table, k=options.k, filter=options.filter
+                vector,
+                text=text,
+                table=options.table,
+                k=options.k,
+                filter=options.filter,
+                mode=options.mode,
+                min_score=options.min_score,
             )
+
+    def _index_transcript(
+        self, event_id: str, transcript: Transcript, vector: NDArray[np.float32], step: StepTimer
+    ) -> None:
+        row = {
+            "id": event_id,
+            "event_id": event_id,
+            "title": f"Transcript of {event_id}",
+            "text": transcript.text.strip(),
+            "language": transcript.language,
+            "created_at": datetime.now(UTC),
+            "vector": vector.tolist(),
+        }
+        with step("index"):
+            op = WriteOp(self.settings.transcripts_table, "transcripts", [row])
+            self.services.writer.submit(op).result()
 
     def _audio_path(self, job: SpeechJob) -> Path:
         from skyhigh import audio

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 from skyhigh.dispatch import Dispatcher, InProcessDispatcher
 from skyhigh.pipeline import Pipeline
+from skyhigh.publish import FanOut
 from skyhigh.security import TokenVerifier
 from skyhigh.services import Services, load_services
 from skyhigh.settings import Settings
 from skyhigh.store import EventStore
+from skyhigh.streams import StreamBus
+from skyhigh.webhooks import Webhooks
 
 log = logging.getLogger("skyhigh.runtime")
 
@@ -23,6 +26,8 @@ class Runtime:
     pipeline: Pipeline
     dispatcher: Dispatcher
     verifier: TokenVerifier
+    streams: StreamBus  # live WS/SSE subscribers (skyhigh.streams)
+    webhooks: Webhooks
 
 
 def start_runtime(settings: Settings) -> Runtime:
@@ -33,22 +38,30 @@ def start_runtime(settings: Settings) -> Runtime:
     settings.validate_auth()
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     store = EventStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    webhooks = Webhooks(settings, store)  # checks the webhook settings before models load
     services = load_services(settings)
-    pipeline = Pipeline(store, services)
+    streams = StreamBus()
+    # The bus first: live subscribers see the outcome before webhook bookkeeping runs.
+    pipeline = Pipeline(store, services, publisher=FanOut([streams, webhooks]))
     dispatcher = InProcessDispatcher(
         pipeline.process,
         concurrency=settings.worker_concurrency,
         max_pending=settings.max_pending_events,
     )
     dispatcher.start(store.recover())
-    return Runtime(settings, store, services, pipeline, dispatcher, TokenVerifier(settings))
+    webhooks.start()
+    verifier = TokenVerifier(settings)
+    return Runtime(settings, store, services, pipeline, dispatcher, verifier, streams, webhooks)
 
 
 def stop_runtime(runtime: Runtime) -> None:
     """Let running events finish within the grace period; put the rest back in the queue."""
+    runtime.streams.close()
     unfinished = runtime.dispatcher.stop(grace_s=runtime.settings.shutdown_grace_s)
     for event_id in unfinished:
         runtime.store.requeue(event_id)
     if unfinished:
         log.info("requeued running events at shutdown", extra={"count": len(unfinished)})
+    runtime.webhooks.stop()
+    runtime.services.close()
     runtime.store.close()

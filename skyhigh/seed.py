@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from datetime import timedelta
@@ -13,22 +14,10 @@ import lancedb
 import pyarrow as pa
 
 from skyhigh.embedder import Embedder
+from skyhigh.knowledge import documents_schema
 from skyhigh.settings import get_settings
 
 DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / "data" / "knowledge.jsonl"
-
-
-def knowledge_schema(dimension: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("title", pa.string()),
-            pa.field("text", pa.string()),
-            pa.field("category", pa.string()),
-            pa.field("tags", pa.list_(pa.string())),
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
-        ]
-    )
 
 
 def load_entries(source: Path) -> list[dict[str, Any]]:
@@ -40,25 +29,30 @@ def load_entries(source: Path) -> list[dict[str, Any]]:
 
 
 def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
+    """Replace `table` with the entries of `source`: one chunk per entry, FTS index built."""
     entries = load_entries(source)
     # Title and text together: questions often echo the title's wording.
     vectors = embedder.embed([f"{e['title']}\n{e['text']}" for e in entries])
     rows = [
         {
             "id": e["id"],
+            "document_id": e["id"],
+            "chunk": 0,
             "title": e["title"],
             "text": e["text"],
             "category": e["category"],
             "tags": list(e["tags"]),
+            "content_sha256": hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest(),
             "vector": vector.tolist(),
         }
         for e, vector in zip(entries, vectors, strict=True)
     ]
     db = lancedb.connect(uri)
-    data = pa.Table.from_pylist(rows, schema=knowledge_schema(embedder.dimension))
-    db.create_table(table, data=data, mode="overwrite")
+    data = pa.Table.from_pylist(rows, schema=documents_schema(embedder.dimension))
+    handle = db.create_table(table, data=data, mode="overwrite")
+    handle.create_fts_index("text", use_tantivy=False, replace=True)
     # A fresh table keeps no old versions: the committed lancedb_data/ stays small.
-    db.open_table(table).optimize(cleanup_older_than=timedelta(0))
+    handle.optimize(cleanup_older_than=timedelta(0))
     return len(rows)
 
 

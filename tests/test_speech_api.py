@@ -200,3 +200,14 @@ def test_bad_audio_gets_clear_errors_and_the_next_event_still_completes(
 
     record = transcribe_jfk(client, lookup=False)
     assert record["status"] == "completed"
+
+
+def test_language_must_be_one_whisper_knows(client: TestClient) -> None:
+    import whisper.tokenizer
+
+    from skyhigh.payloads import WHISPER_LANGUAGES
+
+    assert set(whisper.tokenizer.LANGUAGES) == WHISPER_LANGUAGES
+    response = intake(client, audio_base64=jfk_base64(), language="xx")
+    assert response.status_code == 422
+    assert "unknown language 'xx'" in response.json()["detail"][0]["msg"]
