@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from skyhigh.audio import check_audio_url
 from skyhigh.dependencies import (
     DispatcherDep,
+    IntakeDep,
     PublisherDep,
     ServicesDep,
     SettingsDep,
@@ -115,13 +116,13 @@ def _queue_full(settings: Settings) -> HTTPException:
 async def _store_new(
     new: NewEvent,
     spooled: Path | None,
-    store: StoreDep,
+    intake: IntakeDep,
     dispatcher: DispatcherDep,
     publisher: PublisherDep,
 ) -> EventRecord:
     """Store the event (durably, before we answer) and dispatch it; undo the spool on replay."""
     try:
-        outcome = await anyio.to_thread.run_sync(store.create, new)
+        outcome = await intake.create(new)
     except BaseException:
         dispatcher.release()
         await _discard(spooled)
@@ -183,6 +184,7 @@ async def create_event(
     event: Annotated[EventSchema, Body(openapi_examples=OPENAPI_EXAMPLES)],
     response: Response,
     store: StoreDep,
+    intake: IntakeDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
     publisher: PublisherDep,
@@ -213,16 +215,27 @@ async def create_event(
         except StepFailed as failure:
             raise _intake_error(failure, "event_data.audio_url") from None
 
-    digest = await anyio.to_thread.run_sync(body_sha256, event.event_type, event.event_data)
-    try:
-        existing = await _existing(store, event.event_id, digest)
-    except EventConflict:
-        raise _conflict(event.event_id) from None
-    if existing is not None:
-        await _schedule_webhooks(webhooks, event.event_id, callback_url)
-        return _accepted(existing, response)
-
-    if not dispatcher.reserve():
+    spools_audio = isinstance(payload, SpeechPayload) and payload.audio_base64 is not None
+    if spools_audio:  # megabytes of base64: hash it off the loop
+        digest = await anyio.to_thread.run_sync(body_sha256, event.event_type, event.event_data)
+    else:
+        digest = body_sha256(event.event_type, event.event_data)
+    reserved = dispatcher.reserve()
+    if spools_audio or not reserved:
+        # A replay is answered before spooling its audio again, and even when the queue is
+        # full; for everything else the insert itself detects replays (one round trip).
+        try:
+            existing = await _existing(store, event.event_id, digest)
+        except EventConflict:
+            if reserved:
+                dispatcher.release()
+            raise _conflict(event.event_id) from None
+        if existing is not None:
+            if reserved:
+                dispatcher.release()
+            await _schedule_webhooks(webhooks, event.event_id, callback_url)
+            return _accepted(existing, response)
+    if not reserved:
         raise _queue_full(settings)
     stored = stored_form(payload)
     spooled: Path | None = None
@@ -240,7 +253,7 @@ async def create_event(
             spooled = settings.spool_dir / stored["audio_file"]
     new = NewEvent(event.event_id, event.event_type, digest, stored, request_id_var.get())
     try:
-        record = await _store_new(new, spooled, store, dispatcher, publisher)
+        record = await _store_new(new, spooled, intake, dispatcher, publisher)
     except EventConflict:
         raise _conflict(event.event_id) from None
     await _schedule_webhooks(webhooks, event.event_id, callback_url)
@@ -264,7 +277,7 @@ def _conflict(event_id: str) -> HTTPException:
 )
 async def upload_speech(
     response: Response,
-    store: StoreDep,
+    intake: IntakeDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
     publisher: PublisherDep,
@@ -314,7 +327,7 @@ async def upload_speech(
     digest = body_sha256("speech", identity)
     new = NewEvent(event_id, "speech", digest, stored, request_id_var.get())
     try:
-        record = await _store_new(new, spooled, store, dispatcher, publisher)
+        record = await _store_new(new, spooled, intake, dispatcher, publisher)
     except EventConflict:
         raise _conflict(event_id) from None
     await _schedule_webhooks(webhooks, event_id, callback_url)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from router import router
 from skyhigh import __version__
+from skyhigh.intake import IntakeBatcher
 from skyhigh.logs import configure_logging
 from skyhigh.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from skyhigh.payloads import EVENT_TYPES
@@ -39,9 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # Models load here, once, off the event loop; the server listens only afterwards.
         runtime = await anyio.to_thread.run_sync(start_runtime, settings)
+        intake = IntakeBatcher(runtime.store)
+        intake.start()
         try:
-            yield {"runtime": runtime}
+            yield {"runtime": runtime, "intake": intake}
         finally:
+            await intake.stop()
             await anyio.to_thread.run_sync(stop_runtime, runtime)
 
     app = FastAPI(title="SkyHigh", version=__version__, description=DESCRIPTION, lifespan=lifespan)

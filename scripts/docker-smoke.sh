@@ -191,7 +191,8 @@ if [[ $DO_REBUILD == 1 ]]; then
         rebuild_s=$(elapsed "$t0" "$(now)")
         # The classic builder prints "---> Using cache" under each step it did not run.
         if grep -A1 -E "RUN (uv sync|python -c)" "$work/rebuild.log" | grep -q -- "Running in"; then
-            record rebuild-code-only fail "${rebuild_s} s, dependency or model layer rebuilt"
+            record rebuild-code-only fail \
+                "${rebuild_s} s, dependency or model layer rebuilt: was pyproject.toml, uv.lock or models.py edited during the run?"
         else
             record rebuild-code-only pass "${rebuild_s} s, dependency and model layers cached"
         fi
@@ -250,9 +251,6 @@ else
 fi
 cat "$work/query.log"
 
-health=$(docker inspect -f '{{.State.Health.Status}}' "$CONTAINER" 2>/dev/null || echo none)
-echo "docker health status: $health (first probe runs 30 s after start)"
-
 log "docker restart: events survive in the volume"
 t0=$(now)
 docker restart "$CONTAINER" >/dev/null
@@ -269,6 +267,14 @@ if wait_ready "$URL" 300 "$CONTAINER"; then
 else
     record restart-persistence fail "not ready after restart"
 fi
+# The image's HEALTHCHECK (first probe 30 s after start) must turn the container healthy.
+deadline=$(($(date +%s) + 90))
+while health=$(docker inspect -f '{{.State.Health.Status}}' "$CONTAINER" 2>/dev/null) &&
+    [[ $health == starting ]] && (($(date +%s) < deadline)); do
+    sleep 2
+done
+[[ $health == healthy ]] && record healthcheck pass "docker reports healthy" ||
+    record healthcheck fail "docker reports $health"
 docker rm -f "$CONTAINER" >/dev/null
 
 # --------------------------------------------------------------------------- compose

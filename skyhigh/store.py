@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import CursorResult, Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from skyhigh.events import ErrorCode, EventError, EventRecord, EventStatus
@@ -130,6 +129,17 @@ def _decode_cursor(cursor: str) -> int:
     return seq
 
 
+def _dialect_insert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING exists on SQLite and Postgres, with one API each."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -154,7 +164,9 @@ class EventStore:
     """
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        # Pre-ping guards against server-side disconnects; a SQLite file has none.
+        sqlite = url.startswith("sqlite")
+        self.engine: Engine = create_engine(url, pool_pre_ping=not sqlite)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous))
         Base.metadata.create_all(self.engine)
@@ -176,28 +188,58 @@ class EventStore:
 
     def create(self, new: NewEvent) -> CreateOutcome:
         """Store a queued event, or return the existing one when the same body is replayed."""
-        try:
-            with self._session() as session:
-                row = EventRow(
-                    event_id=new.event_id,
-                    event_type=new.event_type,
-                    body_sha256=new.body_sha256,
-                    payload=new.payload,
-                    status=EventStatus.QUEUED,
-                    request_id=new.request_id,
-                    attempts=0,
-                    created_at=_now(),
+        outcome = self.create_many([new])[0]
+        if isinstance(outcome, EventConflict):
+            raise outcome
+        return outcome
+
+    def create_many(self, news: Sequence[NewEvent]) -> list[CreateOutcome | EventConflict]:
+        """Store several events in ONE transaction (group commit: one fsync for all).
+
+        Outcomes are in input order; an id already taken by a different body gives an
+        EventConflict in its place instead of failing the batch.
+        """
+        now = _now()
+        insert = _dialect_insert(self.engine.dialect.name)
+        with self._session() as session:
+            before = session.scalar(select(func.max(EventRow.seq))) or 0
+            session.execute(
+                insert(EventRow)
+                .values(
+                    [
+                        {
+                            "event_id": new.event_id,
+                            "event_type": new.event_type,
+                            "body_sha256": new.body_sha256,
+                            "payload": new.payload,
+                            "status": EventStatus.QUEUED,
+                            "request_id": new.request_id,
+                            "attempts": 0,
+                            "created_at": now,
+                        }
+                        for new in news
+                    ]
                 )
-                session.add(row)
-                session.flush()
-                record = self._record(session, row)
-            return CreateOutcome(record=record, created=True)
-        except IntegrityError:
-            with self._session() as session:
-                existing = self._row(session, new.event_id)
-                if existing.body_sha256 != new.body_sha256:
-                    raise EventConflict(new.event_id) from None
-                return CreateOutcome(record=self._record(session, existing), created=False)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+            )
+            ids = {new.event_id for new in news}
+            rows = {
+                row.event_id: row
+                for row in session.scalars(select(EventRow).where(EventRow.event_id.in_(ids)))
+            }
+            outcomes: list[CreateOutcome | EventConflict] = []
+            claimed_ids: set[str] = set()
+            for new in news:
+                row = rows[new.event_id]
+                if row.body_sha256 != new.body_sha256:
+                    outcomes.append(EventConflict(new.event_id))
+                    continue
+                # Inserted by this statement, and the first of any duplicates in the batch.
+                created = row.seq > before and new.event_id not in claimed_ids
+                claimed_ids.add(new.event_id)
+                record = self._record(session, row, with_position=False)
+                outcomes.append(CreateOutcome(record=record, created=created))
+            return outcomes
 
     # --- reads ---
 
@@ -211,7 +253,9 @@ class EventStore:
             row = session.scalars(
                 select(EventRow).where(EventRow.event_id == event_id)
             ).one_or_none()
-            return None if row is None else (self._record(session, row), row.body_sha256)
+            if row is None:
+                return None
+            return self._record(session, row, with_position=False), row.body_sha256
 
     def list_events(
         self,

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ class Browser:
         )
         # fmt: on
         self._ids = itertools.count(1)
-        self._socket = self._connect_page()
+        self._exits = ExitStack()
+        self._socket = self._exits.enter_context(self._connect_page())
 
     def _connect_page(self, timeout_s: float = 60) -> ClientConnection:
         port_file = self._profile / "DevToolsActivePort"
@@ -113,7 +115,7 @@ class Browser:
         return dest
 
     def close(self) -> None:
-        self._socket.close()
+        self._exits.close()
         self._proc.terminate()
         try:
             self._proc.wait(timeout=10)

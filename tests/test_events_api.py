@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from conftest import AUTH, make_settings, wait_terminal, without_auth
 from main import create_app
+from skyhigh.payloads import EVENT_TYPES
 
 
 def new_id(prefix: str = "evt") -> str:
@@ -272,8 +273,8 @@ def test_openapi_documents_bearer_auth_and_an_example_per_event_type(client: Tes
     post = schema["paths"]["/events/"]["post"]
     assert post["security"] == [{"HTTPBearer": []}]
     examples = post["requestBody"]["content"]["application/json"]["examples"]
-    assert {e["value"]["event_type"] for e in examples.values()} == {"query", "speech"}
-    for name in ("QueryPayload", "SpeechPayload"):
+    assert {e["value"]["event_type"] for e in examples.values()} == set(EVENT_TYPES)
+    for name in ("QueryPayload", "SpeechPayload", "DocumentPayload", "DocumentDeletePayload"):
         assert name in schema["components"]["schemas"]
     assert "/status" in schema["paths"] and "security" not in schema["paths"]["/health"]["get"]
     for page in ("/docs", "/redoc"):

@@ -24,11 +24,22 @@ def new(event_id: str, digest: str = "a" * 64) -> NewEvent:
 def test_create_is_idempotent_and_detects_conflicts(store: EventStore) -> None:
     first = store.create(new("e1"))
     assert first.created and first.record.status == EventStatus.QUEUED
-    assert first.record.queue_position == 0
+    assert store.get("e1").queue_position == 0
     again = store.create(new("e1"))
     assert not again.created and again.record.event_id == "e1"
     with pytest.raises(EventConflict):
         store.create(new("e1", digest="b" * 64))
+
+
+def test_group_commit_keeps_per_event_outcomes(store: EventStore) -> None:
+    store.create(new("old"))
+    outcomes = store.create_many(
+        [new("a"), new("old"), new("a"), new("old", digest="c" * 64), new("b")]
+    )
+    created = [getattr(o, "created", None) for o in outcomes]
+    assert created == [True, False, False, None, True]  # duplicate in batch = replay
+    assert isinstance(outcomes[3], EventConflict)
+    assert [r.event_id for r in store.list_events().items] == ["b", "a", "old"]
 
 
 def test_claim_happens_once_and_counts_attempts(store: EventStore) -> None:

@@ -137,7 +137,8 @@ def test_engines_report_segments_while_decoding(
         on_segment=lambda _: arrivals.append(time.perf_counter()),
     )
     total = time.perf_counter() - started
-    assert len(arrivals) == len(transcript.segments) >= 4
+    assert len(arrivals) == len(transcript.segments) >= 3
+    assert transcript.segments[0].start < 30 <= transcript.segments[-1].start  # both windows
     # The first window's segments arrive while the second window is still being decoded.
     assert arrivals[0] - started < 0.8 * total, (arrivals[0] - started, total)
 
