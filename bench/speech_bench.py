@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -159,6 +160,61 @@ def make_clip(repeats: int, dest: Path) -> Path:
     return dest
 
 
+def concat(inputs: list[Path], dest: Path) -> Path:
+    args: list[str] = []
+    for path in inputs:
+        args += ["-i", str(path)]
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args, "-filter_complex",
+         f"concat=n={len(inputs)}:v=0:a=1", "-ar", "16000", "-ac", "1", str(dest)],
+        check=True,
+    )  # fmt: skip
+    return dest
+
+
+def passages() -> list[str]:
+    """Knowledge-base answers that TTS reads as written: no digits, symbols or acronyms."""
+    chosen = []
+    for line in (ROOT / "data" / "knowledge.jsonl").read_text().splitlines():
+        text = json.loads(line)["text"] if line.strip() else ""
+        if text and not re.search(r"[0-9$%&/@#()]|\b[A-Z]{2,}\b|SkyHigh", text):
+            chosen.append(text)
+    return chosen
+
+
+def build_clip(kind: str, repeats: int, seconds: float, tmp: Path) -> tuple[Path, str, str]:
+    """(clip, reference text, description) for --clip jfk or --clip varied."""
+    if kind == "jfk":
+        clip = make_clip(repeats, tmp / f"jfk_x{repeats}.wav")
+        reference = " ".join([jfk_reference()] * repeats)
+        return clip, reference, f"tests/data/jfk.wav x {repeats} (ffmpeg concat)"
+    from speech_helpers import synthesize
+
+    # 0.8 s of silence between the voices: without it whisper skips the first TTS sentences
+    # after JFK's last word (both engines), which measures a seam, not the engines.
+    gap = tmp / "gap.wav"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+         "-i", "anullsrc=r=16000:cl=mono", "-t", "0.8", str(gap)],
+        check=True,
+    )  # fmt: skip
+    parts, texts, total = [DATA / "jfk.wav"], [jfk_reference()], 11.0
+    for index, text in enumerate(passages()):
+        if total >= seconds:
+            break
+        part = synthesize(text, tmp / f"passage-{index}.wav")
+        parts += [gap, part]
+        texts.append(text)
+        total += 0.8 + len(decode(part)) / SAMPLE_RATE
+    clip = concat(parts, tmp / "varied.wav")
+    description = (
+        f"tests/data/jfk.wav + {len(texts) - 1} knowledge-base answers read by espeak-ng "
+        "(en-us+klatt, 140 wpm), 0.8 s gaps: no text repeats, so no window needs the "
+        "temperature fallback"
+    )
+    return clip, " ".join(texts), description
+
+
 def decode(path: Path) -> Audio:
     return load_audio(path, max_seconds=3600)
 
@@ -213,7 +269,8 @@ def decoding() -> DecodingSettings:
     return DecodingSettings.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
 
 
-Transcribe = Callable[[Audio], str]
+# text, and how many segments came from a window that needed the temperature fallback
+Transcribe = Callable[[Audio], tuple[str, int]]
 
 
 def openai_engine(checkpoint: Path, language: str | None) -> Transcribe:
@@ -222,7 +279,7 @@ def openai_engine(checkpoint: Path, language: str | None) -> Transcribe:
     d = decoding()
     model = whisper.load_model(str(checkpoint), device="cpu")
 
-    def run(audio: Audio) -> str:
+    def run(audio: Audio) -> tuple[str, int]:
         result = whisper.transcribe(
             model,
             audio,
@@ -240,7 +297,9 @@ def openai_engine(checkpoint: Path, language: str | None) -> Transcribe:
             best_of=_BEST_OF,
             fp16=False,
         )
-        return "".join(str(s["text"]) for s in result["segments"]).strip()
+        segments = result["segments"]
+        text = "".join(str(s["text"]) for s in segments).strip()
+        return text, sum(1 for s in segments if float(s["temperature"]) > 0)
 
     return run
 
@@ -253,7 +312,7 @@ def faster_engine(ct2_dir: Path, compute_type: str, language: str | None) -> Tra
         str(ct2_dir), device="cpu", compute_type=compute_type, cpu_threads=0, num_workers=1
     )
 
-    def run(audio: Audio) -> str:
+    def run(audio: Audio) -> tuple[str, int]:
         segments, _info = model.transcribe(
             audio,
             language=language,
@@ -269,7 +328,9 @@ def faster_engine(ct2_dir: Path, compute_type: str, language: str | None) -> Tra
             word_timestamps=False,
             vad_filter=False,
         )
-        return "".join(s.text for s in segments).strip()  # consuming the generator decodes
+        decoded = list(segments)  # consuming the generator is what decodes
+        text = "".join(s.text for s in decoded).strip()
+        return text, sum(1 for s in decoded if s.temperature > 0)
 
     return run
 
@@ -307,12 +368,16 @@ def bench_bare(
             time.sleep(1.0)  # let the other runtime's spinning OpenMP threads go idle
             load = load_average()[0]
             started = time.perf_counter()
-            text = fn(clip)
+            text, fallback = fn(clip)
             seconds = time.perf_counter() - started
-            run = Run(seconds, text, wer(reference, text), {"load1": load})
+            extra = {"load1": load, "fallback_segments": fallback}
+            run = Run(seconds, text, wer(reference, text), extra)
             result.runs.append(run)
-            print(f"  {result.name} run {index + 1}: {seconds:.2f}s "
-                  f"(RTF {seconds / audio_s:.3f}, WER {run.wer:.3f})", flush=True)  # fmt: skip
+            print(
+                f"  {result.name} run {index + 1}: {seconds:.2f}s (RTF {seconds / audio_s:.3f}, "
+                f"WER {run.wer:.3f}, fallback segments {fallback})",
+                flush=True,
+            )
     results = [result for result, _ in engines]
     del engines
     gc.collect()
@@ -739,7 +804,14 @@ def markdown(report: dict[str, Any]) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="base")
-    parser.add_argument("--repeats", type=int, default=6, help="JFK clips back to back (11 s)")
+    parser.add_argument(
+        "--clip",
+        choices=["varied", "jfk"],
+        default="varied",
+        help="varied: jfk.wav + TTS passages (default); jfk: jfk.wav repeated --repeats times",
+    )
+    parser.add_argument("--repeats", type=int, default=6, help="--clip jfk: copies (11 s each)")
+    parser.add_argument("--seconds", type=float, default=55.0, help="--clip varied: at least")
     parser.add_argument("--runs", type=int, default=2, help="timed runs per config")
     parser.add_argument("--language", default=None, help="fix the language (default: detect)")
     parser.add_argument("--poll-ms", type=float, default=20.0, help="client status polling")
@@ -769,11 +841,12 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="speech-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        clip_path = make_clip(args.repeats, tmp / f"jfk_x{args.repeats}.wav")
+        clip_path, reference, clip_description = build_clip(
+            args.clip, args.repeats, args.seconds, tmp
+        )
         clip, warm = decode(clip_path), decode(DATA / "jfk.wav")
         audio_s = len(clip) / SAMPLE_RATE
-        reference = " ".join([jfk_reference()] * args.repeats)
-        print(f"clip: {audio_s:.2f}s of speech ({args.repeats} × jfk.wav)", flush=True)
+        print(f"clip: {audio_s:.2f}s: {clip_description}", flush=True)
         results: dict[str, ConfigResult] = {}
         phases: dict[str, Any] = {}
 
@@ -826,7 +899,7 @@ def main() -> None:
         "load_average_end": load_average(),
         "model": args.model,
         "audio_s": audio_s,
-        "repeats": args.repeats,
+        "clip": clip_description,
         "reference_words": len(reference.split()),
         "rtf_definition": "RTF = processing seconds / audio seconds (lower is better)",
         "decoding": asdict(decoding()),

@@ -6,10 +6,11 @@
    local receiver. The decode moment is taken inside the server by wrapping
    `StreamBus.publish` (the first thing that sees a segment), so the app runs in this process
    (uvicorn in a thread); clients and receiver are separate threads, all on one host clock.
-2. Fan-out (--subscribers, default 50): one event, N real WebSocket subscribers; bursts of
-   messages are published from a worker thread, each burst waited for at every subscriber
-   (a burst never exceeds the per-subscriber buffer, so nobody is cut off). Reported: messages
-   per second that every subscriber receives, and total deliveries per second.
+2. Fan-out (--subscribers, default 50): one event, N real WebSocket subscribers (asyncio
+   clients in a child process); bursts of segment messages are published into the server's bus
+   from this process's main thread, each burst waited for at every subscriber (a burst stays
+   under the per-subscriber buffer, so nobody is cut off). Reported: messages per second that
+   every subscriber receives, and total deliveries per second.
 
 Usage (repository root): .venv/bin/python bench/stream_bench.py [--events 100] [--engine ...]
 Prints a Markdown section; traffic goes to 127.0.0.1 only.
@@ -25,6 +26,7 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -173,54 +175,30 @@ def latency(url: str, receiver: Receiver, decoded: dict[Any, float], events: int
 
 
 def fan_out(url: str, runtime: Any, subscribers: int, bursts: int, burst: int) -> dict[str, Any]:
+    """Publish bursts in the server; the subscribers run in their own process, like real ones."""
     from skyhigh.store import NewEvent
 
     event_id = "fanout-1"
     # Stored but never dispatched: it stays queued, so the stream stays open.
     runtime.store.create(NewEvent(event_id, "query", "0" * 64, {"text": "fan-out"}))
-    counts = [0] * subscribers
-    progress = threading.Condition()
     ws_url = url.replace("http", "ws") + f"/events/{event_id}/ws"
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    connected = threading.Barrier(2)
-
-    async def subscriber(index: int, ready: asyncio.Event, opened: list[int]) -> None:
-        async with websockets.connect(ws_url, additional_headers=headers, proxy=None) as ws:
-            await ws.recv()  # the current state
-            opened.append(index)
-            if len(opened) == subscribers:
-                ready.set()
-            async for _ in ws:
-                with progress:
-                    counts[index] += 1
-                    progress.notify_all()
-
-    async def run_clients() -> None:
-        ready = asyncio.Event()
-        opened: list[int] = []
-        tasks = [asyncio.create_task(subscriber(i, ready, opened)) for i in range(subscribers)]
-        await ready.wait()
-        connected.wait()
-        await asyncio.gather(*tasks)
-
-    clients = threading.Thread(target=lambda: asyncio.run(run_clients()), daemon=True)
-    clients.start()
-    connected.wait()
+    command = [sys.executable, __file__, "--clients", ws_url, str(subscribers), str(burst)]
+    clients = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert clients.stdout is not None
+    assert clients.stdout.readline().strip() == "ready"
     streams = runtime.streams
     started = time.perf_counter()
     sent = 0
     for _ in range(bursts):
         for _ in range(burst):
-            streams.publish(
-                event_id, {"type": "segment", "segment": {"id": sent, "text": "x" * 60}}
-            )
+            segment = {"id": sent, "start": 0.0, "end": 1.0, "text": "x" * 60}
+            streams.publish(event_id, {"type": "segment", "segment": segment})
             sent += 1
-        target = sent
-        with progress:
-            progress.wait_for(lambda target=target: min(counts) >= target, 60)  # type: ignore[misc]
+        # Every subscriber has the whole burst before the next one: no buffer ever overflows.
+        assert int(clients.stdout.readline()) == sent
     elapsed = time.perf_counter() - started
     streams.publish(event_id, {"type": "status", "status": "completed"})
-    clients.join(30)
+    clients.wait(30)
     return {
         "subscribers": subscribers,
         "messages": sent,
@@ -230,14 +208,44 @@ def fan_out(url: str, runtime: Any, subscribers: int, bursts: int, burst: int) -
     }
 
 
+def run_clients(ws_url: str, subscribers: int, burst: int) -> None:
+    """Child process: N WebSocket subscribers; prints "ready", then each burst every one has."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    reached: dict[int, int] = {}
+
+    async def subscriber(opened: list[int]) -> None:
+        async with websockets.connect(ws_url, additional_headers=headers, proxy=None) as ws:
+            await ws.recv()  # the current state
+            opened.append(1)
+            if len(opened) == subscribers:
+                print("ready", flush=True)
+            count = 0
+            async for _ in ws:
+                count += 1
+                if count % burst == 0:
+                    reached[count] = reached.get(count, 0) + 1
+                    if reached[count] == subscribers:
+                        print(count, flush=True)
+
+    async def main() -> None:
+        opened: list[int] = []
+        await asyncio.gather(*(subscriber(opened) for _ in range(subscribers)))
+
+    asyncio.run(main())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--subscribers", type=int, default=50)
-    parser.add_argument("--bursts", type=int, default=40)
-    parser.add_argument("--burst", type=int, default=100, help="messages per burst (< buffer)")
+    parser.add_argument("--bursts", type=int, default=25)
+    parser.add_argument("--burst", type=int, default=200, help="messages per burst (< buffer)")
     parser.add_argument("--engine", default="faster-whisper")
+    parser.add_argument("--clients", nargs=3, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
+    if args.clients:
+        run_clients(args.clients[0], int(args.clients[1]), int(args.clients[2]))
+        return
 
     receiver = Receiver()
     with tempfile.TemporaryDirectory() as tmp:

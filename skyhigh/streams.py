@@ -73,6 +73,12 @@ class Feed(Protocol):
 
     def __aiter__(self) -> AsyncIterator[StreamMessage]: ...
 
+    async def receive(self, timeout_s: float) -> StreamMessage | None:
+        """The next live message, or None after `timeout_s` of silence.
+
+        Raises StopAsyncIteration after the terminal message, Lagged if cut off.
+        """
+
 
 class StreamBroker(Protocol):
     def subscribe(self, event_id: str) -> AbstractAsyncContextManager[Feed]:
@@ -111,7 +117,22 @@ class Subscription:
     async def __anext__(self) -> StreamMessage:
         if self._done:
             raise StopAsyncIteration
-        message = await self._queue.get()
+        return self._take(await self._queue.get())
+
+    async def receive(self, timeout_s: float) -> StreamMessage | None:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            # The common case under load: no timer (wait_for costs a task per message).
+            return self._take(self._queue.get_nowait())
+        except asyncio.QueueEmpty:
+            pass
+        try:
+            return self._take(await asyncio.wait_for(self._queue.get(), timeout_s))
+        except TimeoutError:
+            return None
+
+    def _take(self, message: StreamMessage | None) -> StreamMessage:
         if self._lagged:
             raise Lagged("the subscriber fell behind; reconnect for the full state")
         if message is None:
@@ -263,15 +284,11 @@ async def _messages(
         yield message
         if message.terminal:
             return
-    live = aiter(feed)
     while True:
         try:
-            message = await asyncio.wait_for(anext(live), heartbeat_s)
-        except TimeoutError:
-            yield None
-            continue
+            live = await feed.receive(heartbeat_s)
         except StopAsyncIteration:
             return
-        yield message
-        if message.terminal:
+        yield live
+        if live is not None and live.terminal:
             return
