@@ -23,7 +23,8 @@ ENV PYTHONUNBUFFERED=1 \
     UV_PROJECT_ENVIRONMENT=/app/.venv \
     PATH=/app/.venv/bin:$PATH
 
-# ffmpeg decodes every uploaded audio format; the non-root user owns only /data (and its home).
+# ffmpeg decodes every uploaded audio format; the non-root user owns only /data, the model cache
+# and its home.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
     && rm -rf /var/lib/apt/lists/* \
@@ -36,8 +37,8 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies only: this layer (several GB, torch included) is rebuilt when the lock changes,
-# never for a code change.
+# Dependencies only: this layer (several GB, torch included) is rebuilt when pyproject.toml or
+# uv.lock change, never for a code change.
 COPY pyproject.toml uv.lock ./
 # (--no-cache: uv's download cache would double the layer; the rm drops uv's lock files.)
 RUN uv sync --locked --no-dev --no-install-project --no-cache \
@@ -55,14 +56,19 @@ COPY skyhigh/__init__.py skyhigh/models.py /app/skyhigh/
 RUN python -c "import os, sys; from pathlib import Path; from skyhigh.models import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
     && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
 
-# The application and the shipped knowledge base (read-only at run time: root owns /app).
+# The application, read-only at run time (root owns /app).
 COPY . /app
+# The knowledge base is written at run time (documents, transcripts, compaction), so it lives in
+# the /data volume beside the event store. Docker fills a new, empty named volume with the
+# image's /data, so a fresh volume starts with the shipped knowledge base; an existing volume
+# keeps its own (/app/lancedb_data stays as the pristine copy).
+COPY --chown=skyhigh:skyhigh lancedb_data /data/lancedb_data
 
 # Container paths for state and models. Compose pins these too, because a .env copied from
 # .env.example carries relative paths that would point inside /app.
 ENV DATABASE_URL=sqlite:////data/skyhigh_events.db \
     SPOOL_DIR=/data/spool \
-    LANCEDB_URI=/app/lancedb_data \
+    LANCEDB_URI=/data/lancedb_data \
     HF_HUB_OFFLINE=1 \
     UVICORN_PORT=8000
 

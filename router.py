@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import endpoint
-import live
 from skyhigh import __version__
 from skyhigh.dependencies import RuntimeDep, require_token
 from skyhigh.payloads import EVENT_TYPES
@@ -21,7 +20,7 @@ router.include_router(
     endpoint.router, prefix="/events", tags=["events"], dependencies=[Depends(require_token)]
 )
 # Live streams authenticate per route: a browser WebSocket carries its token as a subprotocol.
-router.include_router(live.router, prefix="/events", tags=["events"])
+router.include_router(endpoint.live_router, prefix="/events", tags=["events"])
 router.include_router(
     endpoint.knowledge_router,
     prefix="/knowledge",

@@ -3,10 +3,11 @@
 #
 #   bash scripts/docker-smoke.sh [--clean-image] [--skip-rebuild] [--skip-compose]
 #
-# Builds the real Dockerfile as skyhigh:latest, runs it with a generated token, sends a speech
-# event (tests/data/jfk.wav) and a query event with request.py, checks /docs, restarts the
-# container and checks that both events survived in the /data volume, then does the same across
-# `docker-compose down` / `up -d`. Prints image size, build times, cold start and memory, then
+# Builds the real Dockerfile as skyhigh:latest (and times a code-only rebuild), runs it with a
+# generated token, sends a speech event (tests/data/jfk.wav), a query event and a document event
+# with request.py, checks /docs, restarts the container and checks that the events and the
+# document survived in the /data volume and that the HEALTHCHECK turns healthy, then checks that
+# an event survives `docker-compose down` / `up -d`. Prints image size, build times, cold start and memory, then
 # removes the containers and volumes it created (the image too with --clean-image).
 #
 # Works without Docker Hub: when python:3.12-slim cannot be pulled it uses a local image of that
@@ -251,7 +252,18 @@ else
 fi
 cat "$work/query.log"
 
-log "docker restart: events survive in the volume"
+log "document event (the knowledge base in /data is writable)"
+DOC_TITLE="Docker smoke $run_id"
+echo "The zebra lounge at gate Q$run_id serves free hot chocolate to passengers travelling with a pet tortoise." >"$work/doc.txt"
+if send_event document "$URL" "$("$PYTHON" -c 'import uuid; print(uuid.uuid4())')" \
+    --document "$work/doc.txt" --title "$DOC_TITLE"; then
+    record document-event pass
+else
+    record document-event fail "see below"
+fi
+cat "$work/document.log"
+
+log "docker restart: events and the document survive in the volume"
 t0=$(now)
 docker restart "$CONTAINER" >/dev/null
 if wait_ready "$URL" 300 "$CONTAINER"; then
@@ -264,6 +276,10 @@ if wait_ready "$URL" 300 "$CONTAINER"; then
     else
         record restart-persistence fail "speech $s1, query $s2"
     fi
+    send_event doc-query "$URL" "$("$PYTHON" -c 'import uuid; print(uuid.uuid4())')" \
+        --text "Where can passengers with a pet tortoise get free hot chocolate?" -k 1 || true
+    grep -q "$DOC_TITLE" "$work/doc-query.log" && record knowledge-persistence pass "document found after restart" ||
+        { cat "$work/doc-query.log"; record knowledge-persistence fail "document not found after restart"; }
 else
     record restart-persistence fail "not ready after restart"
 fi

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.index import FTS, IvfFlat, IvfHnswSq, IvfPq, IvfSq
 from numpy.typing import NDArray
 
 from skyhigh.events import ErrorCode, Match, StepFailed
@@ -57,6 +58,24 @@ def transcripts_schema(dimension: int) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dimension)),
         ]
     )
+
+
+VECTOR_INDEX_CONFIGS = {
+    "IVF_HNSW_SQ": IvfHnswSq,
+    "IVF_PQ": IvfPq,
+    "IVF_FLAT": IvfFlat,
+    "IVF_SQ": IvfSq,
+}
+
+
+def create_text_index(table: Any) -> None:
+    """The BM25 index behind fulltext and hybrid search (LanceDB's native FTS)."""
+    table.create_index("text", config=FTS(), replace=True)
+
+
+def create_vector_index(table: Any, index_type: str) -> None:
+    config = VECTOR_INDEX_CONFIGS[index_type](distance_type="cosine")
+    table.create_index("vector", config=config, replace=True)
 
 
 def _sql_literal(value: FilterScalar) -> str:

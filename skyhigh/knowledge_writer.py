@@ -23,6 +23,8 @@ from skyhigh.events import ErrorCode, StepFailed
 from skyhigh.knowledge import (
     DOCUMENT_COLUMNS,
     KnowledgeBase,
+    create_text_index,
+    create_vector_index,
     documents_schema,
     quote_list,
     transcripts_schema,
@@ -274,14 +276,10 @@ class KnowledgeWriter:
             return
         indexed = {tuple(index.columns): str(index.index_type) for index in table.list_indices()}
         if ("text",) not in indexed:
-            table.create_fts_index("text", use_tantivy=False, replace=True)
+            create_text_index(table)
         if ("vector",) not in indexed and rows >= self.config.vector_index_min_rows:
             started = time.perf_counter()
-            table.create_index(
-                metric="cosine",
-                vector_column_name="vector",
-                index_type=self.config.vector_index_type,
-            )
+            create_vector_index(table, self.config.vector_index_type)
             log.info(
                 "vector index built",
                 extra={"count": rows, "duration_s": round(time.perf_counter() - started, 2)},

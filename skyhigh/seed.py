@@ -14,7 +14,7 @@ import lancedb
 import pyarrow as pa
 
 from skyhigh.embedder import Embedder
-from skyhigh.knowledge import documents_schema
+from skyhigh.knowledge import create_text_index, documents_schema
 from skyhigh.settings import get_settings
 
 DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / "data" / "knowledge.jsonl"
@@ -50,7 +50,7 @@ def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
     db = lancedb.connect(uri)
     data = pa.Table.from_pylist(rows, schema=documents_schema(embedder.dimension))
     handle = db.create_table(table, data=data, mode="overwrite")
-    handle.create_fts_index("text", use_tantivy=False, replace=True)
+    create_text_index(handle)
     # A fresh table keeps no old versions: the committed lancedb_data/ stays small.
     handle.optimize(cleanup_older_than=timedelta(0))
     return len(rows)

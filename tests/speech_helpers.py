@@ -72,3 +72,18 @@ def tone(dest: Path, seconds: float, codec_args: tuple[str, ...] = ()) -> Path:
         check=True,
     )
     return dest
+
+
+def two_windows(tmp: Path) -> Path:
+    """43 s of real speech over two 30-second Whisper windows: JFK, 21 s of silence, JFK.
+
+    Not JFK twice back to back: a window holding the same sentence twice compresses so well
+    that Whisper takes it for a repetition loop and re-decodes it at every fallback temperature.
+    """
+    dest = tmp / "jfk_pause_jfk.wav"
+    jfk = str(DATA / "jfk.wav")
+    silence = ["-f", "lavfi", "-t", "21", "-i", "anullsrc=r=16000:cl=mono"]
+    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", jfk, *silence, "-i", jfk]
+    concat = "[0:a][1:a][2:a]concat=n=3:v=0:a=1"
+    subprocess.run([*command, "-filter_complex", concat, "-ar", "16000", str(dest)], check=True)
+    return dest

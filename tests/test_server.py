@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,41 +12,9 @@ import httpx
 import pytest
 
 from conftest import DATA, TOKENS, ServerProcess, server_env, wait_terminal
-from speech_helpers import jfk_reference, wer
+from speech_helpers import jfk_reference, two_windows, wer
 
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
-
-
-def jfk_repeated(tmp: Path, times: int) -> Path:
-    """A longer clip of real speech: the JFK clip `times` over, 2 s of silence between.
-
-    The gaps matter: the same sentence twice in one 30-second window trips Whisper's
-    repetition guard, which re-decodes the window at every fallback temperature.
-    """
-    dest = tmp / f"jfk_x{times}.wav"
-    inputs: list[str] = []
-    parts: list[str] = []
-    for index in range(times):
-        inputs += ["-i", str(DATA / "jfk.wav")]
-        parts.append(f"[{2 * index}:a]")
-        if index < times - 1:
-            inputs += ["-f", "lavfi", "-t", "2", "-i", "anullsrc=r=16000:cl=mono"]
-            parts.append(f"[{2 * index + 1}:a]")
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            *inputs,
-            "-filter_complex",
-            f"{''.join(parts)}concat=n={len(parts)}:v=0:a=1",
-            str(dest),
-        ],
-        check=True,
-    )
-    return dest
 
 
 def log_lines(path: Path) -> list[dict[str, object]]:
@@ -115,7 +82,7 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(tmp_path: Pat
 
 @pytest.mark.slow
 def test_health_answers_while_a_long_transcription_runs(tmp_path: Path) -> None:
-    clip = jfk_repeated(tmp_path, 3)
+    clip = two_windows(tmp_path)
     server = ServerProcess(server_env(tmp_path), tmp_path / "server.log")
     server.start()
     try:
