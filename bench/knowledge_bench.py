@@ -619,6 +619,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--prepare-only", action="store_true", help="embed and cache the corpus, then stop"
     )
     parser.add_argument(
+        "--torch-threads", type=int, help="torch intra-op threads (default: torch's own)"
+    )
+    parser.add_argument(
         "--index-min-rows", type=int, help="VECTOR_INDEX_MIN_ROWS (default: the service's)"
     )
     parser.add_argument(
@@ -649,12 +652,17 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "model": settings.embedding_model,
             "vector_nprobes": settings.vector_nprobes,
+            "torch_threads": args.torch_threads,
             "statement_templates": STATEMENT_TEMPLATES,
             "question_templates": QUESTION_TEMPLATES,
         },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(f"load average at start: {load_average()}", flush=True)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     embedder = Embedder(settings.embedding_model)
 
     with phase("corpus", report):

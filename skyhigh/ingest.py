@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from skyhigh.chunking import chunk_text
+from skyhigh.documents import document_chunks, document_rows, embed_chunks
 from skyhigh.embedder import Embedder
 from skyhigh.knowledge import KnowledgeBase
 from skyhigh.knowledge_writer import KnowledgeWriter, WriteOp
@@ -54,27 +54,6 @@ def loaded_hashes(kb: KnowledgeBase, table: str) -> dict[str, str]:
     )
 
 
-def document_rows(
-    document: DocumentPayload, embedder: Embedder, settings: Settings
-) -> list[dict[str, Any]]:
-    chunks = chunk_text(document.text, size=settings.chunk_size, overlap=settings.chunk_overlap)
-    vectors = embedder.embed([f"{document.title}\n{c}" for c in chunks])
-    digest = document_sha256(document)
-    return [
-        {
-            **document.metadata,
-            "id": f"{document.document_id}#{index}",
-            "document_id": document.document_id,
-            "chunk": index,
-            "title": document.title,
-            "text": chunk,
-            "content_sha256": digest,
-            "vector": vector.tolist(),
-        }
-        for index, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
-    ]
-
-
 def ingest(
     source: Path, *, table: str, settings: Settings, batch: int = 32, limit: int | None = None
 ) -> dict[str, int]:
@@ -94,7 +73,10 @@ def ingest(
                 if done.get(document.document_id) == document_sha256(document):
                     counts["skipped"] += 1
                     continue
-                rows = document_rows(document, embedder, settings)
+                chunks = document_chunks(
+                    document, size=settings.chunk_size, overlap=settings.chunk_overlap
+                )
+                rows = document_rows(document, chunks, embed_chunks(document, chunks, embedder))
                 pending.append(WriteOp(table, "documents", rows, [document.document_id]))
                 counts["documents"] += 1
                 counts["chunks"] += len(rows)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from skyhigh.chunking import chunk_text
+from skyhigh.documents import document_chunks, document_rows, embed_chunks
 from skyhigh.events import ErrorCode, EventError, Match, Segment, StepFailed, Transcript
 from skyhigh.knowledge_writer import WriteOp
 from skyhigh.logs import event_id_var, request_id_var
@@ -25,7 +25,6 @@ from skyhigh.payloads import (
     LookupOptions,
     QueryPayload,
     SpeechJob,
-    document_sha256,
 )
 from skyhigh.publish import EventPublisher, FanOut
 from skyhigh.services import Services
@@ -151,26 +150,12 @@ class Pipeline:
         assert document.document_id is not None  # intake fills it in
         table = document.table or self.settings.knowledge_table
         with step("chunk"):
-            chunks = chunk_text(
-                document.text, size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
+            chunks = document_chunks(
+                document, size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
             )
         with step("embed"):
-            # The title travels with every chunk: it often carries the chunk's topic.
-            vectors = self.services.embedder.embed([f"{document.title}\n{c}" for c in chunks])
-        content_sha256 = document_sha256(document)
-        rows = [
-            {
-                **document.metadata,
-                "id": f"{document.document_id}#{index}",
-                "document_id": document.document_id,
-                "chunk": index,
-                "title": document.title,
-                "text": chunk,
-                "content_sha256": content_sha256,
-                "vector": vector.tolist(),
-            }
-            for index, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
-        ]
+            vectors = embed_chunks(document, chunks, self.services.embedder)
+        rows = document_rows(document, chunks, vectors)
         with step("write"):
             op = WriteOp(table, "documents", rows, replace_documents=[document.document_id])
             replaced = self.services.writer.submit(op).result()
