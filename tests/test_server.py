@@ -106,3 +106,28 @@ def test_health_answers_while_a_long_transcription_runs(tmp_path: Path) -> None:
     assert still == "processing"  # the probes really overlapped the transcription
     assert record["status"] == "completed"
     assert record["result"]["transcript"]["duration_s"] > 30
+
+
+@pytest.mark.slow
+def test_graceful_shutdown_puts_unfinished_work_back(tmp_path: Path) -> None:
+    clip = two_windows(tmp_path)
+    env = server_env(tmp_path, SHUTDOWN_GRACE_S="0.5")
+    server = ServerProcess(env, tmp_path / "server.log")
+    server.start()
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        files = {"file": ("long.wav", clip.read_bytes(), "audio/wav")}
+        assert http.post("/events/upload", files=files, data={"event_id": "cut"}).status_code == 202
+        while http.get("/events/cut").json()["status"] != "processing":
+            time.sleep(0.02)
+    assert server.proc is not None
+    started = time.monotonic()
+    server.stop()  # SIGTERM: the running transcription gets 0.5 s, then goes back in the queue
+    assert time.monotonic() - started < 20
+
+    server.start()
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        record = wait_terminal(http.get, "cut", timeout_s=300)
+    server.stop()
+    assert record["status"] == "completed"
+    assert record["attempts"] == 2  # interrupted once, then finished after the restart
+    assert "requeued running events at shutdown" in (tmp_path / "server.log").read_text()
