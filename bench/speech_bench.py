@@ -377,9 +377,15 @@ class ConfigResult:
 # --------------------------------------------------------------------------- bare engines
 
 
+BEAM_SIZE: list[int] = []  # --beam-size, when given: applied to every engine and the service
+
+
 def decoding() -> DecodingSettings:
     # The service's defaults, read the way the service reads them (no .env, no environment).
-    return DecodingSettings.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    if BEAM_SIZE:
+        settings.whisper_beam_size = BEAM_SIZE[0]
+    return DecodingSettings.from_settings(settings)
 
 
 # text, and how many segments came from a window that needed the temperature fallback
@@ -619,6 +625,7 @@ def server_env(args: argparse.Namespace, tmp: Path, **overrides: str) -> dict[st
         "WHISPER_MODEL": args.model,
         "MODEL_CACHE_DIR": str(Path(args.cache_dir)),
         "WORKER_CONCURRENCY": "1",
+        "WHISPER_BEAM_SIZE": str(decoding().beam_size),
         "WHISPER_INSTANCES": "1",
     }
     env.update(overrides)
@@ -724,15 +731,30 @@ def bench_service(
                         flush=True,
                     )
         after_runs = proc_memory(server.pid)
+        with client(server) as http:
+            # What the client's polling costs the server: CPU per request on the idle server.
+            request_cpu = {
+                "get_event_ms": request_cpu_ms(server, http, f"/events/{record['event_id']}"),
+                "health_ms": request_cpu_ms(server, http, "/health"),
+            }
     for poll, result in results.items():
         result.info.update(
             startup_s=round(server.start_s, 2),
             poll_ms=poll,
             memory_after_load_mib=after_load,
             memory_after_runs_mib=after_runs,
+            server_cpu_per_request=request_cpu,
             model=record["result"]["model"],
         )
     return list(results.values())
+
+
+def request_cpu_ms(server: Server, http: httpx.Client, path: str, count: int = 300) -> float:
+    """Server CPU milliseconds per sequential GET `path` (server otherwise idle)."""
+    before = process_ticks(server.pid)
+    for _ in range(count):
+        http.get(path).raise_for_status()
+    return round((process_ticks(server.pid) - before) / _CLK_TCK * 1000 / count, 3)
 
 
 # --------------------------------------------------------------------------- /health
@@ -975,6 +997,9 @@ def parse_args() -> argparse.Namespace:
         default="2:0,1:0,2:1",
         help="comma list of INSTANCES:CPU_THREADS for the /health test (0 = default threads)",
     )
+    parser.add_argument(
+        "--beam-size", type=int, default=0, help="override WHISPER_BEAM_SIZE (0: the default)"
+    )
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--skip-health", action="store_true")
@@ -1001,6 +1026,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     _WAITED[1] = args.wait_total_s
+    if args.beam_size:
+        BEAM_SIZE.append(args.beam_size)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     quiet = wait_until_quiet(args.wait_quiet_s)
     print(f"quiet check: {quiet}", flush=True)

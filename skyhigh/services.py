@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from dataclasses import dataclass
@@ -66,4 +67,17 @@ def load_services(settings: Settings, *, speech: bool = True) -> Services:
         },
     )
     writer.start()
+    _return_freed_memory()
     return Services(settings, embedder, knowledge, writer, transcribers)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap that model loading freed back to the OS (measured: ~180 MiB with base).
+
+    Loading a checkpoint allocates temporary tensors; glibc keeps the freed pages unless
+    asked to trim. Elsewhere (musl, macOS) this is a no-op.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
