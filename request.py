@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from dotenv import dotenv_values
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
 TERMINAL = {"completed", "failed"}
@@ -52,15 +51,22 @@ class Refused(Exception):
         self.detail = detail
 
 
+class ClientSettings(BaseSettings):
+    """The client's own settings: the environment first, then the .env file."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    skyhigh_url: str = "http://127.0.0.1:8000"
+    api_token: str | None = None
+    api_tokens: str = ""  # the server's list: its first token is a fine default
+
+
 def client_config(env_file: Path) -> tuple[str, str | None]:
-    # The client is a script outside the service: it reads its two values directly.
-    dotenv = {k: v for k, v in dotenv_values(env_file).items() if v} if env_file.exists() else {}
-    url = os.environ.get("SKYHIGH_URL") or dotenv.get("SKYHIGH_URL") or "http://127.0.0.1:8000"
-    token = os.environ.get("API_TOKEN") or dotenv.get("API_TOKEN")
-    if not token:
-        tokens = os.environ.get("API_TOKENS") or dotenv.get("API_TOKENS") or ""
-        token = next((t.strip() for t in tokens.split(",") if t.strip()), None)
-    return url.rstrip("/"), token
+    settings = ClientSettings(_env_file=env_file if env_file.exists() else None)  # type: ignore[call-arg]
+    token = settings.api_token or next(
+        (t.strip() for t in settings.api_tokens.split(",") if t.strip()), None
+    )
+    return settings.skyhigh_url.rstrip("/"), token
 
 
 # --------------------------------------------------------------------------- building events
