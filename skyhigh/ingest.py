@@ -58,7 +58,12 @@ def ingest(
     source: Path, *, table: str, settings: Settings, batch: int = 32, limit: int | None = None
 ) -> dict[str, int]:
     embedder = Embedder(settings.embedding_model)
-    kb = KnowledgeBase(settings.lancedb_uri, default_table=table, nprobes=settings.vector_nprobes)
+    kb = KnowledgeBase(
+        settings.lancedb_uri,
+        default_table=table,
+        nprobes=settings.vector_nprobes,
+        refine_factor=settings.vector_refine_factor,
+    )
     writer = KnowledgeWriter(kb, writer_config(settings, embedder.dimension))
     writer.start()
     done = loaded_hashes(kb, table)

@@ -37,6 +37,7 @@ def writer_config(settings: Settings, dimension: int) -> WriterConfig:
         batch_window_s=settings.writer_batch_window_s,
         vector_index_min_rows=settings.vector_index_min_rows,
         vector_index_type=settings.vector_index_type,
+        vector_index_max_segments=settings.vector_index_max_segments,
         optimize_interval_s=settings.optimize_interval_s,
         optimize_after_rows=settings.optimize_after_rows,
         keep_versions_s=settings.lancedb_keep_versions_s,
@@ -51,6 +52,7 @@ def load_services(settings: Settings, *, speech: bool = True) -> Services:
         settings.lancedb_uri,
         default_table=settings.knowledge_table,
         nprobes=settings.vector_nprobes,
+        refine_factor=settings.vector_refine_factor,
     )
     writer = KnowledgeWriter(knowledge, writer_config(settings, embedder.dimension))
     transcribers = None

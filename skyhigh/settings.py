@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     vector_index_min_rows: int = Field(default=10_000, ge=256)
     vector_index_type: Literal["IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ"] = "IVF_HNSW_SQ"
     vector_nprobes: int = Field(default=20, ge=1)
+    vector_refine_factor: int = Field(default=10, ge=1, le=100)
+    vector_index_max_segments: int = Field(default=8, ge=1)
     optimize_interval_s: float = Field(default=300.0, gt=0)
     optimize_after_rows: int = Field(default=2_000, ge=1)
     lancedb_keep_versions_s: float = Field(default=600.0, ge=0)
