@@ -95,9 +95,6 @@ async def require_token(
         raise _unauthorized(str(exc), token_given=True) from None
 
 
-PrincipalDep = Annotated[Principal, Depends(require_token)]
-
-
 async def get_streams(runtime: RuntimeDep) -> StreamBroker:
     return runtime.streams
 

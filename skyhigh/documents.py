@@ -11,13 +11,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from skyhigh.chunking import chunk_text
 from skyhigh.embedder import Embedder
 from skyhigh.payloads import DocumentPayload, document_sha256
-
-
-def document_chunks(document: DocumentPayload, *, size: int, overlap: int) -> list[str]:
-    return chunk_text(document.text, size=size, overlap=overlap)
 
 
 def embed_chunks(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,7 +48,3 @@ class Embedder:
                 texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
             )
         return np.asarray(vectors, dtype=np.float32)
-
-    @property
-    def source(self) -> str:
-        return "bundled" if Path(self.path).exists() and self.name in BUNDLED_MINILM else "path"

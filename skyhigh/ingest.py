@@ -18,7 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from skyhigh.documents import document_chunks, document_rows, embed_chunks
+from skyhigh.chunking import chunk_text
+from skyhigh.documents import document_rows, embed_chunks
 from skyhigh.embedder import Embedder
 from skyhigh.knowledge import KnowledgeBase
 from skyhigh.knowledge_writer import KnowledgeWriter, WriteOp
@@ -78,8 +79,8 @@ def ingest(
                 if done.get(document.document_id) == document_sha256(document):
                     counts["skipped"] += 1
                     continue
-                chunks = document_chunks(
-                    document, size=settings.chunk_size, overlap=settings.chunk_overlap
+                chunks = chunk_text(
+                    document.text, size=settings.chunk_size, overlap=settings.chunk_overlap
                 )
                 rows = document_rows(document, chunks, embed_chunks(document, chunks, embedder))
                 pending.append(WriteOp(table, "documents", rows, [document.document_id]))

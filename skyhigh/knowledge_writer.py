@@ -172,7 +172,7 @@ class KnowledgeWriter:
     def _apply(self, table_name: str, ops: list[WriteOp]) -> None:
         try:
             fresh = table_name not in self.kb.table_names()
-            table = self._open(table_name, ops[0].kind)
+            table = self._create(table_name, ops[0].kind) if fresh else self.kb.table(table_name)
             accepted = [op for op in ops if self._evolve_schema(table, op)]
             if not accepted:
                 return
@@ -193,9 +193,7 @@ class KnowledgeWriter:
             self._rows_since_upkeep += len(op.rows)
             op.future.set_result(count)
 
-    def _open(self, name: str, kind: str) -> Any:
-        if name in self.kb.table_names():
-            return self.kb.table(name)
+    def _create(self, name: str, kind: str) -> Any:
         schema = (
             transcripts_schema(self.config.dimension)
             if kind == "transcripts"

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from skyhigh.documents import document_chunks, document_rows, embed_chunks
+from skyhigh.chunking import chunk_text
+from skyhigh.documents import document_rows, embed_chunks
 from skyhigh.events import ErrorCode, EventError, Match, Segment, StepFailed, Transcript
 from skyhigh.knowledge_writer import WriteOp
 from skyhigh.logs import event_id_var, request_id_var
@@ -150,8 +151,8 @@ class Pipeline:
         assert document.document_id is not None  # intake fills it in
         table = document.table or self.settings.knowledge_table
         with step("chunk"):
-            chunks = document_chunks(
-                document, size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
+            chunks = chunk_text(
+                document.text, size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
             )
         with step("embed"):
             vectors = embed_chunks(document, chunks, self.services.embedder)

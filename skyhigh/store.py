@@ -280,13 +280,6 @@ class EventStore:
         next_cursor = _encode_cursor(page[-1].seq) if len(rows) > limit else None
         return EventPage(items=items, next_cursor=next_cursor)
 
-    def count_pending(self) -> int:
-        with self._session() as session:
-            query = select(func.count()).where(
-                EventRow.status.in_([EventStatus.QUEUED, EventStatus.PROCESSING])
-            )
-            return int(session.scalar(query) or 0)
-
     # --- worker side ---
 
     def claim(self, event_id: str, *, max_attempts: int) -> ClaimedEvent | None:

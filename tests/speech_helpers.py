@@ -23,54 +23,25 @@ def jfk_reference() -> str:
     return (DATA / "jfk.txt").read_text().strip()
 
 
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly, overwriting the output; fails the test on an ffmpeg error."""
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
 def synthesize(text: str, dest: Path) -> Path:
     """Speak `text` with espeak-ng and resample to 16 kHz mono WAV with ffmpeg."""
     raw = dest.with_suffix(".raw.wav")
     # The Klatt voice: espeak's default voice blurs the /b/ of "bags" into "mags" for Whisper.
     voice = ["-v", "en-us+klatt", "-s", "140"]
     subprocess.run(["espeak-ng", *voice, "-w", str(raw), text], check=True)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(raw),
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            str(dest),
-        ],
-        check=True,
-    )
+    ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(dest))
     raw.unlink()
     return dest
 
 
 def tone(dest: Path, seconds: float, codec_args: tuple[str, ...] = ()) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            *codec_args,
-            str(dest),
-        ],
-        check=True,
-    )
+    source = f"sine=frequency=440:duration={seconds}"
+    ffmpeg("-f", "lavfi", "-i", source, "-ar", "16000", "-ac", "1", *codec_args, str(dest))
     return dest
 
 
@@ -83,7 +54,6 @@ def two_windows(tmp: Path) -> Path:
     dest = tmp / "jfk_pause_jfk.wav"
     jfk = str(DATA / "jfk.wav")
     silence = ["-f", "lavfi", "-t", "21", "-i", "anullsrc=r=16000:cl=mono"]
-    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", jfk, *silence, "-i", jfk]
     concat = "[0:a][1:a][2:a]concat=n=3:v=0:a=1"
-    subprocess.run([*command, "-filter_complex", concat, "-ar", "16000", str(dest)], check=True)
+    ffmpeg("-i", jfk, *silence, "-i", jfk, "-filter_complex", concat, "-ar", "16000", str(dest))
     return dest
