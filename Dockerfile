@@ -5,8 +5,8 @@
 #
 # Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs).
 # The layers go from least to most often changed: system packages, Python dependencies
-# (pyproject.toml + uv.lock only), model weights (skyhigh/models.py only), then the code, so an
-# edit to the code rebuilds in seconds.
+# (pyproject.toml + uv.lock only), model weights (skyhigh/speech/weights.py only), then the
+# code, so an edit to the code rebuilds in seconds.
 
 ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE}
@@ -52,8 +52,9 @@ RUN uv sync --locked --no-dev --no-install-project --no-cache \
 # it when the container has internet.
 ARG BUNDLED_WHISPER_MODELS="base tiny.en"
 ENV MODEL_CACHE_DIR=/app/models
-COPY skyhigh/__init__.py skyhigh/models.py /app/skyhigh/
-RUN python -c "import os, sys; from pathlib import Path; from skyhigh.models import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
+COPY skyhigh/__init__.py /app/skyhigh/
+COPY skyhigh/speech/__init__.py skyhigh/speech/weights.py /app/skyhigh/speech/
+RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.weights import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
     && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
 
 # The application, read-only at run time (root owns /app).

@@ -28,8 +28,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from skyhigh.audio import check_audio_url
-from skyhigh.dependencies import (
+from skyhigh.api.dependencies import (
     DispatcherDep,
     IntakeDep,
     PublisherDep,
@@ -41,16 +40,17 @@ from skyhigh.dependencies import (
     WebSocketAuthDep,
     require_token,
 )
-from skyhigh.events import ErrorCode, EventRecord, EventStatus, StepFailed, Transcript
-from skyhigh.intake import body_sha256, new_spool_name, spool_speech, stored_form
-from skyhigh.logs import request_id_var
-from skyhigh.metrics import EVENTS_ACCEPTED
-from skyhigh.payloads import EVENT_TYPES, SpeechOptions, SpeechPayload
-from skyhigh.settings import Settings
-from skyhigh.store import EventConflict, EventNotFound, InvalidCursor, NewEvent
-from skyhigh.streams import Lagged, StreamMessage, open_feed
-from skyhigh.subtitles import MEDIA_TYPES, RENDERERS
-from skyhigh.webhooks import check_callback_url
+from skyhigh.config import Settings
+from skyhigh.domain.events import ErrorCode, EventRecord, EventStatus, StepFailed, Transcript
+from skyhigh.domain.payloads import EVENT_TYPES, SpeechOptions, SpeechPayload
+from skyhigh.intake.batcher import body_sha256, new_spool_name, spool_speech, stored_form
+from skyhigh.live.streams import Lagged, StreamMessage, open_feed
+from skyhigh.observability.logs import request_id_var
+from skyhigh.observability.metrics import EVENTS_ACCEPTED
+from skyhigh.speech.audio import check_audio_url
+from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
+from skyhigh.store.events import EventConflict, EventNotFound, InvalidCursor, NewEvent
+from skyhigh.webhooks.sender import check_callback_url
 
 router = APIRouter()
 
@@ -490,7 +490,7 @@ async def list_knowledge_tables(services: ServicesDep) -> list[KnowledgeTable]:
 
 
 # --- live results: WS /events/{event_id}/ws and GET /events/{event_id}/stream (SSE) ---
-# Both send the same JSON messages (skyhigh.streams): first the event's current state (a
+# Both send the same JSON messages (skyhigh.live.streams): first the event's current state (a
 # `status` message shaped like GET /events/{id}), then `status`, `segment`, `transcript` and
 # `matches` messages as they happen; the stream ends after the terminal `status`. They are on
 # their own router, mounted without the router-wide bearer dependency: a browser cannot set

@@ -18,12 +18,12 @@ from fastapi.responses import JSONResponse
 
 from router import router
 from skyhigh import __version__
-from skyhigh.intake import IntakeBatcher
-from skyhigh.logs import configure_logging
-from skyhigh.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from skyhigh.payloads import EVENT_TYPES
-from skyhigh.runtime import start_runtime, stop_runtime
-from skyhigh.settings import Settings, get_settings
+from skyhigh.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from skyhigh.config import Settings, get_settings
+from skyhigh.domain.payloads import EVENT_TYPES
+from skyhigh.intake.batcher import IntakeBatcher
+from skyhigh.observability.logs import configure_logging
+from skyhigh.processing.runtime import start_runtime, stop_runtime
 
 DESCRIPTION = """
 Speech and retrieval AI behind a durable event API. POST an event to `/events/`, get

@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import endpoint
 from skyhigh import __version__
-from skyhigh.dependencies import RuntimeDep, require_token
-from skyhigh.payloads import EVENT_TYPES
+from skyhigh.api.dependencies import RuntimeDep, require_token
+from skyhigh.domain.payloads import EVENT_TYPES
 
 router = APIRouter()
 router.include_router(
@@ -87,7 +87,7 @@ async def read_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-DEMO_PAGE = Path(__file__).resolve().parent / "skyhigh" / "static" / "demo.html"
+DEMO_PAGE = Path(__file__).resolve().parent / "skyhigh" / "api" / "static" / "demo.html"
 # The page talks to this server only (no CDN); 'self' covers its ws:// connection too.
 DEMO_CSP = (
     "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; media-src blob:"

@@ -7,7 +7,7 @@ On --rows (100k) distinct airline-support sentences (bench/knowledge_corpus.py, 
    fresh sample is measured on every run, in bulk batches and in ingest.py's per-document calls.
 2. Write path: the real KnowledgeWriter (its thread, WriterConfig from the service's default
    settings) into a fresh LanceDB directory under --cache, documents of --doc-chunks rows each,
-   --batch documents submitted together and waited for, exactly like skyhigh/ingest.py. The
+   --batch documents submitted together and waited for, exactly like skyhigh/cli/ingest.py. The
    writer's own upkeep (FTS index from the first commit, the vector index once the table
    passes VECTOR_INDEX_MIN_ROWS, optimize every OPTIMIZE_AFTER_ROWS) runs inside, as it does in
    the service; its time is reported separately. Then `upkeep_now()` as ingest does.
@@ -52,15 +52,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from knowledge_corpus import QUESTION_TEMPLATES, STATEMENT_TEMPLATES, corpus, queries  # noqa: E402
 
-from skyhigh.embedder import Embedder  # noqa: E402
-from skyhigh.knowledge import (  # noqa: E402
+from skyhigh.config import Settings  # noqa: E402
+from skyhigh.knowledge.embedder import Embedder  # noqa: E402
+from skyhigh.knowledge.search import (  # noqa: E402
     VECTOR_INDEX_CONFIGS,
     KnowledgeBase,
     create_vector_index,
 )
-from skyhigh.knowledge_writer import KnowledgeWriter, WriteOp  # noqa: E402
-from skyhigh.services import writer_config  # noqa: E402
-from skyhigh.settings import Settings  # noqa: E402
+from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp  # noqa: E402
+from skyhigh.processing.services import writer_config  # noqa: E402
 
 Vectors = npt.NDArray[np.float32]
 BUSY_PATTERN = "speech_bench|docker build|pytest"

@@ -2,14 +2,14 @@
 
 Configurations, all on ~60 s of real speech (tests/data/jfk.wav concatenated --repeats times):
 
-* bare openai-whisper: `whisper.transcribe` on the checkpoint skyhigh.models converts from the
-  bundled CTranslate2 weights (float32 on CPU);
+* bare openai-whisper: `whisper.transcribe` on the checkpoint skyhigh.speech.weights converts from
+  the bundled CTranslate2 weights (float32 on CPU);
 * bare faster-whisper int8 and float32 on the same CTranslate2 directory;
 * the service end to end: a real `uvicorn main:app` subprocess (WORKER_CONCURRENCY=1), the clip
   POSTed to /events/upload (lookup=true), latency = the event's finished_at - created_at
   (accept → completed), plus the client's wall time from POST to seeing `completed` (polling).
 
-Every engine gets exactly the decoding options the service uses (skyhigh.transcriber): greedy
+Every engine gets exactly the decoding options the service uses (skyhigh.speech.transcriber): greedy
 (beam_size 1), best_of 5, the temperature fallback ladder, compression-ratio 2.4, logprob -1.0,
 no-speech 0.6, condition_on_previous_text False, language detection unless --language is given.
 Models are loaded once and warmed up on the 11 s clip; only transcription is timed.
@@ -70,15 +70,15 @@ Audio = npt.NDArray[np.float32]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from skyhigh.audio import load_audio  # noqa: E402
-from skyhigh.models import resolve_whisper_model  # noqa: E402
-from skyhigh.settings import Settings  # noqa: E402
-from skyhigh.transcriber import (  # noqa: E402
+from skyhigh.config import Settings  # noqa: E402
+from skyhigh.speech.audio import load_audio  # noqa: E402
+from skyhigh.speech.transcriber import (  # noqa: E402
     _BEST_OF,
     _COMPRESSION_RATIO_THRESHOLD,
     _TEMPERATURES,
     DecodingSettings,
 )
+from skyhigh.speech.weights import resolve_whisper_model  # noqa: E402
 from speech_helpers import jfk_reference, wer  # noqa: E402
 
 # --------------------------------------------------------------------------- machine state
@@ -511,10 +511,10 @@ def bench_bare(
 
 
 def seed_knowledge_base(dest: Path) -> str:
-    """A private knowledge base (python -m skyhigh.seed), safe from edits to lancedb_data/."""
+    """A private knowledge base (python -m skyhigh.cli.seed), safe from edits to lancedb_data/."""
     try:
         subprocess.run(
-            [sys.executable, "-m", "skyhigh.seed", "--uri", str(dest)],
+            [sys.executable, "-m", "skyhigh.cli.seed", "--uri", str(dest)],
             cwd=ROOT,
             check=True,
             capture_output=True,

@@ -51,8 +51,8 @@ def main() -> None:
     import lancedb  # noqa: F401
 
     mem("import lancedb")
-    from skyhigh.embedder import Embedder
-    from skyhigh.models import resolve_whisper_model
+    from skyhigh.knowledge.embedder import Embedder
+    from skyhigh.speech.weights import resolve_whisper_model
 
     embedder = Embedder("all-MiniLM-L6-v2")
     embedder.embed(["warm up"])

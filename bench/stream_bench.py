@@ -104,7 +104,7 @@ def start_server(tmp: Path, receiver: Receiver, engine: str) -> tuple[str, Any, 
     )
     shutil.copytree(REPO / "lancedb_data", tmp / "lancedb_data")
     import main
-    from skyhigh.streams import StreamBus
+    from skyhigh.live.streams import StreamBus
 
     decoded: dict[Any, float] = {}
     original = StreamBus.publish
@@ -176,7 +176,7 @@ def latency(url: str, receiver: Receiver, decoded: dict[Any, float], events: int
 
 def fan_out(url: str, runtime: Any, subscribers: int, bursts: int, burst: int) -> dict[str, Any]:
     """Publish bursts in the server; the subscribers run in their own process, like real ones."""
-    from skyhigh.store import NewEvent
+    from skyhigh.store.events import NewEvent
 
     event_id = "fanout-1"
     # Stored but never dispatched: it stays queued, so the stream stays open.

@@ -53,7 +53,8 @@ case "$command" in
     exec uv run --no-dev uvicorn main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
     ;;
   test)
-    ensure_apt_packages ffmpeg espeak-ng chromium  # chromium: the demo page test (tests/test_demo.py)
+    # sox and espeak-ng make test audio; chromium drives the demo page test (tests/test_demo.py).
+    ensure_apt_packages ffmpeg espeak-ng sox openssl chromium
     ensure_uv
     uv sync --locked
     exec uv run pytest "$@"

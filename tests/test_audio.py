@@ -1,4 +1,4 @@
-"""Tests for skyhigh.audio: base64 intake, URL policy and fetch, ffmpeg decoding, spooling.
+"""Tests for skyhigh.speech.audio: base64 intake, URL policy and fetch, ffmpeg decoding, spooling.
 
 Network tests talk only to an http.server on 127.0.0.1. Refusals of private or public targets are
 exercised through the classifier or a monkeypatched getaddrinfo, with sending disabled, so no
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import math
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -27,8 +26,9 @@ import httpx
 import numpy as np
 import pytest
 
-from skyhigh import audio
-from skyhigh.audio import (
+from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.speech import audio
+from skyhigh.speech.audio import (
     SAMPLE_RATE,
     blocked_reason,
     check_audio_url,
@@ -38,15 +38,9 @@ from skyhigh.audio import (
     probe_duration_s,
     write_spool_file,
 )
-from skyhigh.events import ErrorCode, StepFailed
 
 PAYLOAD = os.urandom(50_000)
 STOP = threading.Event()  # lets slow handlers end early at teardown
-
-needs_tools = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("ffmpeg", "ffprobe", "sox", "espeak-ng")),
-    reason="needs ffmpeg, ffprobe, sox and espeak-ng",
-)
 
 
 def raises_code(code: ErrorCode, call: Callable[[], object]) -> StepFailed:
@@ -461,7 +455,6 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         httpd.server_close()
 
 
-@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")
 def test_fetch_https_verifies_the_real_hostname(
     tls_server: tuple[int, Path], tmp_path: Path, fake_dns: FakeDNS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -527,7 +520,6 @@ def wav_seconds(path: Path) -> float:
         return float(wav.getnframes() / wav.getframerate())
 
 
-@needs_tools
 @pytest.mark.parametrize("suffix", [".mp3", ".ogg"])
 def test_compressed_speech_decodes_to_the_right_length(
     speech_wav: Path, tmp_path: Path, suffix: str
@@ -540,7 +532,6 @@ def test_compressed_speech_decodes_to_the_right_length(
     assert 0.05 < float(np.abs(samples).max()) <= 1.0
 
 
-@needs_tools
 def test_stereo_44k_becomes_16k_mono(tmp_path: Path) -> None:
     path = tmp_path / "stereo.wav"
     run("sox", "-n", "-r", "44100", "-c", "2", str(path), "synth", "2", "sine", "440")
@@ -549,7 +540,6 @@ def test_stereo_44k_becomes_16k_mono(tmp_path: Path) -> None:
     assert probe_duration_s(path) == pytest.approx(2.0, abs=0.01)
 
 
-@needs_tools
 def test_too_long_is_refused_without_decoding_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -567,7 +557,6 @@ def test_too_long_is_refused_without_decoding_everything(
     assert commands[0][commands[0].index("-t") + 1] == "2.000"
 
 
-@needs_tools
 def test_text_file_is_unsupported(tmp_path: Path) -> None:
     path = tmp_path / "notes.wav"
     path.write_text("these are not the samples you are looking for\n" * 20)
@@ -590,7 +579,6 @@ def test_zero_byte_file_is_empty_without_ffmpeg(
     raises_code(ErrorCode.EMPTY_AUDIO, lambda: load_audio(path, max_seconds=60))
 
 
-@needs_tools
 @pytest.mark.parametrize("seconds", [0.0, 0.05])
 def test_no_or_almost_no_samples_is_empty(tmp_path: Path, seconds: float) -> None:
     silence = np.zeros(math.floor(seconds * SAMPLE_RATE))
@@ -598,7 +586,6 @@ def test_no_or_almost_no_samples_is_empty(tmp_path: Path, seconds: float) -> Non
     raises_code(ErrorCode.EMPTY_AUDIO, lambda: load_audio(path, max_seconds=60))
 
 
-@needs_tools
 def test_wav_round_trip_keeps_samples(tmp_path: Path) -> None:
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
     samples = load_audio(write_wav(tmp_path / "tone.wav", tone), max_seconds=1)

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from conftest import TOKENS, make_settings, without_auth
+from helpers import TOKENS, make_settings, without_auth
 from main import create_app
-from skyhigh.security import InvalidToken, TokenVerifier
+from skyhigh.api.tokens import InvalidToken, TokenVerifier
 
 JWT_SECRET = "jwt-test-secret-that-is-long-enough-for-hs256"
 

@@ -10,14 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdp import Browser, chromium_binary
-from conftest import DATA, ROOT, TOKENS, ServerProcess
+from cdp import Browser
+from helpers import DATA, ROOT, TOKENS, ServerProcess
 
 ARTIFACTS = ROOT / "tests" / "artifacts"  # git-ignored: the latest screenshot, for humans
-
-needs_chromium = pytest.mark.skipif(
-    chromium_binary() is None, reason="needs Debian chromium (./scripts/dev.sh test installs it)"
-)
 
 PAGE_STATE = """JSON.stringify({
   status: document.getElementById("status").textContent,
@@ -37,7 +33,6 @@ def test_demo_page_is_self_contained(live_server: ServerProcess) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", response.text)
 
 
-@needs_chromium
 @pytest.mark.slow
 def test_upload_jfk_and_watch_the_transcript_arrive(
     live_server: ServerProcess, tmp_path: Path

@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from conftest import AUTH, make_settings, wait_terminal, without_auth
+from helpers import AUTH, make_settings, wait_terminal, without_auth
 from main import create_app
-from skyhigh.payloads import EVENT_TYPES
+from skyhigh.domain.payloads import EVENT_TYPES
 
 
 def new_id(prefix: str = "evt") -> str:

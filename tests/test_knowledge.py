@@ -15,7 +15,7 @@ import lancedb
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import AUTH, ROOT, jfk_base64, make_settings, wait_terminal
+from helpers import AUTH, ROOT, jfk_base64, make_settings, wait_terminal
 from main import create_app
 
 MEMO = (
@@ -239,7 +239,7 @@ def test_ingest_cli_is_resumable(tmp_path: Path) -> None:
 
     def ingest(*extra: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "skyhigh.ingest", str(source), "--table", "faq", *extra],
+            [sys.executable, "-m", "skyhigh.cli.ingest", str(source), "--table", "faq", *extra],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -14,7 +14,7 @@ import torch
 import whisper
 from faster_whisper import WhisperModel
 
-from skyhigh.models import (
+from skyhigh.speech.weights import (
     BUNDLED_SHA256,
     ConversionError,
     ModelChecksumError,

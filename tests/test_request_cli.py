@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, ROOT, TOKENS, ServerProcess
+from helpers import DATA, ROOT, TOKENS, ServerProcess
 
 pytestmark = pytest.mark.slow
 

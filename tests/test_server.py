@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import DATA, TOKENS, ServerProcess, server_env, wait_terminal
+from helpers import DATA, TOKENS, ServerProcess, server_env, wait_terminal
 from speech_helpers import jfk_reference, two_windows, wer
 
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}

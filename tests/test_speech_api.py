@@ -14,7 +14,7 @@ import srt
 import webvtt
 from fastapi.testclient import TestClient
 
-from conftest import AUTH, DATA, free_port, jfk_base64, make_settings, wait_terminal
+from helpers import AUTH, DATA, free_port, jfk_base64, make_settings, wait_terminal
 from main import create_app
 from speech_helpers import jfk_reference, synthesize, tone, wer
 
@@ -205,7 +205,7 @@ def test_bad_audio_gets_clear_errors_and_the_next_event_still_completes(
 def test_language_must_be_one_whisper_knows(client: TestClient) -> None:
     import whisper.tokenizer
 
-    from skyhigh.payloads import WHISPER_LANGUAGES
+    from skyhigh.domain.payloads import WHISPER_LANGUAGES
 
     assert set(whisper.tokenizer.LANGUAGES) == WHISPER_LANGUAGES
     response = intake(client, audio_base64=jfk_base64(), language="xx")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from skyhigh.dispatch import InProcessDispatcher
-from skyhigh.events import EventError, EventStatus
-from skyhigh.store import EventConflict, EventStore, InvalidCursor, NewEvent
+from skyhigh.domain.events import EventError, EventStatus
+from skyhigh.processing.dispatch import InProcessDispatcher
+from skyhigh.store.events import EventConflict, EventStore, InvalidCursor, NewEvent
 
 
 @pytest.fixture

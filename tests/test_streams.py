@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import whisper
 
-from conftest import DATA, TOKENS, ServerProcess, model_cache_dir
+from helpers import DATA, TOKENS, ServerProcess, model_cache_dir
 from live_helpers import final, segments_of, sse_messages, ws_messages
-from skyhigh.settings import Settings
-from skyhigh.streams import Lagged, StreamBus
-from skyhigh.transcriber import TranscribeOptions, load_transcriber
+from skyhigh.config import Settings
+from skyhigh.live.streams import Lagged, StreamBus
+from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
 from speech_helpers import two_windows
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import whisper
 
-from skyhigh.events import Segment, Transcript
-from skyhigh.models import BUNDLED_SHA256
-from skyhigh.settings import Settings
-from skyhigh.transcriber import (
+from skyhigh.config import Settings
+from skyhigh.domain.events import Segment, Transcript
+from skyhigh.speech.transcriber import (
     FasterWhisperTranscriber,
     OpenAIWhisperTranscriber,
     TranscribeOptions,
@@ -23,6 +22,7 @@ from skyhigh.transcriber import (
     TranscriberPool,
     load_transcriber,
 )
+from skyhigh.speech.weights import BUNDLED_SHA256
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ["openai-whisper", "faster-whisper"]

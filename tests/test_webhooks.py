@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import TOKENS, ServerProcess, make_settings
+from helpers import TOKENS, ServerProcess, make_settings
 from live_helpers import WEBHOOK_KEY, WEBHOOK_SECRET, Received, WebhookReceiver
-from skyhigh.events import ErrorCode, StepFailed
-from skyhigh.store import EventStore, NewEvent
-from skyhigh.webhooks import Webhooks, backoff_s, check_callback_url, check_settings
+from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.store.events import EventStore, NewEvent
+from skyhigh.webhooks.sender import Webhooks, backoff_s, check_callback_url, check_settings
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 

@@ -1,0 +1,90 @@
+"""Bearer token and JWT verification: pure functions, no web framework."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import jwt
+
+from skyhigh.config import Settings
+
+
+class InvalidToken(Exception):
+    """The presented credential is not valid; the message is safe to show (no token in it)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    method: str  # "token" or "jwt"
+
+
+class TokenVerifier:
+    """Checks a bearer credential against API_TOKENS or, in JWT mode, a signing key.
+
+    Usage::
+
+        verifier = TokenVerifier(settings)
+        principal = verifier.verify("the-token")   # raises InvalidToken
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._mode = settings.auth_mode
+        self._tokens = [token.encode() for token in settings.token_values()]
+        self._dev_open = settings.allow_insecure_dev_mode and not self._tokens
+        self._algorithms = list(settings.jwt_algorithms)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        key = settings.jwt_public_key or settings.jwt_secret
+        self._jwt_key = key.get_secret_value() if key is not None else None
+
+    @property
+    def open_access(self) -> bool:
+        """True only in the explicit development mode with no tokens configured."""
+        return self._mode == "token" and self._dev_open
+
+    def verify(self, credential: str) -> Principal:
+        if self._mode == "jwt":
+            return self._verify_jwt(credential)
+        return self._verify_static(credential)
+
+    def _verify_static(self, credential: str) -> Principal:
+        presented = credential.encode()
+        # Compare against every token, without stopping early, so timing reveals nothing.
+        matched = -1
+        for index, token in enumerate(self._tokens):
+            if hmac.compare_digest(presented, token):
+                matched = index
+        if matched < 0:
+            raise InvalidToken("the bearer token is not valid")
+        return Principal(subject=f"token-{matched}", method="token")
+
+    def _verify_jwt(self, credential: str) -> Principal:
+        if self._jwt_key is None:
+            raise InvalidToken("JWT mode has no key configured")
+        options = {
+            "require": ["exp"]
+            + (["aud"] if self._audience else [])
+            + (["iss"] if self._issuer else [])
+        }
+        try:
+            claims = jwt.decode(
+                credential,
+                self._jwt_key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options=options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("the JWT has expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise InvalidToken("the JWT audience is not accepted") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise InvalidToken("the JWT issuer is not accepted") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"the JWT lacks the required claim {exc.claim!r}") from exc
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken("the JWT is not valid") from exc
+        return Principal(subject=str(claims.get("sub", "jwt")), method="jwt")

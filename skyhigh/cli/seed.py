@@ -1,0 +1,73 @@
+"""Rebuild the demo knowledge base: `python -m skyhigh.cli.seed [--source data/knowledge.jsonl]`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+
+from skyhigh.config import get_settings
+from skyhigh.knowledge.embedder import Embedder
+from skyhigh.knowledge.search import create_text_index, documents_schema
+
+DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / "data" / "knowledge.jsonl"
+
+
+def load_entries(source: Path) -> list[dict[str, Any]]:
+    entries = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    ids = [entry["id"] for entry in entries]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{source}: duplicate ids")
+    return entries
+
+
+def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
+    """Replace `table` with the entries of `source`: one chunk per entry, FTS index built."""
+    entries = load_entries(source)
+    # Title and text together: questions often echo the title's wording.
+    vectors = embedder.embed([f"{e['title']}\n{e['text']}" for e in entries])
+    rows = [
+        {
+            "id": e["id"],
+            "document_id": e["id"],
+            "chunk": 0,
+            "title": e["title"],
+            "text": e["text"],
+            "category": e["category"],
+            "tags": list(e["tags"]),
+            "content_sha256": hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest(),
+            "vector": vector.tolist(),
+        }
+        for e, vector in zip(entries, vectors, strict=True)
+    ]
+    db = lancedb.connect(uri)
+    data = pa.Table.from_pylist(rows, schema=documents_schema(embedder.dimension))
+    handle = db.create_table(table, data=data, mode="overwrite")
+    create_text_index(handle)
+    # A fresh table keeps no old versions: the committed lancedb_data/ stays small.
+    handle.optimize(cleanup_older_than=timedelta(0))
+    return len(rows)
+
+
+def main() -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--uri", default=settings.lancedb_uri)
+    parser.add_argument("--table", default=settings.knowledge_table)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    count = build(args.source, args.uri, args.table, Embedder(settings.embedding_model))
+    elapsed = time.perf_counter() - started
+    print(f"built {args.table!r} in {args.uri}: {count} entries in {elapsed:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

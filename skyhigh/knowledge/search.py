@@ -1,0 +1,284 @@
+"""The knowledge base in LanceDB: one connection per process, tables cached, safe filters.
+
+Reads (searches) run on any worker thread. Writes go through `KnowledgeWriter`
+(knowledge_writer.py), the one thread that commits to the tables.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS, IvfFlat, IvfHnswSq, IvfPq, IvfSq
+from numpy.typing import NDArray
+
+from skyhigh.domain.events import ErrorCode, Match, StepFailed
+from skyhigh.domain.payloads import COLUMN_NAME, FilterScalar, FilterValue
+
+SearchMode = Literal["vector", "fulltext", "hybrid"]
+
+# Columns that are not metadata: never returned in `metadata`, never filterable.
+HIDDEN_COLUMNS = frozenset({"id", "title", "text", "vector", "content_sha256"})
+# Columns every document table has; user metadata may not reuse these names.
+DOCUMENT_COLUMNS = ("id", "document_id", "chunk", "title", "text", "content_sha256", "vector")
+
+
+def documents_schema(dimension: int) -> pa.Schema:
+    """Chunks of documents. `category` and `tags` are the demo's metadata; more columns
+    are added when documents bring new metadata keys."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("document_id", pa.string()),
+            pa.field("chunk", pa.int32()),
+            pa.field("title", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("category", pa.string()),
+            pa.field("tags", pa.list_(pa.string())),
+            pa.field("content_sha256", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+        ]
+    )
+
+
+def transcripts_schema(dimension: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("event_id", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("language", pa.string()),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+        ]
+    )
+
+
+VECTOR_INDEX_CONFIGS = {
+    "IVF_HNSW_SQ": IvfHnswSq,
+    "IVF_PQ": IvfPq,
+    "IVF_FLAT": IvfFlat,
+    "IVF_SQ": IvfSq,
+}
+
+
+def create_text_index(table: Any) -> None:
+    """The BM25 index behind fulltext and hybrid search (LanceDB's native FTS)."""
+    table.create_index("text", config=FTS(), replace=True)
+
+
+def create_vector_index(table: Any, index_type: str) -> None:
+    config = VECTOR_INDEX_CONFIGS[index_type](distance_type="cosine")
+    table.create_index("vector", config=config, replace=True)
+
+
+def _sql_literal(value: FilterScalar) -> str:
+    # Values are typed by pydantic; strings are quoted with '' doubling, the SQL standard.
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        if not np.isfinite(value):
+            raise StepFailed(ErrorCode.INVALID_FILTER, "filter numbers must be finite")
+        return repr(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def build_where(filter_: dict[str, FilterValue], schema: pa.Schema) -> str:
+    """Turn a validated equality filter into a LanceDB SQL predicate.
+
+    Column names must exist in the table (and look like identifiers); values become quoted
+    literals, so no part of the client's input is ever spliced into SQL as code.
+    """
+    clauses = []
+    filterable = [n for n in schema.names if n not in HIDDEN_COLUMNS]
+    for column, operand in filter_.items():
+        if not COLUMN_NAME.match(column) or column not in filterable:
+            raise StepFailed(
+                ErrorCode.INVALID_FILTER,
+                f"unknown filter column {column!r}; columns: {', '.join(filterable)}",
+            )
+        values = operand if isinstance(operand, list) else [operand]
+        literals = ", ".join(_sql_literal(v) for v in values)
+        column_type = schema.field(column).type
+        if pa.types.is_list(column_type) or pa.types.is_large_list(column_type):
+            clauses.append(f"array_has_any({column}, [{literals}])")
+        elif len(values) == 1:
+            clauses.append(f"{column} = {literals}")
+        else:
+            clauses.append(f"{column} IN ({literals})")
+    return " AND ".join(clauses)
+
+
+def quote_list(values: Sequence[str]) -> str:
+    return ", ".join(_sql_literal(v) for v in values)
+
+
+class KnowledgeBase:
+    """Search LanceDB tables of passages.
+
+    Usage::
+
+        kb = KnowledgeBase("./lancedb_data", default_table="knowledge")
+        matches = kb.search(vector, text="checked bags", k=5, mode="hybrid")
+    """
+
+    def __init__(
+        self, uri: str, *, default_table: str, nprobes: int = 20, refine_factor: int = 10
+    ) -> None:
+        self.uri = uri
+        self.default_table = default_table
+        self.nprobes = nprobes
+        # The index's quantized distances rank the top 10 loosely; re-scoring refine_factor × k
+        # candidates with full vectors lifts recall@10 from 0.86 to 0.97 (BENCHMARKS.md).
+        self.refine_factor = refine_factor
+        # Writes made by this process are seen at once (shared table handles); this
+        # interval bounds how stale a view of another process's writes (ingest) may be.
+        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(seconds=2))
+        self._tables: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def db(self) -> Any:
+        return self._db
+
+    def table(self, name: str | None = None) -> Any:
+        name = name or self.default_table
+        with self._lock:
+            cached = self._tables.get(name)
+            if cached is not None:
+                return cached
+            try:
+                table = self._db.open_table(name)
+            except (ValueError, FileNotFoundError) as exc:
+                raise StepFailed(
+                    ErrorCode.TABLE_NOT_FOUND,
+                    f"no knowledge table {name!r} in {self.uri}; tables: {self.table_names()}",
+                ) from exc
+            self._tables[name] = table
+            return table
+
+    def create_table(self, name: str, schema: pa.Schema) -> Any:
+        """Open `name`, creating it empty with `schema` if needed (writer thread only)."""
+        with self._lock:
+            if name in self._tables:
+                return self._tables[name]
+            table = self._db.create_table(name, schema=schema, exist_ok=True)
+            self._tables[name] = table
+            return table
+
+    def table_names(self) -> list[str]:
+        return sorted(self._db.list_tables().tables)
+
+    def search(
+        self,
+        vector: NDArray[np.float32] | Sequence[float],
+        *,
+        text: str = "",
+        table: str | None = None,
+        k: int = 5,
+        filter: dict[str, FilterValue] | None = None,
+        mode: SearchMode = "vector",
+        min_score: float | None = None,
+    ) -> list[Match]:
+        """Top-k matches. Scores: cosine similarity (vector), BM25 (fulltext), RRF (hybrid)."""
+        name = table or self.default_table
+        handle = self.table(name)
+        query = self._query(handle, np.asarray(vector, dtype=np.float32), text, mode)
+        if filter:
+            query = query.where(build_where(filter, handle.schema), prefilter=True)
+        # Hybrid fuses two ranked lists; deeper lists let a row that both searches rank
+        # moderately beat one that only a single search ranks first (RRF ties otherwise).
+        depth = max(4 * k, 20) if mode == "hybrid" else k
+        try:
+            rows = query.limit(depth).to_list()[:k]
+        except (ValueError, RuntimeError) as exc:
+            if mode != "vector" and "index" in str(exc).lower():
+                raise StepFailed(
+                    ErrorCode.INVALID_QUERY,
+                    f"table {name!r} has no full-text index yet; use mode=vector",
+                ) from exc
+            raise
+        matches = [self._match(row, name, mode) for row in rows]
+        if min_score is not None:
+            matches = [m for m in matches if m.score >= min_score]
+        return matches
+
+    def _query(self, handle: Any, vector: NDArray[np.float32], text: str, mode: SearchMode) -> Any:
+        if mode == "fulltext":
+            return handle.search(text, query_type="fts")
+        if mode == "hybrid":
+            from lancedb.rerankers import RRFReranker
+
+            return (
+                handle.search(query_type="hybrid")
+                .vector(vector)
+                .text(text)
+                .distance_type("cosine")
+                .nprobes(self.nprobes)
+                .refine_factor(self.refine_factor)
+                .rerank(RRFReranker())
+            )
+        return (
+            handle.search(vector)
+            .distance_type("cosine")
+            .nprobes(self.nprobes)
+            .refine_factor(self.refine_factor)
+        )
+
+    @staticmethod
+    def _match(row: dict[str, Any], table: str, mode: SearchMode) -> Match:
+        metadata = {
+            key: value
+            for key, value in row.items()
+            if key not in HIDDEN_COLUMNS and not key.startswith("_")
+        }
+        if mode == "hybrid":
+            score = float(row["_relevance_score"])
+        elif mode == "fulltext":
+            score = float(row["_score"])
+        else:
+            # Cosine distance is in [0, 2]; report similarity so higher means closer.
+            score = 1.0 - float(row["_distance"])
+        return Match(
+            id=str(row["id"]),
+            title=str(row.get("title") or ""),
+            text=str(row["text"]),
+            score=round(score, 6),
+            table=table,
+            metadata=metadata,
+        )
+
+    def describe(self, embedding_model: str) -> list[dict[str, Any]]:
+        """Every table with its row count, indexes and the embedding model that fills it."""
+        described = []
+        for name in self.table_names():
+            handle = self.table(name)
+            indexes = []
+            for index in handle.list_indices():
+                stats = handle.index_stats(index.name)
+                indexes.append(
+                    {
+                        "name": index.name,
+                        "type": str(index.index_type),
+                        "columns": list(index.columns),
+                        "indexed_rows": getattr(stats, "num_indexed_rows", None),
+                        "unindexed_rows": getattr(stats, "num_unindexed_rows", None),
+                    }
+                )
+            described.append(
+                {
+                    "name": name,
+                    "rows": handle.count_rows(),
+                    "version": handle.version,
+                    "indexes": indexes,
+                    "embedding_model": embedding_model,
+                    "columns": [n for n in handle.schema.names if n != "vector"],
+                }
+            )
+        return described

@@ -1,0 +1,37 @@
+"""Where the pipeline announces progress: status changes, transcript segments, results.
+
+The pipeline only knows the `EventPublisher` protocol. In one process the stream bus
+(WebSocket/SSE subscribers) and the webhook sender implement it; across processes a
+Redis-backed publisher would, with no change to the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+log = logging.getLogger("skyhigh.live.publish")
+
+
+class EventPublisher(Protocol):
+    def publish(self, event_id: str, message: dict[str, Any]) -> None:
+        """Announce `message` for `event_id`; must be quick and never raise into the caller.
+
+        Messages have a `type`: "status" (with `status`, and `result` or `error` once
+        terminal), "segment" (with `segment`), "transcript", "matches".
+        """
+
+
+class FanOut:
+    """Publishes every message to several publishers; one failing never affects the others."""
+
+    def __init__(self, publishers: Sequence[EventPublisher] = ()) -> None:
+        self.publishers = list(publishers)
+
+    def publish(self, event_id: str, message: dict[str, Any]) -> None:
+        for publisher in self.publishers:
+            try:
+                publisher.publish(event_id, message)
+            except Exception:
+                log.exception("publisher failed", extra={"event_type": message.get("type")})

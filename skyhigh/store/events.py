@@ -1,0 +1,413 @@
+"""Durable event store over SQLAlchemy (SQLite by default, Postgres-ready schema).
+
+Every method is synchronous and short; the API calls them through a worker thread
+(`anyio.to_thread`) so the event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from skyhigh.domain.events import ErrorCode, EventError, EventRecord, EventStatus
+
+
+class EventNotFound(Exception):
+    """No event with this id exists."""
+
+
+class EventConflict(Exception):
+    """The event id is taken by an event with a different body."""
+
+
+class InvalidCursor(Exception):
+    """A pagination cursor that this store did not issue."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    # Surrogate key orders events by arrival for cursors and queue positions.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+
+    __table_args__ = (
+        Index("ix_events_status_seq", "status", "seq"),
+        Index("ix_events_type_seq", "event_type", "seq"),
+    )
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    event_id: str
+    event_type: str
+    body_sha256: str
+    payload: dict[str, Any]
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    record: EventRecord
+    created: bool  # False: an identical event was already stored (idempotent replay)
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    items: list[EventRecord]
+    next_cursor: str | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite drops tzinfo; every timestamp we write is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        seq = json.loads(base64.urlsafe_b64decode(padded))["seq"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCursor(cursor) from exc
+    if not isinstance(seq, int):
+        raise InvalidCursor(cursor)
+    return seq
+
+
+def _dialect_insert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING exists on SQLite and Postgres, with one API each."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers (status polls) run while a writer commits.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
+
+
+class EventStore:
+    """Events and their lifecycle: create (idempotent), get, list, claim, complete, fail, recover.
+
+    Usage::
+
+        store = EventStore("sqlite:///./events.db")
+        outcome = store.create(NewEvent(event_id="e1", event_type="query", ...))
+        claimed = store.claim("e1")          # queued -> processing, attempts += 1
+        store.complete("e1", {"matches": []})
+    """
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        # Pre-ping guards against server-side disconnects; a SQLite file has none.
+        sqlite = url.startswith("sqlite")
+        self.engine: Engine = create_engine(url, pool_pre_ping=not sqlite)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        with self._session() as session:
+            session.execute(select(1))
+
+    # --- intake ---
+
+    def create(self, new: NewEvent) -> CreateOutcome:
+        """Store a queued event, or return the existing one when the same body is replayed."""
+        outcome = self.create_many([new])[0]
+        if isinstance(outcome, EventConflict):
+            raise outcome
+        return outcome
+
+    def create_many(self, news: Sequence[NewEvent]) -> list[CreateOutcome | EventConflict]:
+        """Store several events in ONE transaction (group commit: one fsync for all).
+
+        Outcomes are in input order; an id already taken by a different body gives an
+        EventConflict in its place instead of failing the batch.
+        """
+        now = _now()
+        insert = _dialect_insert(self.engine.dialect.name)
+        with self._session() as session:
+            before = session.scalar(select(func.max(EventRow.seq))) or 0
+            session.execute(
+                insert(EventRow)
+                .values(
+                    [
+                        {
+                            "event_id": new.event_id,
+                            "event_type": new.event_type,
+                            "body_sha256": new.body_sha256,
+                            "payload": new.payload,
+                            "status": EventStatus.QUEUED,
+                            "request_id": new.request_id,
+                            "attempts": 0,
+                            "created_at": now,
+                        }
+                        for new in news
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["event_id"])
+            )
+            ids = {new.event_id for new in news}
+            rows = {
+                row.event_id: row
+                for row in session.scalars(select(EventRow).where(EventRow.event_id.in_(ids)))
+            }
+            outcomes: list[CreateOutcome | EventConflict] = []
+            claimed_ids: set[str] = set()
+            for new in news:
+                row = rows[new.event_id]
+                if row.body_sha256 != new.body_sha256:
+                    outcomes.append(EventConflict(new.event_id))
+                    continue
+                # Inserted by this statement, and the first of any duplicates in the batch.
+                created = row.seq > before and new.event_id not in claimed_ids
+                claimed_ids.add(new.event_id)
+                record = self._record(session, row, with_position=False)
+                outcomes.append(CreateOutcome(record=record, created=created))
+            return outcomes
+
+    # --- reads ---
+
+    def get(self, event_id: str) -> EventRecord:
+        with self._session() as session:
+            return self._record(session, self._row(session, event_id))
+
+    def lookup(self, event_id: str) -> tuple[EventRecord, str] | None:
+        """The event and its body hash, or None: lets intake answer replays before spooling."""
+        with self._session() as session:
+            row = session.scalars(
+                select(EventRow).where(EventRow.event_id == event_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            return self._record(session, row, with_position=False), row.body_sha256
+
+    def list_events(
+        self,
+        *,
+        status: EventStatus | None = None,
+        event_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> EventPage:
+        """Newest first; `next_cursor` continues after the last item of this page."""
+        query = select(EventRow).order_by(EventRow.seq.desc()).limit(limit + 1)
+        if status is not None:
+            query = query.where(EventRow.status == status)
+        if event_type is not None:
+            query = query.where(EventRow.event_type == event_type)
+        if cursor is not None:
+            query = query.where(EventRow.seq < _decode_cursor(cursor))
+        with self._session() as session:
+            rows = [*session.scalars(query)]
+            page = rows[:limit]
+            items = [self._record(session, row, with_position=False) for row in page]
+        next_cursor = _encode_cursor(page[-1].seq) if len(rows) > limit else None
+        return EventPage(items=items, next_cursor=next_cursor)
+
+    # --- worker side ---
+
+    def claim(self, event_id: str, *, max_attempts: int) -> ClaimedEvent | None:
+        """Move a queued event to processing and count the attempt.
+
+        Returns None when the event is not queued (already claimed or finished), so a
+        duplicate dispatch never processes an event twice. An event that has used up its
+        attempts is failed with `max_attempts` instead of being claimed.
+        """
+        with self._session() as session:
+            row = session.scalars(
+                select(EventRow).where(EventRow.event_id == event_id).with_for_update()
+            ).one_or_none()
+            if row is None or row.status != EventStatus.QUEUED:
+                return None
+            if row.attempts >= max_attempts:
+                self._finish(
+                    row,
+                    EventStatus.FAILED,
+                    error=EventError(
+                        code=ErrorCode.MAX_ATTEMPTS,
+                        message=f"gave up after {row.attempts} attempts "
+                        f"(MAX_ATTEMPTS={max_attempts})",
+                    ),
+                )
+                return None
+            attempt = row.attempts + 1
+            # Conditional update: only one claimer wins even without row locks (SQLite).
+            won: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                update(EventRow)
+                .where(EventRow.event_id == event_id, EventRow.status == EventStatus.QUEUED)
+                .values(status=EventStatus.PROCESSING, attempts=attempt, started_at=_now())
+            )
+            if won.rowcount != 1:
+                return None
+            return ClaimedEvent(
+                event_id=row.event_id,
+                event_type=row.event_type,
+                payload=dict(row.payload),
+                attempts=attempt,
+                request_id=row.request_id,
+            )
+
+    def complete(self, event_id: str, result: dict[str, Any]) -> EventRecord:
+        with self._session() as session:
+            row = self._row(session, event_id)
+            self._finish(row, EventStatus.COMPLETED, result=result)
+            return self._record(session, row, with_position=False)
+
+    def fail(self, event_id: str, error: EventError) -> EventRecord:
+        with self._session() as session:
+            row = self._row(session, event_id)
+            self._finish(row, EventStatus.FAILED, error=error)
+            return self._record(session, row, with_position=False)
+
+    def requeue(self, event_id: str) -> None:
+        """Put a processing event back (graceful shutdown); its attempt stays counted."""
+        with self._session() as session:
+            session.execute(
+                update(EventRow)
+                .where(EventRow.event_id == event_id, EventRow.status == EventStatus.PROCESSING)
+                .values(status=EventStatus.QUEUED, started_at=None)
+            )
+
+    def recover(self) -> list[str]:
+        """After a crash: put `processing` events back in the queue; return all queued ids.
+
+        Call only when no worker of this store is running (startup of the single
+        in-process dispatcher); a fleet dispatcher recovers with leases instead.
+        """
+        with self._session() as session:
+            session.execute(
+                update(EventRow)
+                .where(EventRow.status == EventStatus.PROCESSING)
+                .values(status=EventStatus.QUEUED, started_at=None)
+            )
+            query = (
+                select(EventRow.event_id)
+                .where(EventRow.status == EventStatus.QUEUED)
+                .order_by(EventRow.seq)
+            )
+            return [*session.scalars(query)]
+
+    # --- helpers ---
+
+    @staticmethod
+    def _row(session: Session, event_id: str) -> EventRow:
+        row = session.scalars(select(EventRow).where(EventRow.event_id == event_id)).one_or_none()
+        if row is None:
+            raise EventNotFound(event_id)
+        return row
+
+    @staticmethod
+    def _finish(
+        row: EventRow,
+        status: EventStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: EventError | None = None,
+    ) -> None:
+        row.status = status
+        row.finished_at = _now()
+        row.result = result
+        row.error_code = error.code if error else None
+        row.error_message = error.message if error else None
+
+    @staticmethod
+    def _record(session: Session, row: EventRow, *, with_position: bool = True) -> EventRecord:
+        position = None
+        if with_position and row.status == EventStatus.QUEUED:
+            ahead = session.scalar(
+                select(func.count()).where(
+                    EventRow.status == EventStatus.QUEUED, EventRow.seq < row.seq
+                )
+            )
+            position = int(ahead or 0)
+        error = None
+        if row.error_code is not None:
+            error = EventError(code=row.error_code, message=row.error_message or "")
+        return EventRecord(
+            event_id=row.event_id,
+            event_type=row.event_type,
+            status=EventStatus(row.status),
+            created_at=_aware(row.created_at) or _now(),
+            started_at=_aware(row.started_at),
+            finished_at=_aware(row.finished_at),
+            attempts=row.attempts,
+            queue_position=position,
+            result=row.result,
+            error=error,
+        )
