@@ -43,7 +43,7 @@ from skyhigh.api.dependencies import (
 from skyhigh.config import Settings
 from skyhigh.domain.events import ErrorCode, EventRecord, EventStatus, StepFailed, Transcript
 from skyhigh.domain.payloads import EVENT_TYPES, SpeechOptions, SpeechPayload
-from skyhigh.intake.batcher import body_sha256, new_spool_name, spool_speech, stored_form
+from skyhigh.intake.spool import body_sha256, new_spool_name, spool_speech, stored_form
 from skyhigh.live.streams import Lagged, StreamMessage, open_feed
 from skyhigh.observability.logs import request_id_var
 from skyhigh.observability.metrics import EVENTS_ACCEPTED

@@ -27,16 +27,15 @@ import numpy as np
 import pytest
 
 from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.intake.spool import decode_base64_audio, write_spool_file
 from skyhigh.speech import audio
 from skyhigh.speech.audio import (
     SAMPLE_RATE,
     blocked_reason,
     check_audio_url,
-    decode_base64_audio,
     fetch_audio_url,
     load_audio,
     probe_duration_s,
-    write_spool_file,
 )
 
 PAYLOAD = os.urandom(50_000)

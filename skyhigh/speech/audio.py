@@ -1,39 +1,32 @@
-"""Audio intake: base64, URL (SSRF-guarded) and file decoding into 16 kHz mono float32.
+"""Audio sources: URL (SSRF-guarded) fetch and file decoding into 16 kHz mono float32.
 
 Everything here is synchronous and blocking (subprocesses, sockets, disk): call it from a worker
 thread. Every client-visible failure is a `StepFailed` carrying an `ErrorCode`:
 
-    decode_base64_audio   invalid_base64, audio_too_large, empty_audio
     check_audio_url       url_not_allowed
     fetch_audio_url       url_not_allowed, url_fetch_failed, audio_too_large
     load_audio            empty_audio, unsupported_audio, audio_too_long
-
-Intake calls `decode_base64_audio` directly (there is no separate syntax check): the API spools
-the decoded bytes to disk before answering 202, so it needs the bytes anyway, and decoding
-25 MiB takes about a tenth of a second.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 
 from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.durable_files import atomic_writer
 
 SAMPLE_RATE = 16_000
 MIN_AUDIO_SECONDS = 0.1
@@ -47,60 +40,11 @@ METADATA_ADDRESSES = frozenset(
 )
 # NAT64 maps an IPv4 address into IPv6; Python 3.11 does not classify the embedded address.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_ASCII_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
-_DATA_URL_HINT = "expected data:audio/<type>;base64,<data>"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # getaddrinfo cannot be interrupted; running it here lets a fetch give up on a slow resolver.
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="skyhigh-dns")
 
 FloatArray = npt.NDArray[np.float32]
-
-
-# --------------------------------------------------------------------------- base64
-
-
-def decode_base64_audio(value: str, *, max_bytes: int) -> bytes:
-    """Decode standard base64 or a `data:audio/...;base64,` URL; ASCII whitespace is ignored.
-
-    Raises invalid_base64, audio_too_large (judged from the encoded length, before decoding)
-    or empty_audio (nothing to decode).
-    """
-    payload = _strip_data_url(value.strip()).translate(_ASCII_WHITESPACE)
-    if not payload:
-        raise StepFailed(ErrorCode.EMPTY_AUDIO, "audio_base64 is empty")
-    size = _decoded_size(payload)
-    if size > max_bytes:
-        raise StepFailed(
-            ErrorCode.AUDIO_TOO_LARGE,
-            f"decoded audio would be {size} bytes; the limit is {max_bytes} (MAX_AUDIO_BYTES)",
-        )
-    try:
-        return base64.b64decode(payload, validate=True)
-    except ValueError as exc:  # binascii.Error, or non-ASCII characters
-        raise StepFailed(ErrorCode.INVALID_BASE64, _base64_hint(payload, exc)) from None
-
-
-def _strip_data_url(value: str) -> str:
-    if value[:5].lower() != "data:":
-        return value
-    header, comma, data = value.partition(",")
-    media = header[5:].lower()
-    # Parameters such as `;codecs=opus` (MediaRecorder) may sit between the type and `;base64`.
-    if not comma or not media.startswith("audio/") or not media.endswith(";base64"):
-        raise StepFailed(ErrorCode.INVALID_BASE64, f"malformed data URL: {_DATA_URL_HINT}")
-    return data
-
-
-def _decoded_size(payload: str) -> int:
-    padding = len(payload) - len(payload.rstrip("="))
-    return len(payload) * 3 // 4 - min(padding, 2)
-
-
-def _base64_hint(payload: str, exc: ValueError) -> str:
-    message = f"audio_base64 is not valid base64 ({exc})"
-    if "-" in payload or "_" in payload:
-        message += "; use the standard alphabet (+ and /), not the URL-safe one"
-    return message
 
 
 # --------------------------------------------------------------------------- URL policy
@@ -370,7 +314,7 @@ def _stream_to_file(
 ) -> Path:
     # Content-Length may be absent or lie, so the cap is enforced on the bytes actually read.
     # No chunk_size: httpx would buffer up to it before the cap and the deadline get a look.
-    with _atomic_writer(dest) as out:
+    with atomic_writer(dest) as out:
         received = 0
         for chunk in response.iter_bytes():
             received += len(chunk)
@@ -521,46 +465,3 @@ def _last_line(stderr: bytes, path: Path) -> str:
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     # The spool path is server-internal; the client only needs the reason.
     return lines[-1].replace(str(path), "input") if lines else "ffmpeg failed without a message"
-
-
-# --------------------------------------------------------------------------- spool
-
-
-def write_spool_file(data: bytes, spool_dir: Path, name: str) -> Path:
-    """Write `data` to `spool_dir/name` atomically and durably; returns the path.
-
-    The 202 promises the event will run, so the bytes are fsynced before the rename and the
-    rename before returning: a crash leaves either no file or the whole file.
-    """
-    if name in ("", ".", "..") or Path(name).name != name:
-        raise ValueError(f"spool file name must be a plain file name, got {name!r}")
-    dest = spool_dir / name
-    with _atomic_writer(dest) as out:
-        out.write(data)
-    _fsync_dir(spool_dir)
-    return dest
-
-
-@contextmanager
-def _atomic_writer(dest: Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at `dest` only if the block completes."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, dest)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
