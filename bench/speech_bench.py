@@ -2,8 +2,8 @@
 
 Configurations, all on ~60 s of real speech (tests/data/jfk.wav concatenated --repeats times):
 
-* bare openai-whisper: `whisper.transcribe` on the checkpoint skyhigh.speech.weights converts from
-  the bundled CTranslate2 weights (float32 on CPU);
+* bare openai-whisper: `whisper.transcribe` on the checkpoint skyhigh.speech.ct2_converter makes
+  from the bundled CTranslate2 weights (float32 on CPU);
 * bare faster-whisper int8 and float32 on the same CTranslate2 directory;
 * the service end to end: a real `uvicorn main:app` subprocess (WORKER_CONCURRENCY=1), the clip
   POSTed to /events/upload (lookup=true), latency = the event's finished_at - created_at
@@ -63,7 +63,6 @@ TOKEN = "bench-speech-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TERMINAL = {"completed", "failed"}
 BUSY_PATTERN = "intake_load|docker build|pytest"
-SAMPLE_RATE = 16_000
 
 Audio = npt.NDArray[np.float32]
 
@@ -71,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from skyhigh.config import Settings  # noqa: E402
-from skyhigh.speech.audio import load_audio  # noqa: E402
+from skyhigh.speech.decode import SAMPLE_RATE, load_audio  # noqa: E402
 from skyhigh.speech.transcriber import (  # noqa: E402
     _BEST_OF,
     _COMPRESSION_RATIO_THRESHOLD,

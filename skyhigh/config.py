@@ -1,12 +1,20 @@
-"""Every setting of the service, read from the environment and `.env` (pydantic-settings)."""
+"""Every setting of the service, read from the environment and `.env` (pydantic-settings).
+
+Settings are grouped by the component that owns them (auth, intake, processing, store,
+knowledge, speech, webhooks, observability). `Settings` inherits every group, so each
+environment variable keeps its flat, documented name (`WHISPER_MODEL`, not
+`SPEECH__WHISPER_MODEL`); components receive only their group (`settings.speech`), so a
+component's signature says which settings it reads, as speaches hands its Whisper executor only
+the Whisper config.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Tokens shipped in .env.example; the service refuses to start with them (see validate_auth).
@@ -21,12 +29,9 @@ def _split_csv(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
-    """Service configuration. Every field maps to an upper-case environment variable."""
+class AuthSettings(BaseModel):
+    """Who may call the API (skyhigh.api.tokens)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
-    # --- auth ---
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     auth_mode: Literal["token", "jwt"] = "token"
     jwt_secret: SecretStr | None = None
@@ -36,68 +41,7 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     allow_insecure_dev_mode: bool = False
 
-    # --- intake ---
-    max_body_bytes: int = 36 * MiB
-    max_pending_events: int = 1000
-    retry_after_s: int = 5
-
-    # --- processing ---
-    database_url: str = "sqlite:///./skyhigh_events.db"
-    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL"
-    worker_concurrency: int = Field(default=1, ge=1, le=64)
-    max_attempts: int = Field(default=3, ge=1)
-    shutdown_grace_s: float = 30.0
-    spool_dir: Path = Path("./spool")
-
-    # --- knowledge ---
-    lancedb_uri: str = "./lancedb_data"
-    knowledge_table: str = "knowledge"
-    embedding_model: str = "all-MiniLM-L6-v2"
-    transcripts_table: str = "transcripts"
-    chunk_size: int = Field(default=800, ge=100, le=10_000)
-    chunk_overlap: int = Field(default=150, ge=0, le=5_000)
-    vector_index_min_rows: int = Field(default=10_000, ge=256)
-    vector_index_type: Literal["IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ"] = "IVF_HNSW_SQ"
-    vector_nprobes: int = Field(default=20, ge=1)
-    vector_refine_factor: int = Field(default=10, ge=1, le=100)
-    vector_index_max_segments: int = Field(default=8, ge=1)
-    optimize_interval_s: float = Field(default=300.0, gt=0)
-    optimize_after_rows: int = Field(default=2_000, ge=1)
-    lancedb_keep_versions_s: float = Field(default=600.0, ge=0)
-    writer_batch_window_s: float = Field(default=0.02, ge=0)
-
-    # --- speech ---
-    whisper_engine: Literal["openai-whisper", "faster-whisper"] = "openai-whisper"
-    whisper_model: str = "base"
-    whisper_compute_type: str = "int8"
-    whisper_device: str = "cpu"
-    whisper_cpu_threads: int = Field(default=0, ge=0)
-    whisper_beam_size: int = Field(default=1, ge=1, le=10)
-    whisper_condition_on_previous_text: bool = False
-    whisper_no_speech_threshold: float = 0.6
-    whisper_logprob_threshold: float = -1.0
-    whisper_instances: int = Field(default=1, ge=1, le=8)
-    model_cache_dir: Path = Path.home() / ".cache" / "skyhigh"
-    max_audio_bytes: int = 25 * MiB
-    max_audio_seconds: float = 30 * 60
-    audio_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    audio_url_timeout_s: float = 30.0
-    audio_url_allow_private: bool = False
-
-    # --- webhooks (skyhigh.webhooks.sender) ---
-    webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None
-    webhook_max_attempts: int = Field(default=12, ge=1, le=50)
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
-    webhook_backoff_s: float = Field(default=5.0, gt=0)
-    webhook_allow_private: bool = False
-
-    # --- observability ---
-    log_level: str = "INFO"
-
-    _split = field_validator(
-        "api_tokens", "jwt_algorithms", "audio_url_allowed_hosts", mode="before"
-    )(_split_csv)
+    _split_auth_lists = field_validator("api_tokens", "jwt_algorithms", mode="before")(_split_csv)
 
     def token_values(self) -> list[str]:
         return [token.get_secret_value() for token in self.api_tokens]
@@ -121,6 +65,139 @@ class Settings(BaseSettings):
                 "API_TOKENS still holds the placeholder from .env.example: generate a real one, "
                 "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
+
+
+class IntakeSettings(BaseModel):
+    """What clients may send, checked before a 202 (skyhigh.intake, the body limit)."""
+
+    max_body_bytes: int = 36 * MiB
+    max_pending_events: int = 1000
+    retry_after_s: int = 5
+    max_audio_bytes: int = 25 * MiB
+    audio_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    audio_url_timeout_s: float = 30.0
+    audio_url_allow_private: bool = False
+
+    _split_hosts = field_validator("audio_url_allowed_hosts", mode="before")(_split_csv)
+
+
+class ProcessingSettings(BaseModel):
+    """How accepted events are worked off (skyhigh.processing)."""
+
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    max_attempts: int = Field(default=3, ge=1)
+    shutdown_grace_s: float = 30.0
+
+
+class StoreSettings(BaseModel):
+    """Where accepted work is kept durably: the event database and the audio spool."""
+
+    database_url: str = "sqlite:///./skyhigh_events.db"
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL"
+    spool_dir: Path = Path("./spool")
+
+
+class KnowledgeSettings(BaseModel):
+    """The LanceDB knowledge base, its writer and the embedding model (skyhigh.knowledge)."""
+
+    lancedb_uri: str = "./lancedb_data"
+    knowledge_table: str = "knowledge"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    transcripts_table: str = "transcripts"
+    chunk_size: int = Field(default=800, ge=100, le=10_000)
+    chunk_overlap: int = Field(default=150, ge=0, le=5_000)
+    vector_index_min_rows: int = Field(default=10_000, ge=256)
+    vector_index_type: Literal["IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ"] = "IVF_HNSW_SQ"
+    vector_nprobes: int = Field(default=20, ge=1)
+    vector_refine_factor: int = Field(default=10, ge=1, le=100)
+    vector_index_max_segments: int = Field(default=8, ge=1)
+    optimize_interval_s: float = Field(default=300.0, gt=0)
+    optimize_after_rows: int = Field(default=2_000, ge=1)
+    lancedb_keep_versions_s: float = Field(default=600.0, ge=0)
+    writer_batch_window_s: float = Field(default=0.02, ge=0)
+
+
+class SpeechSettings(BaseModel):
+    """Whisper engines, weights and decoding (skyhigh.speech)."""
+
+    whisper_engine: Literal["openai-whisper", "faster-whisper"] = "openai-whisper"
+    whisper_model: str = "base"
+    whisper_compute_type: str = "int8"
+    whisper_device: str = "cpu"
+    whisper_cpu_threads: int = Field(default=0, ge=0)
+    whisper_beam_size: int = Field(default=1, ge=1, le=10)
+    whisper_condition_on_previous_text: bool = False
+    whisper_no_speech_threshold: float = 0.6
+    whisper_logprob_threshold: float = -1.0
+    whisper_instances: int = Field(default=1, ge=1, le=8)
+    model_cache_dir: Path = Path.home() / ".cache" / "skyhigh"
+    max_audio_seconds: float = 30 * 60
+
+
+class WebhookSettings(BaseModel):
+    """Signed webhooks (skyhigh.webhooks)."""
+
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(default=12, ge=1, le=50)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_allow_private: bool = False
+
+
+class ObservabilitySettings(BaseModel):
+    log_level: str = "INFO"
+
+
+Group = TypeVar("Group", bound=BaseModel)
+
+
+class Settings(
+    AuthSettings,
+    IntakeSettings,
+    ProcessingSettings,
+    StoreSettings,
+    KnowledgeSettings,
+    SpeechSettings,
+    WebhookSettings,
+    ObservabilitySettings,
+    BaseSettings,
+):
+    """Service configuration. Every field maps to an upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    def _group(self, group: type[Group]) -> Group:
+        # Already validated here; the group is a view with only its own fields.
+        return group.model_construct(**{name: getattr(self, name) for name in group.model_fields})
+
+    @cached_property
+    def auth(self) -> AuthSettings:
+        return self._group(AuthSettings)
+
+    @cached_property
+    def intake(self) -> IntakeSettings:
+        return self._group(IntakeSettings)
+
+    @cached_property
+    def processing(self) -> ProcessingSettings:
+        return self._group(ProcessingSettings)
+
+    @cached_property
+    def store(self) -> StoreSettings:
+        return self._group(StoreSettings)
+
+    @cached_property
+    def knowledge(self) -> KnowledgeSettings:
+        return self._group(KnowledgeSettings)
+
+    @cached_property
+    def speech(self) -> SpeechSettings:
+        return self._group(SpeechSettings)
+
+    @cached_property
+    def webhooks(self) -> WebhookSettings:
+        return self._group(WebhookSettings)
 
 
 @lru_cache

@@ -11,14 +11,20 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at `dest` only if the block completes."""
+def atomic_writer(dest: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A binary file that appears at `dest` only if the block completes.
+
+    A crash or an error never leaves a half-written file under `dest`, and two processes racing
+    on the same `dest` both end with a complete file. `mode` is the file's permissions: owner-only
+    by default (spooled uploads); 0o644 for files other users read (the shared model cache).
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
+            os.fchmod(out.fileno(), mode)  # mkstemp always creates 0600
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, dest)
@@ -28,6 +34,7 @@ def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
 
 
 def fsync_dir(directory: Path) -> None:
+    """Make the names just created in `directory` (renames included) survive a power loss."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,4 +1,4 @@
-"""Helpers for speech tests: reference text, WER, synthesized speech."""
+"""Helpers for speech tests: reference text, WER, synthesized speech, ffprobe."""
 
 from __future__ import annotations
 
@@ -37,6 +37,21 @@ def synthesize(text: str, dest: Path) -> Path:
     ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(dest))
     raw.unlink()
     return dest
+
+
+def probe_duration_s(path: Path) -> float | None:
+    """The container's declared duration in seconds, or None when ffprobe cannot tell."""
+    # fmt: off
+    command = [
+        "ffprobe", "-v", "error", "-show_entries", "format=duration",
+        "-of", "default=noprint_wrappers=1:nokey=1", str(path),
+    ]
+    # fmt: on
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        return float(result.stdout.strip())
+    except ValueError:  # "N/A" or nothing
+        return None
 
 
 def tone(dest: Path, seconds: float, codec_args: tuple[str, ...] = ()) -> Path:

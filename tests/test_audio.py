@@ -1,4 +1,5 @@
-"""Tests for skyhigh.speech.audio: base64 intake, URL policy and fetch, ffmpeg decoding, spooling.
+"""Audio intake: base64 and spooling (skyhigh.intake.spool), the URL policy and fetch
+(skyhigh.net, skyhigh.speech.audio_url), ffmpeg decoding (skyhigh.speech.decode).
 
 Network tests talk only to an http.server on 127.0.0.1. Refusals of private or public targets are
 exercised through the classifier or a monkeypatched getaddrinfo, with sending disabled, so no
@@ -28,15 +29,11 @@ import pytest
 
 from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.intake.spool import decode_base64_audio, write_spool_file
-from skyhigh.speech import audio
-from skyhigh.speech.audio import (
-    SAMPLE_RATE,
-    blocked_reason,
-    check_audio_url,
-    fetch_audio_url,
-    load_audio,
-    probe_duration_s,
-)
+from skyhigh.net.policy import blocked_reason
+from skyhigh.speech import audio_url
+from skyhigh.speech.audio_url import check_audio_url, fetch_audio_url
+from skyhigh.speech.decode import SAMPLE_RATE, load_audio
+from speech_helpers import probe_duration_s
 
 PAYLOAD = os.urandom(50_000)
 STOP = threading.Event()  # lets slow handlers end early at teardown
@@ -460,7 +457,9 @@ def test_fetch_https_verifies_the_real_hostname(
     port, ca = tls_server
     fake_dns.answers.update({"audio.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
     trusted = ssl.create_default_context(cafile=str(ca))
-    monkeypatch.setattr(audio, "_client", lambda: httpx.Client(verify=trusted, trust_env=False))
+    monkeypatch.setattr(
+        audio_url, "new_client", lambda: httpx.Client(verify=trusted, trust_env=False)
+    )
     options: dict[str, Any] = {"allowed_hosts": ["*"], "timeout_s": 5.0}
     # SNI and certificate checks use the name although the connection goes to the checked IP.
     dest = fetch(f"https://audio.test:{port}/audio.bin", tmp_path / "a", **options)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from helpers import AUTH, make_settings, wait_terminal, without_auth
 from main import create_app
-from skyhigh.domain.payloads import EVENT_TYPES
+from skyhigh.processing.registry import EVENT_TYPES
 
 
 def new_id(prefix: str = "evt") -> str:

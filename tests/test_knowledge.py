@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from helpers import AUTH, ROOT, jfk_base64, make_settings, wait_terminal
 from main import create_app
+from skyhigh.cli.ingest import ingest
+from skyhigh.cli.seed import DEFAULT_SOURCE
 
 MEMO = (
     "Catering memo: from March the economy snack box on short routes switches to a vegan "
@@ -254,3 +256,14 @@ def test_ingest_cli_is_resumable(tmp_path: Path) -> None:
     assert "loaded 7 documents" in resumed and "skipped 5 unchanged" in resumed
     rows = lancedb.connect(uri).open_table("faq").to_arrow()
     assert sorted(rows["document_id"].to_pylist()) == sorted(f"faq-{i}" for i in range(12))
+
+
+def test_ingest_skips_the_seeded_corpus_as_unchanged(tmp_path: Path) -> None:
+    # The shipped table is what `skyhigh.cli.seed` builds from data/knowledge.jsonl: its rows
+    # carry the content hash that ingest computes, so nothing is embedded or written again.
+    assert DEFAULT_SOURCE == ROOT / "data" / "knowledge.jsonl"
+    settings = make_settings(tmp_path)  # a copy of lancedb_data/
+    counts = ingest(DEFAULT_SOURCE, table="knowledge", settings=settings)
+    assert counts == {"documents": 0, "skipped": 209, "chunks": 0}
+    rows = lancedb.connect(settings.lancedb_uri).open_table("knowledge").count_rows()
+    assert rows == 209

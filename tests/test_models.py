@@ -14,14 +14,15 @@ import torch
 import whisper
 from faster_whisper import WhisperModel
 
+from skyhigh.speech.ct2_converter import ConversionError, read_ct2_model
+from skyhigh.speech.transcriber import DecodingSettings, OpenAIWhisperTranscriber
 from skyhigh.speech.weights import (
     BUNDLED_SHA256,
-    ConversionError,
     ModelChecksumError,
     ModelNotFoundError,
     ResolvedModel,
-    read_ct2_model,
     resolve_whisper_model,
+    sha256_file,
     verify_sha256,
 )
 
@@ -198,14 +199,34 @@ def test_ct2_directory_and_pt_paths_resolve(
         )
 
 
-def test_other_official_names_use_the_engine_download(tmp_path: Path) -> None:
-    # Nothing is fetched here: openai-whisper downloads inside whisper.load_model.
+def test_other_official_names_use_the_engine_download(
+    tmp_path: Path, tiny_openai: ResolvedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Resolving fetches nothing: openai-whisper downloads inside whisper.load_model.
     resolved = resolve_whisper_model("small", engine="openai-whisper", cache_dir=tmp_path)
     assert resolved.source == "download"
-    assert resolved.checkpoint == tmp_path / "whisper" / "small.pt"
-    assert len(resolved.sha256) == 64
+    assert resolved.download_root == tmp_path / "whisper" / "small"
+    assert resolved.checkpoint is None and resolved.sha256 is None
     with pytest.raises(ModelNotFoundError, match="unknown whisper model"):
         resolve_whisper_model("enormous", engine="openai-whisper", cache_dir=tmp_path)
+
+    # No model hub here: a stand-in load_model "downloads" tiny.en's checkpoint the way whisper
+    # does (into download_root, under the release's file name) and loads it.
+    assert tiny_openai.checkpoint is not None
+    load_model = whisper.load_model
+    calls: list[tuple[str, str]] = []
+
+    def fake_load_model(name: str, device: str, download_root: str) -> Any:
+        calls.append((name, download_root))
+        target = Path(download_root) / f"{name}.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tiny_openai.checkpoint, target)
+        return load_model(str(target), device=device)
+
+    monkeypatch.setattr(whisper, "load_model", fake_load_model)
+    transcriber = OpenAIWhisperTranscriber(resolved, decoding=DecodingSettings())
+    assert calls == [("small", str(tmp_path / "whisper" / "small"))]
+    assert transcriber.sha256 == sha256_file(tmp_path / "whisper" / "small" / "small.pt")
 
 
 def test_read_ct2_model_dequantizes_int8_per_row(tmp_path: Path) -> None:

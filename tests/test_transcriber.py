@@ -22,7 +22,8 @@ from skyhigh.speech.transcriber import (
     TranscriberPool,
     load_transcriber,
 )
-from skyhigh.speech.weights import BUNDLED_SHA256
+from skyhigh.speech.weights import BUNDLED_SHA256, resolve_whisper_model
+from skyhigh.speech.whisper_hooks import transcribe_reporting
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ["openai-whisper", "faster-whisper"]
@@ -139,6 +140,36 @@ def test_silence_gives_an_empty_transcript(transcriber: Transcriber) -> None:
     transcript = transcriber.transcribe(hiss, TranscribeOptions(language="en"))
     assert transcript.text == ""
     assert transcript.segments == []
+
+
+@pytest.mark.parametrize(
+    ("task", "word_timestamps"),
+    [("transcribe", False), ("transcribe", True), ("translate", False)],
+)
+def test_window_reports_leave_whisper_output_unchanged(
+    model_cache: Path, jfk: Audio, task: str, word_timestamps: bool
+) -> None:
+    # Two windows (JFK, silence, JFK), so seeking from one window to the next is compared too.
+    # tiny.en is English-only: "translate" decodes as "transcribe", but whisper still warns about
+    # word timestamps on translations when asked for them (and warnings are errors here).
+    resolved = resolve_whisper_model("tiny.en", engine="openai-whisper", cache_dir=model_cache)
+    model = whisper.load_model(str(resolved.checkpoint), device="cpu")
+    audio = np.concatenate([jfk, np.zeros(21 * 16_000, dtype=np.float32), jfk])
+    options: dict[str, Any] = {
+        "task": task,
+        "word_timestamps": word_timestamps,
+        "temperature": 0.0,
+        "condition_on_previous_text": False,
+        "fp16": False,
+    }
+    reports: list[list[dict[str, Any]]] = []
+    reported = transcribe_reporting(
+        lambda segments: reports.append(list(segments)), model, audio, **options
+    )
+    plain = whisper.transcribe(model, audio, **options)
+
+    assert reported == plain
+    assert len(reports) >= 2 and reports[-1] == plain["segments"]  # window by window
 
 
 def test_pool_lends_each_instance_to_one_caller(model_cache: Path) -> None:

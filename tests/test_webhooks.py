@@ -6,17 +6,21 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from helpers import TOKENS, ServerProcess, make_settings
 from live_helpers import WEBHOOK_KEY, WEBHOOK_SECRET, Received, WebhookReceiver
 from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.store.events import EventStore, NewEvent
 from skyhigh.webhooks.sender import Webhooks, backoff_s, check_callback_url, check_settings
+from skyhigh.webhooks.signing import Signer, signing_key
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 
@@ -42,15 +46,47 @@ def wait_deliveries(
         time.sleep(0.1)
 
 
+def spec_signature(headers: Mapping[str, str], body: bytes) -> str:
+    """The v1 signature per the Standard Webhooks spec, written out here rather than trusting
+    either our code or the package it uses."""
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(WEBHOOK_KEY, signed, hashlib.sha256).digest()).decode()
+
+
 def assert_signed(received: Received) -> None:
-    """Verify per the Standard Webhooks spec, written out here rather than trusting our code."""
-    msg_id = received.headers["webhook-id"]
-    timestamp = received.headers["webhook-timestamp"]
-    signed = f"{msg_id}.{timestamp}.".encode() + received.body
-    expected = base64.b64encode(hmac.new(WEBHOOK_KEY, signed, hashlib.sha256).digest()).decode()
-    assert received.headers["webhook-signature"] == f"v1,{expected}"
-    assert abs(time.time() - int(timestamp)) < 120
+    """Verify as a receiver would: with the standardwebhooks package, and by the spec."""
+    Webhook(WEBHOOK_SECRET).verify(received.body, received.headers)  # raises when it fails
+    assert received.headers["webhook-signature"] == spec_signature(received.headers, received.body)
+    assert abs(time.time() - int(received.headers["webhook-timestamp"])) < 120
     assert received.headers["content-type"] == "application/json"
+
+
+def test_our_signatures_verify_with_standardwebhooks_and_theirs_match_ours() -> None:
+    body = '{"type":"event.completed","data":{"text":"Zürich"}}'  # signed as UTF-8 bytes
+    receiver = Webhook(WEBHOOK_SECRET)
+    for at in (None, datetime.now(timezone(timedelta(hours=-7)))):  # any zone signs the instant
+        headers = Signer(WEBHOOK_SECRET).headers("msg_1", body, at=at)
+        assert receiver.verify(body.encode(), headers) == {
+            "type": "event.completed",
+            "data": {"text": "Zürich"},
+        }
+        assert headers["webhook-signature"] == spec_signature(headers, body.encode())
+        # The other way round: what the package signs for this message is what we sent.
+        sent_at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
+        assert receiver.sign("msg_1", sent_at, body) == headers["webhook-signature"]
+        with pytest.raises(WebhookVerificationError):
+            receiver.verify(body.encode() + b" ", headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(base64.b64encode(b"another-key-of-enough-bytes").decode()).verify(body, headers)
+
+
+def test_webhook_secrets_are_validated() -> None:
+    assert signing_key(WEBHOOK_SECRET) == WEBHOOK_KEY
+    assert signing_key(WEBHOOK_SECRET.removeprefix("whsec_")) == WEBHOOK_KEY
+    with pytest.raises(ValueError, match=r"whsec_<base64>"):
+        signing_key("whsec_not base64!")
+    with pytest.raises(ValueError, match="at least 16"):
+        Signer("whsec_" + base64.b64encode(bytes(15)).decode())
 
 
 @pytest.mark.slow
@@ -150,11 +186,21 @@ def test_a_restart_resumes_a_pending_delivery(
 def test_callback_urls_are_checked_at_intake(
     live_server: ServerProcess, webhook_receiver: WebhookReceiver
 ) -> None:
-    for bad in ("ftp://127.0.0.1/x", "http://169.254.169.254/latest", "not a url", 42):
+    bad_urls = {
+        "ftp://127.0.0.1/x": "url_not_allowed",
+        "http://169.254.169.254/latest": "url_not_allowed",
+        "not a url": "url_not_allowed",
+        42: "string_type",  # the payload model types callback_url
+    }
+    for bad, error_type in bad_urls.items():
         response = post(live_server, "hook-bad", callback_url=bad)
         assert response.status_code == 422, bad
         (error,) = response.json()["detail"]
-        assert error["type"] == "url_not_allowed" and error["loc"][-1] == "callback_url"
+        assert error["type"] == error_type and error["loc"] == [
+            "body",
+            "event_data",
+            "callback_url",
+        ]
     # The same event id with another callback is another body: 409, not a silent re-target.
     assert post(live_server, "hook-same", callback_url=webhook_receiver.url).status_code == 202
     assert (

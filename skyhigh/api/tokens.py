@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from skyhigh.config import Settings
+from skyhigh.config import AuthSettings
 
 
 class InvalidToken(Exception):
@@ -29,7 +29,7 @@ class TokenVerifier:
         principal = verifier.verify("the-token")   # raises InvalidToken
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AuthSettings) -> None:
         self._mode = settings.auth_mode
         self._tokens = [token.encode() for token in settings.token_values()]
         self._dev_open = settings.allow_insecure_dev_mode and not self._tokens

@@ -1,7 +1,8 @@
 """Bulk-load documents: `python -m skyhigh.cli.ingest FILE.jsonl|DIR [--table T]`.
 
-JSONL lines are document payloads (`{document_id?, title, text, metadata?}`); a directory
-contributes every .txt and .md file (id = relative path, title = file name). Resumable:
+JSONL lines are document payloads (`{document_id?, title, text, metadata?}`) or entries of the
+demo corpus (`{id, title, text, category, tags}`, data/knowledge.jsonl; tags are not loaded); a
+directory contributes every .txt and .md file (id = relative path, title = file name). Resumable:
 each chunk row records its document's content hash, so a re-run skips documents already
 loaded unchanged and replaces changed ones, wherever the last run stopped.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from skyhigh.cli.seed import entry_document
 from skyhigh.config import Settings, get_settings
 from skyhigh.domain.payloads import DocumentPayload, document_sha256
 from skyhigh.knowledge.chunking import chunk_text
@@ -41,6 +43,9 @@ def read_documents(source: Path) -> Iterator[DocumentPayload]:
             if not line.strip():
                 continue
             record: dict[str, Any] = json.loads(line)
+            if "id" in record:  # no document payload has an `id`: a demo corpus entry
+                yield entry_document(record)
+                continue
             record.setdefault("document_id", f"{source.stem}-{number}")
             yield DocumentPayload.model_validate(record)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from datetime import timedelta
@@ -14,10 +13,11 @@ import lancedb
 import pyarrow as pa
 
 from skyhigh.config import get_settings
+from skyhigh.domain.payloads import DocumentPayload, document_sha256
 from skyhigh.knowledge.embedder import Embedder
 from skyhigh.knowledge.search import create_text_index, documents_schema
 
-DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / "data" / "knowledge.jsonl"
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "data" / "knowledge.jsonl"
 
 
 def load_entries(source: Path) -> list[dict[str, Any]]:
@@ -26,6 +26,22 @@ def load_entries(source: Path) -> list[dict[str, Any]]:
     if len(ids) != len(set(ids)):
         raise ValueError(f"{source}: duplicate ids")
     return entries
+
+
+def entry_document(entry: dict[str, Any]) -> DocumentPayload:
+    """A corpus entry as the document it stands for, so that its rows carry the content hash the
+    document path gives it (`document_sha256`) and `skyhigh.cli.ingest` of this corpus skips what
+    is loaded unchanged.
+
+    Tags are a list, which document metadata cannot hold: they stay outside the hash (and
+    ingest does not load them).
+    """
+    return DocumentPayload(
+        document_id=entry["id"],
+        title=entry["title"],
+        text=entry["text"],
+        metadata={"category": entry["category"]},
+    )
 
 
 def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
@@ -42,7 +58,7 @@ def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
             "text": e["text"],
             "category": e["category"],
             "tags": list(e["tags"]),
-            "content_sha256": hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest(),
+            "content_sha256": document_sha256(entry_document(e)),
             "vector": vector.tolist(),
         }
         for e, vector in zip(entries, vectors, strict=True)

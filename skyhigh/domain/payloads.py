@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -52,6 +51,18 @@ def _check_filter(value: dict[str, FilterValue] | None) -> dict[str, FilterValue
     return value
 
 
+class EventPayload(BaseModel):
+    """What every event type's `event_data` may carry besides its own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POST the finished event here, signed (needs WEBHOOK_SECRET on the server).",
+    )
+
+
 class LookupOptions(BaseModel):
     """Knowledge-base lookup knobs shared by `query` and `speech` events."""
 
@@ -82,7 +93,7 @@ class LookupOptions(BaseModel):
     _filter = field_validator("filter")(_check_filter)
 
 
-class QueryPayload(LookupOptions):
+class QueryPayload(LookupOptions, EventPayload):
     """Search the knowledge base for passages related to `text`."""
 
     text: str = Field(min_length=1, max_length=2000, description="The question or passage.")
@@ -115,7 +126,7 @@ class SpeechOptions(LookupOptions):
         return code
 
 
-class SpeechPayload(SpeechOptions):
+class SpeechPayload(SpeechOptions, EventPayload):
     """Transcribe audio with Whisper, then look the transcript up in the knowledge base."""
 
     audio_base64: str | None = Field(
@@ -135,16 +146,18 @@ class SpeechPayload(SpeechOptions):
         return self
 
 
+class SpeechUpload(SpeechOptions, EventPayload):
+    """A speech event whose audio arrives as a multipart file (`/events/upload`)."""
+
+
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
 RESERVED_METADATA = frozenset(
     {"id", "document_id", "chunk", "title", "text", "content_sha256", "vector", "tags"}
 )
 
 
-class DocumentPayload(BaseModel):
+class DocumentPayload(EventPayload):
     """Add or replace a document in the knowledge base: chunked, embedded, upserted."""
-
-    model_config = ConfigDict(extra="forbid")
 
     document_id: Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)] | None = Field(
         default=None,
@@ -185,10 +198,8 @@ def document_sha256(document: DocumentPayload) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class DocumentDeletePayload(BaseModel):
+class DocumentDeletePayload(EventPayload):
     """Remove a document (all its chunks) from the knowledge base."""
-
-    model_config = ConfigDict(extra="forbid")
 
     document_id: Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]
     table: TableName | None = None
@@ -220,16 +231,6 @@ SPEECH_EXAMPLE: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class EventType:
-    """One entry of the event-type registry: how the API validates and documents it."""
-
-    name: str
-    payload: type[BaseModel]
-    summary: str
-    example: dict[str, Any]
-
-
 DOCUMENT_EXAMPLE: dict[str, Any] = {
     "event_id": "5d2c0f1a-document-example",
     "event_type": "document",
@@ -245,16 +246,4 @@ DOCUMENT_DELETE_EXAMPLE: dict[str, Any] = {
     "event_id": "5d2c0f1a-delete-example",
     "event_type": "document_delete",
     "event_data": {"document_id": "policy-lounge-access"},
-}
-
-# Adding an event type: a payload model here, a handler in pipeline.Pipeline.handlers.
-EVENT_TYPES: dict[str, EventType] = {
-    "query": EventType("query", QueryPayload, "Search the knowledge base", QUERY_EXAMPLE),
-    "speech": EventType("speech", SpeechPayload, "Transcribe audio, then search", SPEECH_EXAMPLE),
-    "document": EventType(
-        "document", DocumentPayload, "Add or replace a document", DOCUMENT_EXAMPLE
-    ),
-    "document_delete": EventType(
-        "document_delete", DocumentDeletePayload, "Delete a document", DOCUMENT_DELETE_EXAMPLE
-    ),
 }

@@ -15,7 +15,7 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
@@ -25,6 +25,8 @@ from skyhigh.durable_files import atomic_writer, fsync_dir
 
 _ASCII_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 _DATA_URL_HINT = "expected data:audio/<type>;base64,<data>"
+# Webhook targets are stored with their deliveries, not in the payload the workers read.
+NOT_STORED = {"callback_url"}
 
 
 def body_sha256(event_type: str, event_data: dict[str, Any]) -> str:
@@ -46,15 +48,39 @@ def new_spool_name() -> str:
 def stored_form(payload: BaseModel) -> dict[str, Any]:
     """The payload as stored, with anything generated at intake filled in (so retries and
     recovery reuse it): a document without an id gets one here."""
-    stored = payload.model_dump(exclude_none=True)
+    stored = payload.model_dump(exclude_none=True, exclude=NOT_STORED)
     if isinstance(payload, DocumentPayload) and payload.document_id is None:
         stored["document_id"] = f"doc-{uuid.uuid4().hex}"
     return stored
 
 
+def copy_upload(upload: BinaryIO, spool_dir: Path, name: str, *, max_bytes: int) -> str:
+    """Copy an uploaded file into the spool in chunks, durably; its SHA-256.
+
+    Raises audio_too_large past `max_bytes` and empty_audio for an empty file.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    upload.seek(0)
+    with atomic_writer(spool_dir / name) as out:
+        while chunk := upload.read(1024 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise StepFailed(
+                    ErrorCode.AUDIO_TOO_LARGE,
+                    f"audio is larger than MAX_AUDIO_BYTES ({max_bytes} bytes)",
+                )
+            digest.update(chunk)
+            out.write(chunk)
+        if size == 0:
+            raise StepFailed(ErrorCode.EMPTY_AUDIO, "the uploaded file is empty")
+    fsync_dir(spool_dir)
+    return digest.hexdigest()
+
+
 def spool_speech(payload: SpeechPayload, spool_dir: Path, *, max_bytes: int) -> dict[str, Any]:
     """The stored form of a speech payload: base64 audio decoded to a spool file."""
-    stored = payload.model_dump(exclude={"audio_base64"}, exclude_none=True)
+    stored = payload.model_dump(exclude={"audio_base64"} | NOT_STORED, exclude_none=True)
     if payload.audio_base64 is not None:
         audio = decode_base64_audio(payload.audio_base64, max_bytes=max_bytes)
         name = new_spool_name()

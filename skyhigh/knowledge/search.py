@@ -143,10 +143,6 @@ class KnowledgeBase:
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    @property
-    def db(self) -> Any:
-        return self._db
-
     def table(self, name: str | None = None) -> Any:
         name = name or self.default_table
         with self._lock:

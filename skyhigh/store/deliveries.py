@@ -15,10 +15,8 @@ sharing one Postgres database never send the same attempt twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -34,10 +32,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
 
 from skyhigh.domain.events import TERMINAL_STATUSES
-from skyhigh.store.events import Base, EventRow
+from skyhigh.store.db import Base, aware, now, transactions
+from skyhigh.store.events import EventRow
 
 SCHEDULED = "scheduled"
 PENDING = "pending"
@@ -79,17 +78,6 @@ class Delivery:
     body: str
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite drops tzinfo; every timestamp we write is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 class DeliveryStore:
     """Webhook deliveries over the event store's engine (same database, own table).
 
@@ -105,12 +93,7 @@ class DeliveryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         DeliveryRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        self._session = transactions(engine)
 
     def schedule(self, event_id: str, urls: list[str]) -> bool:
         """Record the targets of an accepted event (idempotent); True if it already finished."""
@@ -215,7 +198,7 @@ class DeliveryStore:
                 .order_by(DeliveryRow.next_attempt_at)
                 .limit(1)
             )
-            return _aware(value)
+            return aware(value)
 
     def for_event(self, event_id: str) -> list[dict[str, Any]]:
         """The deliveries of one event as `GET /events/{id}` shows them (no body)."""
@@ -231,10 +214,10 @@ class DeliveryStore:
                     "url": row.url,
                     "status": row.status,
                     "attempts": row.attempts,
-                    "next_attempt_at": _aware(row.next_attempt_at)
+                    "next_attempt_at": aware(row.next_attempt_at)
                     if row.status == PENDING
                     else None,
-                    "finished_at": _aware(row.finished_at),
+                    "finished_at": aware(row.finished_at),
                     "history": list(row.history),
                 }
                 for row in rows

@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Index,
-    Integer,
-    String,
-    create_engine,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import JSON, DateTime, Index, Integer, String, func, select, update
 from sqlalchemy.engine import CursorResult, Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from skyhigh.domain.events import ErrorCode, EventError, EventRecord, EventStatus
+from skyhigh.store.db import Base, aware, create_engine, now, transactions
 
 
 class EventNotFound(Exception):
@@ -42,10 +31,6 @@ class EventConflict(Exception):
 
 class InvalidCursor(Exception):
     """A pagination cursor that this store did not issue."""
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class EventRow(Base):
@@ -103,17 +88,6 @@ class EventPage:
     next_cursor: str | None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite drops tzinfo; every timestamp we write is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode().rstrip("=")
 
@@ -140,18 +114,6 @@ def _dialect_insert(dialect: str) -> Any:
     return sqlite_insert
 
 
-def _sqlite_pragmas(synchronous: str) -> Any:
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        # WAL lets readers (status polls) run while a writer commits.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.close()
-
-    return on_connect
-
-
 class EventStore:
     """Events and their lifecycle: create (idempotent), get, list, claim, complete, fail, recover.
 
@@ -164,21 +126,12 @@ class EventStore:
     """
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
-        # Pre-ping guards against server-side disconnects; a SQLite file has none.
-        sqlite = url.startswith("sqlite")
-        self.engine: Engine = create_engine(url, pool_pre_ping=not sqlite)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        self.engine: Engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
         Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._session = transactions(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
 
     def ping(self) -> None:
         with self._session() as session:
@@ -199,7 +152,7 @@ class EventStore:
         Outcomes are in input order; an id already taken by a different body gives an
         EventConflict in its place instead of failing the batch.
         """
-        now = _now()
+        created_at = now()
         insert = _dialect_insert(self.engine.dialect.name)
         with self._session() as session:
             before = session.scalar(select(func.max(EventRow.seq))) or 0
@@ -215,7 +168,7 @@ class EventStore:
                             "status": EventStatus.QUEUED,
                             "request_id": new.request_id,
                             "attempts": 0,
-                            "created_at": now,
+                            "created_at": created_at,
                         }
                         for new in news
                     ]
@@ -311,7 +264,7 @@ class EventStore:
             won: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(EventRow)
                 .where(EventRow.event_id == event_id, EventRow.status == EventStatus.QUEUED)
-                .values(status=EventStatus.PROCESSING, attempts=attempt, started_at=_now())
+                .values(status=EventStatus.PROCESSING, attempts=attempt, started_at=now())
             )
             if won.rowcount != 1:
                 return None
@@ -381,7 +334,7 @@ class EventStore:
         error: EventError | None = None,
     ) -> None:
         row.status = status
-        row.finished_at = _now()
+        row.finished_at = now()
         row.result = result
         row.error_code = error.code if error else None
         row.error_message = error.message if error else None
@@ -403,9 +356,9 @@ class EventStore:
             event_id=row.event_id,
             event_type=row.event_type,
             status=EventStatus(row.status),
-            created_at=_aware(row.created_at) or _now(),
-            started_at=_aware(row.started_at),
-            finished_at=_aware(row.finished_at),
+            created_at=aware(row.created_at) or now(),
+            started_at=aware(row.started_at),
+            finished_at=aware(row.finished_at),
             attempts=row.attempts,
             queue_position=position,
             result=row.result,

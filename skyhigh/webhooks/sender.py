@@ -4,14 +4,12 @@ Targets are `event_data.callback_url` and the `WEBHOOK_URL` setting, recorded at
 (skyhigh.store.deliveries). When an event finishes, the pipeline's terminal status message activates
 them (`Webhooks.publish`, an `EventPublisher`), and a sender thread delivers them:
 
-- signed per Standard Webhooks (https://www.standardwebhooks.com): headers `webhook-id`,
-  `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`
-  keyed by WEBHOOK_SECRET (`whsec_<base64>`);
+- signed per Standard Webhooks with WEBHOOK_SECRET (`whsec_<base64>`; skyhigh.webhooks.signing);
 - 2xx is delivered; a 4xx other than 408/429 is final (the receiver refused this message);
   anything else (other statuses, timeouts, network errors) is retried with exponential backoff
   and jitter (WEBHOOK_BACKOFF_S doubling, at most an hour, Retry-After honoured) until
   WEBHOOK_MAX_ATTEMPTS; every attempt shows in `GET /events/{id}` under `webhooks`;
-- targets pass the `audio_url` SSRF guard (skyhigh.net.ssrf); WEBHOOK_ALLOW_PRIVATE opens private
+- targets pass the `audio_url` SSRF guard (skyhigh.net); WEBHOOK_ALLOW_PRIVATE opens private
   and loopback addresses for local development.
 
 A `callback_url` on a server without WEBHOOK_SECRET is refused at intake (422
@@ -21,11 +19,7 @@ only surface once the event is done.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email.utils
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -36,65 +30,26 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from skyhigh.config import Settings
+from skyhigh.config import WebhookSettings
 from skyhigh.domain.events import TERMINAL_STATUSES, ErrorCode, StepFailed, WebhookDelivery
-from skyhigh.net.ssrf import (
-    TargetRefused,
-    TargetUnreachable,
-    check_literal_host,
-    new_client,
-    parse_target,
-    post_pinned,
-)
-from skyhigh.store.deliveries import DELIVERED, FAILED, PENDING, Delivery, DeliveryStore, now
+from skyhigh.net.errors import TargetRefused, TargetUnreachable
+from skyhigh.net.pinned import new_client, post_pinned
+from skyhigh.net.policy import check_literal_host
+from skyhigh.net.redact import redact_url
+from skyhigh.store.db import now
+from skyhigh.store.deliveries import DELIVERED, FAILED, PENDING, Delivery, DeliveryStore
 from skyhigh.store.events import EventStore
+from skyhigh.webhooks.signing import Signer, signing_key
 
 log = logging.getLogger("skyhigh.webhooks.sender")
 
 WEBHOOKS_DISABLED = "webhooks_disabled"  # intake error type: callback_url without a secret
 MAX_BACKOFF_S = 3600.0
-SECRET_PREFIX = "whsec_"
 _SENDERS = 4  # parallel attempts: one slow receiver cannot hold up the others
 _RETRYABLE_4XX = frozenset({408, 429})
 
 
-# --------------------------------------------------------------------------- signing
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: base64 after an optional `whsec_` prefix."""
-    try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(
-            "WEBHOOK_SECRET must be whsec_<base64>; generate one with: python -c 'import "
-            'base64,secrets; print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
-        ) from None
-    if len(key) < 16:
-        raise ValueError("WEBHOOK_SECRET is too short: use at least 16 random bytes")
-    return key
-
-
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value for one attempt."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def verify(
-    key: bytes, headers: Mapping[str, str], body: bytes, *, tolerance_s: float = 300
-) -> bool:
-    """Receiver side (and tests): a valid v1 signature on a recent timestamp."""
-    try:
-        timestamp = int(headers["webhook-timestamp"])
-        expected = sign(key, headers["webhook-id"], timestamp, body)
-        offered = headers["webhook-signature"].split()
-    except (KeyError, ValueError):
-        return False
-    if abs(time.time() - timestamp) > tolerance_s:
-        return False
-    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
+# --------------------------------------------------------------------------- payload
 
 
 def webhook_body(message: Mapping[str, Any]) -> str:
@@ -111,7 +66,7 @@ def webhook_body(message: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- policy
 
 
-def configured_secret(settings: Settings) -> str | None:
+def configured_secret(settings: WebhookSettings) -> str | None:
     """WEBHOOK_SECRET, or None when unset or empty (`WEBHOOK_SECRET=` in a .env file)."""
     secret = settings.webhook_secret
     if secret is None:
@@ -119,7 +74,7 @@ def configured_secret(settings: Settings) -> str | None:
     return secret.get_secret_value() or None
 
 
-def check_settings(settings: Settings) -> None:
+def check_settings(settings: WebhookSettings) -> None:
     """Refuse to start with a WEBHOOK_URL that could never be delivered or verified."""
     secret = configured_secret(settings)
     if secret is not None:
@@ -128,14 +83,12 @@ def check_settings(settings: Settings) -> None:
         if secret is None:
             raise ValueError("WEBHOOK_URL is set but WEBHOOK_SECRET is not: webhooks are signed")
         try:
-            check_literal_host(
-                parse_target(settings.webhook_url), allow_private=settings.webhook_allow_private
-            )
+            check_literal_host(settings.webhook_url, allow_private=settings.webhook_allow_private)
         except TargetRefused as exc:
             raise ValueError(f"WEBHOOK_URL: {exc}") from None
 
 
-def check_callback_url(value: object, settings: Settings) -> str:
+def check_callback_url(value: object, settings: WebhookSettings) -> str:
     """Intake check of `event_data.callback_url` (no DNS); raises StepFailed."""
     if configured_secret(settings) is None:
         raise StepFailed(
@@ -145,7 +98,7 @@ def check_callback_url(value: object, settings: Settings) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 2048:
         raise StepFailed(ErrorCode.URL_NOT_ALLOWED, "callback_url must be a URL of 1-2048 chars")
     try:
-        check_literal_host(parse_target(value), allow_private=settings.webhook_allow_private)
+        check_literal_host(value, allow_private=settings.webhook_allow_private)
     except TargetRefused as exc:
         raise StepFailed(ErrorCode.URL_NOT_ALLOWED, f"callback_url: {exc}") from None
     return value
@@ -172,15 +125,6 @@ def _retry_after_s(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def redact_url(url: str) -> str:
-    """Scheme, host and path only: a query string may hold the receiver's own token."""
-    try:
-        parsed = parse_target(url)
-    except TargetRefused:
-        return "(invalid URL)"
-    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
-
-
 # --------------------------------------------------------------------------- the service
 
 
@@ -196,13 +140,13 @@ class Webhooks:
         webhooks.stop()
     """
 
-    def __init__(self, settings: Settings, store: EventStore) -> None:
+    def __init__(self, settings: WebhookSettings, store: EventStore) -> None:
         check_settings(settings)
         self.settings = settings
         self.store = store
         self.deliveries = DeliveryStore(store.engine)
         secret = configured_secret(settings)
-        self._key = signing_key(secret) if secret is not None else None
+        self._signer = Signer(secret) if secret is not None else None
         self._client = new_client()
         self._pool = ThreadPoolExecutor(_SENDERS, thread_name_prefix="skyhigh-webhook")
         self._slots = threading.Semaphore(_SENDERS)
@@ -215,7 +159,7 @@ class Webhooks:
 
     @property
     def enabled(self) -> bool:
-        return self._key is not None
+        return self._signer is not None
 
     # --- intake and the pipeline (quick; never deliver on the caller's thread) ---
 
@@ -313,18 +257,15 @@ class Webhooks:
             self._wake.set()  # a slot is free; more may be due
 
     def _attempt(self, delivery: Delivery) -> None:
-        assert self._key is not None
+        assert self._signer is not None
         attempt_no = delivery.attempts + 1
         started_at = now()
         started = time.perf_counter()
-        timestamp = int(time.time())
-        body = delivery.body.encode()
         headers = {
             "content-type": "application/json",
             "user-agent": "SkyHigh-Webhooks/1",
-            "webhook-id": delivery.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, delivery.id, timestamp, body),
+            # Signed afresh per attempt: receivers reject stale timestamps.
+            **self._signer.headers(delivery.id, delivery.body),
         }
         status_code: int | None = None
         error: str | None = None
@@ -334,7 +275,7 @@ class Webhooks:
             answer = post_pinned(
                 self._client,
                 delivery.url,
-                content=body,
+                content=delivery.body.encode(),
                 headers=headers,
                 allow_private=self.settings.webhook_allow_private,
                 timeout_s=self.settings.webhook_timeout_s,
@@ -345,7 +286,7 @@ class Webhooks:
                 final = 400 <= status_code < 500 and status_code not in _RETRYABLE_4XX
         except TargetRefused as exc:
             error, final = f"refused: {exc}", True
-            if "metadata" not in error:
+            if exc.allow_private_helps:
                 error += " (WEBHOOK_ALLOW_PRIVATE=true allows internal targets)"
         except TargetUnreachable as exc:
             error = str(exc)

@@ -1,0 +1,89 @@
+"""Domain exceptions and validation errors mapped to HTTP, once for the whole app.
+
+Validation errors never echo `input` (it may hold megabytes of base64 audio) and keep the
+locations clients know: the event-type tag that pydantic's discriminated union adds to a
+location is removed, and an unknown `event_type` is reported on `event_type` with the list of
+supported types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from skyhigh.domain.errors import InvalidInput, QueueFull
+from skyhigh.domain.events import ErrorCode
+from skyhigh.store.events import EventConflict, EventNotFound, InvalidCursor
+
+
+def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> None:
+    """Register every mapping from a domain exception to an HTTP answer."""
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [_client_error(error, event_types) for error in exc.errors()]
+        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, jsonable_encoder(errors))
+
+    async def invalid_input(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InvalidInput)
+        if exc.code == ErrorCode.AUDIO_TOO_LARGE:
+            return _answer(status.HTTP_413_CONTENT_TOO_LARGE, exc.message)
+        error = {"type": exc.code, "loc": list(exc.loc), "msg": exc.message}
+        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
+
+    async def queue_full(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, QueueFull)
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers=headers)
+
+    async def conflict(_request: Request, exc: Exception) -> JSONResponse:
+        detail = (
+            f"event_id {exc.args[0]!r} was already used with a different body; "
+            "use a new event_id for a new event"
+        )
+        return _answer(status.HTTP_409_CONFLICT, detail)
+
+    async def not_found(_request: Request, exc: Exception) -> JSONResponse:
+        return _answer(status.HTTP_404_NOT_FOUND, f"no event {exc.args[0]!r}")
+
+    async def invalid_cursor(_request: Request, _exc: Exception) -> JSONResponse:
+        error = {
+            "type": "invalid_cursor",
+            "loc": ["query", "cursor"],
+            "msg": "cursor is not one this server issued; start without a cursor",
+        }
+        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(InvalidInput, invalid_input)
+    app.add_exception_handler(QueueFull, queue_full)
+    app.add_exception_handler(EventConflict, conflict)
+    app.add_exception_handler(EventNotFound, not_found)
+    app.add_exception_handler(InvalidCursor, invalid_cursor)
+
+
+def _answer(
+    status_code: int, detail: Any, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def _client_error(error: dict[str, Any], event_types: Collection[str]) -> dict[str, Any]:
+    loc: Sequence[Any] = error.get("loc", ())
+    if error["type"] == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return {
+            "type": "unknown_event_type",
+            "loc": [*loc, "event_type"],
+            "msg": f"unknown event_type {tag!r}; supported types: {', '.join(event_types)}",
+        }
+    if error["type"] == "union_tag_not_found":
+        return {"type": "missing", "loc": [*loc, "event_type"], "msg": "Field required"}
+    if len(loc) >= 2 and loc[0] == "body" and loc[1] in event_types:
+        loc = [loc[0], *loc[2:]]  # the discriminated union's tag, not a field of the body
+    return {"type": error["type"], "loc": list(loc), "msg": error["msg"]}

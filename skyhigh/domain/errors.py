@@ -1,0 +1,30 @@
+"""Domain exceptions raised by the core; the web layer maps each to HTTP in one place."""
+
+from __future__ import annotations
+
+from skyhigh.domain.events import StepFailed
+
+
+class InvalidInput(StepFailed):
+    """Intake refused part of a request; `loc` says where, as in a validation error.
+
+    Usage::
+
+        raise InvalidInput("empty_audio", "the uploaded file is empty", loc=("body", "file"))
+    """
+
+    def __init__(self, code: str, message: str, *, loc: tuple[str, ...]) -> None:
+        super().__init__(code, message)
+        self.loc = loc
+
+    @classmethod
+    def at(cls, failure: StepFailed, *loc: str) -> InvalidInput:
+        return cls(failure.code, failure.message, loc=loc)
+
+
+class QueueFull(Exception):
+    """MAX_PENDING_EVENTS events are pending; the client should retry after a delay."""
+
+    def __init__(self, *, max_pending: int, retry_after_s: int) -> None:
+        super().__init__(f"too many pending events (MAX_PENDING_EVENTS={max_pending}); retry later")
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,247 @@
+"""Intake: the one path from a validated request to a stored, dispatched event.
+
+Every route that creates events (`POST /events/`, `/events/upload`, and any later face such as
+an OpenAI-compatible one) calls `Intake.accept` once. The order matters and lives only here:
+
+1. check the URLs the client chose (`audio_url`, `callback_url`) without DNS;
+2. reserve room in the queue (MAX_PENDING_EVENTS), given back on every exit unless the event
+   was dispatched;
+3. answer a replay (same event_id, same body) before spooling its audio again, and even when
+   the queue is full; a different body under a used id is an `EventConflict`;
+4. spool audio durably, then store the event (group commit): the 202 goes out only once both
+   are on disk, because it promises the event will reach `completed` or `failed`;
+5. announce `queued` before dispatching, so no subscriber sees `processing` first;
+6. record webhook targets (also on replays: an intake that died between storing and
+   scheduling is completed by the client's retry).
+
+Failures are domain exceptions (`InvalidInput`, `QueueFull`, `EventConflict`); the web layer
+maps them to HTTP in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+from pydantic import BaseModel
+
+from skyhigh.config import IntakeSettings
+from skyhigh.domain.errors import InvalidInput, QueueFull
+from skyhigh.domain.events import EventRecord, StepFailed
+from skyhigh.domain.payloads import SpeechPayload
+from skyhigh.intake.batcher import IntakeBatcher
+from skyhigh.intake.spool import (
+    body_sha256,
+    copy_upload,
+    new_spool_name,
+    spool_speech,
+    stored_form,
+)
+from skyhigh.live.publish import EventPublisher
+from skyhigh.observability.logs import request_id_var
+from skyhigh.observability.metrics import EVENTS_ACCEPTED
+from skyhigh.processing.dispatch import Dispatcher
+from skyhigh.speech.audio_url import check_audio_url
+from skyhigh.store.events import EventConflict, EventStore, NewEvent
+from skyhigh.webhooks.sender import Webhooks, check_callback_url
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One request to accept, whichever route it came through.
+
+    `payload` is the validated `event_data`. `upload` is audio sent as a file (multipart),
+    spooled and hashed by intake; its hash stands in for the bytes in the body hash. `fields`
+    is where the payload's fields sit in the request, for error locations.
+    """
+
+    event_id: str
+    event_type: str
+    payload: BaseModel
+    upload: BinaryIO | None = None
+    fields: tuple[str, ...] = ("body", "event_data")
+
+    @property
+    def callback_url(self) -> str | None:
+        value: str | None = getattr(self.payload, "callback_url", None)
+        return value
+
+
+class _Reservation:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self.held = dispatcher.reserve()
+
+    def dispatch(self, event_id: str) -> None:
+        """The reservation becomes the dispatched event's place in the queue."""
+        self._dispatcher.submit(event_id)
+        self.held = False
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    stored: dict[str, Any]
+    path: Path | None
+    audio_sha256: str | None
+
+
+class Intake:
+    """Accepts events: see the module docstring for the steps.
+
+    Usage (on the event loop)::
+
+        intake = Intake(store, batcher, dispatcher, publisher, webhooks,
+                        settings.intake, spool_dir=settings.spool_dir)
+        record = await intake.accept(Submission("e1", "query", QueryPayload(text="bags")))
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        batcher: IntakeBatcher,
+        dispatcher: Dispatcher,
+        publisher: EventPublisher,
+        webhooks: Webhooks,
+        settings: IntakeSettings,
+        *,
+        spool_dir: Path,
+    ) -> None:
+        self._store = store
+        self._batcher = batcher
+        self._dispatcher = dispatcher
+        self._publisher = publisher
+        self._webhooks = webhooks
+        self._settings = settings
+        self._spool_dir = spool_dir
+
+    async def accept(self, submission: Submission) -> EventRecord:
+        """Store and dispatch the event, or return the stored one for a replay."""
+        self._check_urls(submission)
+        with self._reservation() as reservation:
+            # An upload's hash needs its bytes: it is known only after spooling.
+            digest = None if submission.upload is not None else await self._digest(submission)
+            spools = submission.upload is not None or _has_base64_audio(submission.payload)
+            if digest is not None and (spools or not reservation.held):
+                # Otherwise the insert itself detects replays (one round trip fewer).
+                existing = await self._replay(submission.event_id, digest)
+                if existing is not None:
+                    await self._schedule_webhooks(submission)
+                    return existing
+            if not reservation.held:
+                raise QueueFull(
+                    max_pending=self._settings.max_pending_events,
+                    retry_after_s=self._settings.retry_after_s,
+                )
+            spooled = await self._spool(submission)
+            try:
+                if digest is None:
+                    digest = _upload_digest(submission, spooled.audio_sha256)
+                new = NewEvent(
+                    submission.event_id,
+                    submission.event_type,
+                    digest,
+                    spooled.stored,
+                    request_id_var.get(),
+                )
+                outcome = await self._batcher.create(new)
+            except BaseException:
+                await _discard(spooled.path)
+                raise
+            if outcome.created:
+                queued = outcome.record.model_dump(mode="json")
+                self._publisher.publish(new.event_id, {"type": "status", **queued})
+                reservation.dispatch(new.event_id)
+                EVENTS_ACCEPTED.labels(new.event_type).inc()
+            else:
+                await _discard(spooled.path)
+        await self._schedule_webhooks(submission)
+        return outcome.record
+
+    @contextmanager
+    def _reservation(self) -> Iterator[_Reservation]:
+        reservation = _Reservation(self._dispatcher)
+        try:
+            yield reservation
+        finally:
+            if reservation.held:
+                self._dispatcher.release()
+
+    def _check_urls(self, submission: Submission) -> None:
+        payload = submission.payload
+        try:
+            if submission.callback_url is not None:
+                check_callback_url(submission.callback_url, self._webhooks.settings)
+        except StepFailed as failure:
+            raise InvalidInput.at(failure, *submission.fields, "callback_url") from None
+        if isinstance(payload, SpeechPayload) and payload.audio_url is not None:
+            try:
+                check_audio_url(
+                    payload.audio_url, allowed_hosts=self._settings.audio_url_allowed_hosts
+                )
+            except StepFailed as failure:
+                raise InvalidInput.at(failure, *submission.fields, "audio_url") from None
+
+    async def _digest(self, submission: Submission) -> str:
+        identity = submission.payload.model_dump(mode="json", exclude_unset=True)
+        if _has_base64_audio(submission.payload):  # megabytes of base64: hash it off the loop
+            return await anyio.to_thread.run_sync(body_sha256, submission.event_type, identity)
+        return body_sha256(submission.event_type, identity)
+
+    async def _replay(self, event_id: str, digest: str) -> EventRecord | None:
+        """An earlier event with this id: identical body → replay; different body → conflict."""
+        found = await anyio.to_thread.run_sync(self._store.lookup, event_id)
+        if found is None:
+            return None
+        record, stored_digest = found
+        if stored_digest != digest:
+            raise EventConflict(event_id)
+        return record
+
+    async def _spool(self, submission: Submission) -> _Spooled:
+        payload = submission.payload
+        spool_dir, max_bytes = self._spool_dir, self._settings.max_audio_bytes
+        if submission.upload is not None:
+            upload = submission.upload
+            name = new_spool_name()
+            try:
+                sha = await anyio.to_thread.run_sync(
+                    lambda: copy_upload(upload, spool_dir, name, max_bytes=max_bytes)
+                )
+            except StepFailed as failure:
+                raise InvalidInput.at(failure, *submission.fields, "file") from None
+            stored = {**stored_form(payload), "audio_file": name}
+            return _Spooled(stored, spool_dir / name, sha)
+        if isinstance(payload, SpeechPayload):
+            try:
+                stored = await anyio.to_thread.run_sync(
+                    lambda: spool_speech(payload, spool_dir, max_bytes=max_bytes)
+                )
+            except StepFailed as failure:
+                raise InvalidInput.at(failure, *submission.fields, "audio_base64") from None
+            spooled = stored.get("audio_file")
+            return _Spooled(stored, None if spooled is None else spool_dir / spooled, None)
+        return _Spooled(stored_form(payload), None, None)
+
+    async def _schedule_webhooks(self, submission: Submission) -> None:
+        if self._webhooks.targets(submission.callback_url):
+            await anyio.to_thread.run_sync(
+                self._webhooks.schedule, submission.event_id, submission.callback_url
+            )
+
+
+def _has_base64_audio(payload: BaseModel) -> bool:
+    return isinstance(payload, SpeechPayload) and payload.audio_base64 is not None
+
+
+def _upload_digest(submission: Submission, audio_sha256: str | None) -> str:
+    identity = submission.payload.model_dump(mode="json", exclude_none=True)
+    return body_sha256(submission.event_type, {**identity, "audio_sha256": audio_sha256})
+
+
+async def _discard(spooled: Path | None) -> None:
+    if spooled is not None:
+        await anyio.to_thread.run_sync(lambda: spooled.unlink(missing_ok=True))

@@ -1,0 +1,221 @@
+"""What each event type does: one function per type, registered in skyhigh.processing.registry.
+
+A handler gets the stored payload and a `Job` (the event, the loaded services, the settings,
+the publisher and the step timer); it returns the result to store, or raises `StepFailed`
+with a code the client sees. The pipeline does everything around it (claim, outcome, cleanup).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from skyhigh.config import Settings
+from skyhigh.domain.events import ErrorCode, Match, Segment, StepFailed, Transcript
+from skyhigh.domain.payloads import (
+    DocumentDeletePayload,
+    DocumentPayload,
+    LookupOptions,
+    QueryPayload,
+    SpeechJob,
+)
+from skyhigh.knowledge.chunking import chunk_text
+from skyhigh.knowledge.documents import document_rows, embed_chunks
+from skyhigh.knowledge.writer import WriteOp
+from skyhigh.live.publish import EventPublisher
+from skyhigh.observability.metrics import STEP_SECONDS
+from skyhigh.processing.services import Services
+
+log = logging.getLogger("skyhigh.processing.handlers")
+
+
+@dataclass
+class StepTimer:
+    """Times named steps into the metrics, the log and the result's `timings`."""
+
+    event_type: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.timings[f"{step}_s"] = round(elapsed, 4)
+            STEP_SECONDS.labels(self.event_type, step).observe(elapsed)
+            log.info(
+                "step done",
+                extra={
+                    "event_type": self.event_type,
+                    "step": step,
+                    "duration_s": round(elapsed, 4),
+                },
+            )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of one event, as its handler sees it."""
+
+    event_id: str
+    services: Services
+    settings: Settings
+    publisher: EventPublisher
+    step: StepTimer
+
+    def publish(self, message: dict[str, Any]) -> None:
+        self.publisher.publish(self.event_id, message)
+
+
+def run_query(payload: dict[str, Any], job: Job) -> dict[str, Any]:
+    query = QueryPayload.model_validate(payload)
+    matches = _lookup(job, query.text, _embed(job, query.text), query)
+    return {"matches": [m.model_dump(mode="json") for m in matches], "timings": job.step.timings}
+
+
+def run_document(payload: dict[str, Any], job: Job) -> dict[str, Any]:
+    document = DocumentPayload.model_validate(payload)
+    assert document.document_id is not None  # intake fills it in
+    knowledge = job.settings.knowledge
+    table = document.table or knowledge.knowledge_table
+    with job.step("chunk"):
+        chunks = chunk_text(
+            document.text, size=knowledge.chunk_size, overlap=knowledge.chunk_overlap
+        )
+    with job.step("embed"):
+        vectors = embed_chunks(document, chunks, job.services.embedder)
+    rows = document_rows(document, chunks, vectors)
+    with job.step("write"):
+        op = WriteOp(table, "documents", rows, replace_documents=[document.document_id])
+        replaced = job.services.writer.submit(op).result()
+    return {
+        "document_id": document.document_id,
+        "table": table,
+        "chunks": len(rows),
+        "replaced_chunks": replaced,
+        "timings": job.step.timings,
+    }
+
+
+def run_document_delete(payload: dict[str, Any], job: Job) -> dict[str, Any]:
+    delete = DocumentDeletePayload.model_validate(payload)
+    table = delete.table or job.settings.knowledge_table
+    job.services.knowledge.table(table)  # table_not_found before anything is queued
+    with job.step("write"):
+        op = WriteOp(table, "documents", [], replace_documents=[delete.document_id])
+        deleted = job.services.writer.submit(op).result()
+    return {"document_id": delete.document_id, "table": table, "deleted_chunks": deleted}
+
+
+def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
+    # Imported here: a process that never transcribes (an API-only one) never loads torch.
+    from skyhigh.speech.decode import load_audio
+    from skyhigh.speech.transcriber import TranscribeOptions
+
+    speech = SpeechJob.model_validate(payload)
+    pool = job.services.transcribers
+    if pool is None:
+        raise StepFailed(ErrorCode.INTERNAL_ERROR, "speech is disabled on this server")
+    with job.step("decode"):
+        path = _audio_path(job, speech)
+        samples = load_audio(path, max_seconds=job.settings.max_audio_seconds)
+    options = TranscribeOptions(
+        language=speech.language,
+        task=speech.task,
+        word_timestamps=speech.word_timestamps,
+        initial_prompt=speech.initial_prompt,
+    )
+
+    def on_segment(segment: Segment) -> None:
+        job.publish({"type": "segment", "segment": segment.model_dump(mode="json")})
+
+    with job.step("transcribe"), pool.borrow() as transcriber:
+        transcript = transcriber.transcribe(samples, options, on_segment=on_segment)
+    job.publish({"type": "transcript", "transcript": transcript.model_dump(mode="json")})
+    matches: list[Match] = []
+    text = transcript.text.strip()
+    wanted = text and (speech.lookup or speech.index_transcript)
+    vector = _embed(job, text) if wanted else None
+    if speech.index_transcript and vector is not None:
+        _index_transcript(job, transcript, vector)
+    if speech.lookup and vector is not None:
+        matches = _lookup(job, text, vector, speech)
+        job.publish({"type": "matches", "matches": [m.model_dump(mode="json") for m in matches]})
+    return {
+        "transcript": transcript.model_dump(mode="json"),
+        "matches": [m.model_dump(mode="json") for m in matches],
+        "timings": job.step.timings,
+        "model": {"engine": pool.engine, "name": pool.model_name, "sha256": pool.sha256},
+    }
+
+
+def _embed(job: Job, text: str) -> NDArray[np.float32]:
+    with job.step("embed"):
+        vector: NDArray[np.float32] = job.services.embedder.embed([text])[0]
+    return vector
+
+
+def _lookup(
+    job: Job, text: str, vector: NDArray[np.float32], options: LookupOptions
+) -> list[Match]:
+    with job.step("lookup"):
+        return job.services.knowledge.search(
+            vector,
+            text=text,
+            table=options.table,
+            k=options.k,
+            filter=options.filter,
+            mode=options.mode,
+            min_score=options.min_score,
+        )
+
+
+def _index_transcript(job: Job, transcript: Transcript, vector: NDArray[np.float32]) -> None:
+    row = {
+        "id": job.event_id,
+        "event_id": job.event_id,
+        "title": f"Transcript of {job.event_id}",
+        "text": transcript.text.strip(),
+        "language": transcript.language,
+        "created_at": datetime.now(UTC),
+        "vector": vector.tolist(),
+    }
+    with job.step("index"):
+        op = WriteOp(job.settings.transcripts_table, "transcripts", [row])
+        job.services.writer.submit(op).result()
+
+
+def url_download_path(spool_dir: Path, event_id: str) -> Path:
+    """Where an `audio_url` download is kept while its event runs."""
+    return spool_dir / f"url-{event_id}"
+
+
+def _audio_path(job: Job, speech: SpeechJob) -> Path:
+    from skyhigh.speech.audio_url import fetch_audio_url
+
+    settings = job.settings
+    if speech.audio_file is not None:
+        path = settings.spool_dir / speech.audio_file
+        if not path.exists():
+            raise StepFailed(ErrorCode.INTERNAL_ERROR, "spooled audio is missing")
+        return path
+    assert speech.audio_url is not None  # SpeechJob always has one source
+    return fetch_audio_url(
+        speech.audio_url,
+        url_download_path(settings.spool_dir, job.event_id),
+        allowed_hosts=settings.audio_url_allowed_hosts,
+        allow_private=settings.audio_url_allow_private,
+        max_bytes=settings.max_audio_bytes,
+        timeout_s=settings.audio_url_timeout_s,
+    )
