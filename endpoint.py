@@ -40,13 +40,13 @@ from skyhigh.api.dependencies import (
     WebSocketAuthDep,
     require_token,
 )
+from skyhigh.domain.errors import EventNotFound
 from skyhigh.domain.events import EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
 from skyhigh.intake.service import Submission
 from skyhigh.live.streams import Lagged, StreamMessage, open_feed
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
-from skyhigh.store.events import EventNotFound
 
 router = APIRouter()
 

@@ -59,8 +59,7 @@ from skyhigh.knowledge.search import (  # noqa: E402
     KnowledgeBase,
     create_vector_index,
 )
-from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp  # noqa: E402
-from skyhigh.processing.services import writer_config  # noqa: E402
+from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig  # noqa: E402
 
 Vectors = npt.NDArray[np.float32]
 BUSY_PATTERN = "speech_bench|docker build|pytest"
@@ -274,7 +273,7 @@ def ingest_write_path(
     if uri.exists():
         shutil.rmtree(uri)
     kb = KnowledgeBase(str(uri), default_table=TABLE, nprobes=settings.vector_nprobes)
-    config = writer_config(settings, int(vectors.shape[1]))
+    config = WriterConfig.from_settings(settings.knowledge, dimension=int(vectors.shape[1]))
     writer = TimedWriter(kb, config)
     writer.start()
     pending: list[WriteOp] = []

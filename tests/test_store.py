@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from skyhigh.domain.errors import EventConflict, InvalidCursor
 from skyhigh.domain.events import EventError, EventStatus
 from skyhigh.processing.dispatch import InProcessDispatcher
-from skyhigh.store.events import EventConflict, EventStore, InvalidCursor, NewEvent
+from skyhigh.store.events import EventStore, NewEvent
 
 
 @pytest.fixture

@@ -16,9 +16,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from skyhigh.domain.errors import InvalidInput, QueueFull
+from skyhigh.domain.errors import (
+    EventConflict,
+    EventNotFound,
+    InvalidCursor,
+    InvalidInput,
+    QueueFull,
+)
 from skyhigh.domain.events import ErrorCode
-from skyhigh.store.events import EventConflict, EventNotFound, InvalidCursor
 
 
 def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> None:

@@ -26,8 +26,7 @@ from skyhigh.knowledge.chunking import chunk_text
 from skyhigh.knowledge.documents import document_rows, embed_chunks
 from skyhigh.knowledge.embedder import Embedder
 from skyhigh.knowledge.search import KnowledgeBase
-from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp
-from skyhigh.processing.services import writer_config
+from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
 
 
 def read_documents(source: Path) -> Iterator[DocumentPayload]:
@@ -70,7 +69,9 @@ def ingest(
         nprobes=settings.vector_nprobes,
         refine_factor=settings.vector_refine_factor,
     )
-    writer = KnowledgeWriter(kb, writer_config(settings, embedder.dimension))
+    writer = KnowledgeWriter(
+        kb, WriterConfig.from_settings(settings.knowledge, dimension=embedder.dimension)
+    )
     writer.start()
     done = loaded_hashes(kb, table)
     counts = {"documents": 0, "skipped": 0, "chunks": 0}

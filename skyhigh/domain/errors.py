@@ -5,6 +5,18 @@ from __future__ import annotations
 from skyhigh.domain.events import StepFailed
 
 
+class EventNotFound(Exception):
+    """No event with this id exists."""
+
+
+class EventConflict(Exception):
+    """The event id is taken by an event with a different body."""
+
+
+class InvalidCursor(Exception):
+    """A pagination cursor that this store did not issue."""
+
+
 class InvalidInput(StepFailed):
     """Intake refused part of a request; `loc` says where, as in a validation error.
 

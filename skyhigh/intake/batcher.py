@@ -7,7 +7,8 @@ import contextlib
 
 import anyio
 
-from skyhigh.store.events import CreateOutcome, EventConflict, EventStore, NewEvent
+from skyhigh.domain.errors import EventConflict
+from skyhigh.store.events import CreateOutcome, EventStore, NewEvent
 
 
 class IntakeBatcher:

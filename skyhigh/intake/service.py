@@ -30,7 +30,7 @@ import anyio
 from pydantic import BaseModel
 
 from skyhigh.config import IntakeSettings
-from skyhigh.domain.errors import InvalidInput, QueueFull
+from skyhigh.domain.errors import EventConflict, InvalidInput, QueueFull
 from skyhigh.domain.events import EventRecord, StepFailed
 from skyhigh.domain.payloads import SpeechPayload
 from skyhigh.intake.batcher import IntakeBatcher
@@ -46,7 +46,7 @@ from skyhigh.observability.logs import request_id_var
 from skyhigh.observability.metrics import EVENTS_ACCEPTED
 from skyhigh.processing.dispatch import Dispatcher
 from skyhigh.speech.audio_url import check_audio_url
-from skyhigh.store.events import EventConflict, EventStore, NewEvent
+from skyhigh.store.events import EventStore, NewEvent
 from skyhigh.webhooks.sender import Webhooks, check_callback_url
 
 

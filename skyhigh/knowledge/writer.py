@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from skyhigh.config import KnowledgeSettings
 from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.knowledge.search import (
     DOCUMENT_COLUMNS,
@@ -57,6 +58,19 @@ class WriterConfig:
     optimize_interval_s: float = 300.0
     optimize_after_rows: int = 2_000
     keep_versions_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: KnowledgeSettings, *, dimension: int) -> WriterConfig:
+        return cls(
+            dimension=dimension,
+            batch_window_s=settings.writer_batch_window_s,
+            vector_index_min_rows=settings.vector_index_min_rows,
+            vector_index_type=settings.vector_index_type,
+            vector_index_max_segments=settings.vector_index_max_segments,
+            optimize_interval_s=settings.optimize_interval_s,
+            optimize_after_rows=settings.optimize_after_rows,
+            keep_versions_s=settings.lancedb_keep_versions_s,
+        )
 
 
 _STOP = object()

@@ -31,35 +31,26 @@ class Services:
         self.writer.stop()
 
 
-def writer_config(settings: Settings, dimension: int) -> WriterConfig:
-    return WriterConfig(
-        dimension=dimension,
-        batch_window_s=settings.writer_batch_window_s,
-        vector_index_min_rows=settings.vector_index_min_rows,
-        vector_index_type=settings.vector_index_type,
-        vector_index_max_segments=settings.vector_index_max_segments,
-        optimize_interval_s=settings.optimize_interval_s,
-        optimize_after_rows=settings.optimize_after_rows,
-        keep_versions_s=settings.lancedb_keep_versions_s,
-    )
-
-
 def load_services(settings: Settings, *, speech: bool = True) -> Services:
     """Load every model once (call from the lifespan or a worker's start, never per request)."""
     started = time.perf_counter()
-    embedder = Embedder(settings.embedding_model)
+    config = settings.knowledge
+    embedder = Embedder(config.embedding_model)
     knowledge = KnowledgeBase(
-        settings.lancedb_uri,
-        default_table=settings.knowledge_table,
-        nprobes=settings.vector_nprobes,
-        refine_factor=settings.vector_refine_factor,
+        config.lancedb_uri,
+        default_table=config.knowledge_table,
+        nprobes=config.vector_nprobes,
+        refine_factor=config.vector_refine_factor,
     )
-    writer = KnowledgeWriter(knowledge, writer_config(settings, embedder.dimension))
+    writer = KnowledgeWriter(
+        knowledge, WriterConfig.from_settings(config, dimension=embedder.dimension)
+    )
     transcribers = None
     if speech:
+        # Imported here: a process that does not transcribe never loads torch for it.
         from skyhigh.speech.transcriber import TranscriberPool
 
-        transcribers = TranscriberPool.from_settings(settings)
+        transcribers = TranscriberPool.from_settings(settings.speech)
     log.info(
         "models loaded",
         extra={

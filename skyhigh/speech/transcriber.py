@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, Protocol
 import numpy as np
 import torch
 
-from skyhigh.config import Settings
+from skyhigh.config import SpeechSettings
 from skyhigh.domain.events import Segment, Transcript, Word
 from skyhigh.speech.weights import ResolvedModel, downloaded, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting
@@ -37,7 +37,7 @@ SegmentCallback = Callable[[Segment], None]
 
 @dataclass(frozen=True, kw_only=True)
 class TranscribeOptions:
-    """Per-clip choices; model-wide decoding settings come from Settings."""
+    """Per-clip choices; model-wide decoding settings come from SpeechSettings."""
 
     language: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
@@ -69,7 +69,7 @@ class DecodingSettings:
     logprob_threshold: float = -1.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DecodingSettings:
+    def from_settings(cls, settings: SpeechSettings) -> DecodingSettings:
         return cls(
             beam_size=settings.whisper_beam_size,
             condition_on_previous_text=settings.whisper_condition_on_previous_text,
@@ -306,14 +306,14 @@ def _transcript(
     )
 
 
-def _configure_threads(settings: Settings) -> None:
+def _configure_threads(settings: SpeechSettings) -> None:
     # torch's default is one thread per core; with several instances or other workers on the host
     # that oversubscribes, so an explicit whisper_cpu_threads caps it (process-wide setting).
     if settings.whisper_engine == "openai-whisper" and settings.whisper_cpu_threads > 0:
         torch.set_num_threads(settings.whisper_cpu_threads)
 
 
-def _resolve(settings: Settings) -> ResolvedModel:
+def _resolve(settings: SpeechSettings) -> ResolvedModel:
     return resolve_whisper_model(
         settings.whisper_model,
         engine=settings.whisper_engine,
@@ -321,7 +321,7 @@ def _resolve(settings: Settings) -> ResolvedModel:
     )
 
 
-def _build(resolved: ResolvedModel, settings: Settings) -> Transcriber:
+def _build(resolved: ResolvedModel, settings: SpeechSettings) -> Transcriber:
     started = time.perf_counter()
     decoding = DecodingSettings.from_settings(settings)
     transcriber: Transcriber
@@ -348,7 +348,7 @@ def _build(resolved: ResolvedModel, settings: Settings) -> Transcriber:
     return transcriber
 
 
-def load_transcriber(settings: Settings) -> Transcriber:
+def load_transcriber(settings: SpeechSettings) -> Transcriber:
     """Resolve, verify and load one transcriber for settings.whisper_engine/whisper_model."""
     _configure_threads(settings)
     return _build(_resolve(settings), settings)
@@ -375,7 +375,7 @@ class TranscriberPool:
             self._idle.put(transcriber)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TranscriberPool:
+    def from_settings(cls, settings: SpeechSettings) -> TranscriberPool:
         """Resolve the model once, then load settings.whisper_instances copies of it."""
         _configure_threads(settings)
         resolved = _resolve(settings)

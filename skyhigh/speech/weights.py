@@ -178,28 +178,20 @@ def _from_path(path: Path, engine: Engine, cache_dir: Path) -> ResolvedModel:
 def _from_ct2_dir(
     name: str, ct2_dir: Path, digest: str, engine: Engine, source: Source, cache_dir: Path
 ) -> ResolvedModel:
-    heads = _alignment_heads(ct2_dir)
-    if engine == "faster-whisper":
-        return ResolvedModel(
-            name=name,
-            engine=engine,
-            source=source,
-            ct2_dir=ct2_dir,
-            sha256=digest,
-            source_sha256=digest,
-            alignment_heads=heads,
-        )
-    checkpoint, checkpoint_digest = ensure_whisper_checkpoint(ct2_dir, digest, cache_dir)
-    return ResolvedModel(
+    resolved = ResolvedModel(
         name=name,
         engine=engine,
         source=source,
         ct2_dir=ct2_dir,
-        checkpoint=checkpoint,
-        sha256=checkpoint_digest,
+        sha256=digest,
         source_sha256=digest,
-        alignment_heads=heads,
+        alignment_heads=_alignment_heads(ct2_dir),
     )
+    if engine == "faster-whisper":
+        return resolved
+    # openai-whisper loads a converted checkpoint; its own digest is the one to report.
+    checkpoint, checkpoint_digest = ensure_whisper_checkpoint(ct2_dir, digest, cache_dir)
+    return dataclasses.replace(resolved, checkpoint=checkpoint, sha256=checkpoint_digest)
 
 
 def _alignment_heads(ct2_dir: Path) -> tuple[tuple[int, int], ...] | None:

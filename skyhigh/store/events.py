@@ -17,20 +17,9 @@ from sqlalchemy import JSON, DateTime, Index, Integer, String, func, select, upd
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from skyhigh.domain.errors import EventConflict, EventNotFound, InvalidCursor
 from skyhigh.domain.events import ErrorCode, EventError, EventRecord, EventStatus
 from skyhigh.store.db import Base, aware, create_engine, now, transactions
-
-
-class EventNotFound(Exception):
-    """No event with this id exists."""
-
-
-class EventConflict(Exception):
-    """The event id is taken by an event with a different body."""
-
-
-class InvalidCursor(Exception):
-    """A pagination cursor that this store did not issue."""
 
 
 class EventRow(Base):
