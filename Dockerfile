@@ -98,9 +98,10 @@ ARG BUNDLED_WHISPER_MODELS="base tiny.en"
 ENV MODEL_CACHE_DIR=/app/models
 COPY skyhigh/__init__.py skyhigh/durable_files.py /app/skyhigh/
 COPY skyhigh/speech/__init__.py skyhigh/speech/weights.py /app/skyhigh/speech/
-RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.weights import resolve_whisper_model; [print(resolve_whisper_model(n, engine='faster-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS}
-COPY --from=onnx-export /app/models/embeddings-onnx /app/models/embeddings-onnx
-RUN chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
+RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.weights import resolve_whisper_model; [print(resolve_whisper_model(n, engine='faster-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
+    && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
+COPY --from=onnx-export --chown=skyhigh:skyhigh /app/models/embeddings-onnx \
+    /app/models/embeddings-onnx
 
 # The application, read-only at run time (root owns /app). From here on the same as the default
 # target below, but for the two settings that choose the torch-free engines.

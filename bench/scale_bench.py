@@ -560,6 +560,37 @@ def fleet_phase(
     }
 
 
+# --- the API's hint sender -----------------------------------------------------------------
+
+
+def sender_probe(backends: Backends, messages: int) -> dict[str, Any]:
+    """What one API process's sender thread costs per hint: the Celery `send_task` the
+    CeleryDispatcher makes per accepted event, sent back to back to a queue no one reads."""
+    from skyhigh.config import ProcessingSettings
+    from skyhigh.processing.celery_app import PROCESS_EVENT, make_celery
+
+    backends.fresh()
+    app = make_celery(ProcessingSettings(queue_url=backends.redis.url))
+    app.send_task(PROCESS_EVENT, args=["warm-up"], queue="bench-probe")  # connect, lazy imports
+    redis_before = cpu_seconds([backends.redis_pid])
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for index in range(messages):
+        app.send_task(PROCESS_EVENT, args=[f"probe-{index}"], queue="bench-probe")
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    redis_cpu = cpu_seconds([backends.redis_pid]) - redis_before
+    queued = redis.Redis.from_url(backends.redis.url).llen("bench-probe") - 1  # the warm-up
+    backends.fresh()
+    return {
+        "messages": messages,
+        "queued": int(queued),
+        "per_s": round(messages / wall),
+        "wall_ms_per_hint": round(1000 * wall / messages, 3),
+        "sender_cpu_ms_per_hint": round(1000 * cpu / messages, 3),
+        "redis_cpu_ms_per_hint": round(1000 * redis_cpu / messages, 3),
+        "loadavg": loadavg(),
+    }
+
+
 # --- (2) and (5) intake under load ---------------------------------------------------------
 
 
@@ -750,6 +781,15 @@ def render(report: dict[str, Any]) -> str:
     if "quiet" in report:
         q = report["quiet"]
         lines.append(f"Waited {q['waited_s']} s for load < {q['threshold']}: {q['loadavg']}.")
+    if "sender" in report:
+        h = report["sender"]
+        lines += [
+            "",
+            f"Hint sender (Celery `send_task`, back to back, one thread): {h['per_s']} hints/s; "
+            f"per hint {h['wall_ms_per_hint']} ms wall, {h['sender_cpu_ms_per_hint']} ms CPU in "
+            f"the sender, {h['redis_cpu_ms_per_hint']} ms CPU in Redis ({h['queued']} of "
+            f"{h['messages']} queued; load {h['loadavg'][0]}).",
+        ]
     lines += _fleet_lines(report.get("fleet", []))
     if "intake" in report:
         lines += ["", "### Intake under wrk (intake_load.py, one fresh database per round)", ""]
@@ -891,7 +931,7 @@ def _intake_extra_lines(results: list[dict[str, Any]]) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="fleet sizes (1 2)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="fleet sizes (1 2)")
     parser.add_argument("--speech-events", type=int, default=30, help="measured per fleet (30)")
     parser.add_argument("--warmup-events", type=int, default=2, help="unmeasured, per worker (2)")
     parser.add_argument("--model", default="tiny.en", help="WHISPER_MODEL (tiny.en, bundled)")
@@ -899,6 +939,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--query-events", type=int, default=100, help="accept→completed (100)")
     parser.add_argument("--completion-concurrency", type=int, default=4, help="their clients (4)")
     parser.add_argument("--poll-interval", type=float, default=0.01, help="their poll, s (0.01)")
+    parser.add_argument("--sender-probe", type=int, default=3000, help="hints sent (0: skip)")
     parser.add_argument("--idle-sample", type=float, default=5.0, help="idle CPU sample, s")
     parser.add_argument("--rss-load", type=float, default=10.0, help="wrk burst before RSS, s")
     parser.add_argument("--rounds", type=int, default=3, help="intake rounds (3; 0: none)")
@@ -952,6 +993,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     try:
         with Backends() as backends:
+            if args.sender_probe > 0:
+                report["sender"] = sender_probe(backends, args.sender_probe)
+                print(f"[sender] {report['sender']}", flush=True)
             report["fleet"] = [fleet_phase(n, backends, args, run_id) for n in args.workers]
             rounds = [intake_round(i, backends, args, tmp) for i in range(1, args.rounds + 1)]
             if rounds:

@@ -142,7 +142,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
         SHUTDOWN_GRACE_S="5",
         WORKER_CONCURRENCY="1",
         MAX_AUDIO_SECONDS="600",
-        EMBEDDING_BACKEND="torch",  # TEMP-LEAD
+        # Not about embeddings: the torch embedder needs no one-time ONNX export at start-up.
+        EMBEDDING_BACKEND="torch",
     )
     api = ServerProcess(env, tmp / "api.log")
     writer = WorkerProcess(env, tmp / "writer.log", "-Q", "knowledge")

@@ -76,7 +76,11 @@ class FasterChunkDecoder:
         def decode_once(indices: list[int], temperature: float) -> list[Decoded]:
             output = model.encode(features[indices])
             if key.word_timestamps:
-                rows = np.asarray(output)
+                # Kept per chunk for the word alignment; numpy reads host memory only.
+                host = (
+                    output if output.device == "cpu" else output.to_device(ctranslate2.Device.cpu)
+                )
+                rows = np.asarray(host)
                 for row, index in enumerate(indices):
                     encoded[index] = rows[row : row + 1]
             if temperature > 0:

@@ -24,6 +24,7 @@ import numpy as np
 
 from skyhigh.config import SpeechSettings
 from skyhigh.domain.events import Segment, Transcript, Word
+from skyhigh.speech import vad
 from skyhigh.speech.batching import ChunkRunner, LocalBatches, MicroBatcher
 from skyhigh.speech.chunk_decoder import (
     BEST_OF,
@@ -34,7 +35,6 @@ from skyhigh.speech.chunk_decoder import (
 )
 from skyhigh.speech.faster_chunks import FasterChunkDecoder
 from skyhigh.speech.speech_only import transcribe_speech
-from skyhigh.speech import vad
 from skyhigh.speech.vad import VadOptions
 from skyhigh.speech.weights import ResolvedModel, downloaded, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting

@@ -373,8 +373,13 @@ def ensure_whisper_checkpoint(
         if digest == sidecar.read_text().strip():
             return checkpoint, digest
         log.warning("converted checkpoint %s is damaged; converting again", checkpoint)
-    # Imported here: the converter needs torch, which faster-whisper deployments do without.
-    from skyhigh.speech.ct2_converter import convert_ct2_to_whisper
+    try:  # here, not at the top: the converter needs torch, which faster-whisper does without
+        from skyhigh.speech.ct2_converter import convert_ct2_to_whisper
+    except ImportError as exc:
+        raise ModelError(
+            f"WHISPER_ENGINE=openai-whisper needs torch ({exc.name} is not installed here, as in "
+            "the slim Docker image): use WHISPER_ENGINE=faster-whisper"
+        ) from exc
 
     log.info("converting %s to an openai-whisper checkpoint", ct2_dir)
     convert_ct2_to_whisper(ct2_dir, checkpoint)
