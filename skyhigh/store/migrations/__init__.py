@@ -1,1 +1,0 @@
-"""Alembic migrations of the event store (SQLite and Postgres); applied by skyhigh.store.migrate."""
