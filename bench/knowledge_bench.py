@@ -59,6 +59,7 @@ from skyhigh.knowledge.search import (  # noqa: E402
     KnowledgeBase,
     create_vector_index,
 )
+from skyhigh.knowledge.torch_embedder import TorchEmbedder  # noqa: E402
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig  # noqa: E402
 
 Vectors = npt.NDArray[np.float32]
@@ -437,19 +438,12 @@ class TunedKnowledgeBase(KnowledgeBase):
     """KnowledgeBase with ef / refine_factor set on vector and hybrid queries (a proposal)."""
 
     def __init__(self, *args: Any, ef: int = 0, refine_factor: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, refine_factor=max(refine_factor, 1), **kwargs)
         self.ef = ef
-        self.refine_factor = refine_factor
 
-    def _query(self, handle: Any, vector: Vectors, text: str, mode: Any) -> Any:
-        query = super()._query(handle, vector, text, mode)
-        if mode == "fulltext":
-            return query
-        if self.ef:
-            query = query.ef(self.ef)
-        if self.refine_factor:
-            query = query.refine_factor(self.refine_factor)
-        return query
+    def _vector_query(self, handle: Any, vector: Vectors) -> Any:
+        query = super()._vector_query(handle, vector)
+        return query.ef(self.ef) if self.ef else query
 
 
 def neighbour_gaps(corpus_vectors: Vectors, query_vectors: Vectors, k: int) -> dict[str, float]:
@@ -722,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    embedder = Embedder(settings.embedding_model)
+    # torch, the reference: the cached corpus vectors and the issue-4 figures are torch's
+    # (bench/serving_bench.py compares the backends on this corpus).
+    embedder = TorchEmbedder(settings.embedding_model)
 
     with phase("corpus", report):
         texts, vectors, meta = cached_corpus(

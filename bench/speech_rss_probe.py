@@ -51,7 +51,7 @@ def main() -> None:
     import lancedb  # noqa: F401
 
     mem("import lancedb")
-    from skyhigh.knowledge.embedder import Embedder
+    from skyhigh.knowledge.torch_embedder import TorchEmbedder as Embedder
     from skyhigh.speech.weights import resolve_whisper_model
 
     embedder = Embedder("all-MiniLM-L6-v2")

@@ -53,8 +53,9 @@ case "$command" in
     exec uv run --no-dev uvicorn main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
     ;;
   test)
-    # sox and espeak-ng make test audio; chromium drives the demo page test (tests/test_demo.py).
-    ensure_apt_packages ffmpeg espeak-ng sox openssl chromium
+    # sox and espeak-ng make test audio; chromium drives the demo page test (tests/test_demo.py);
+    # redis-server and postgresql are started as throwaway instances by the scale-out tests.
+    ensure_apt_packages ffmpeg espeak-ng sox openssl chromium redis-server postgresql
     ensure_uv
     uv sync --locked
     exec uv run pytest "$@"

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of the Docker image (not part of CI: a cold run takes 10+ minutes).
 #
-#   bash scripts/docker-smoke.sh [--clean-image] [--skip-rebuild] [--skip-compose]
+#   bash scripts/docker-smoke.sh [--target default|slim] [--clean-image] [--skip-rebuild] [--skip-compose]
 #
-# Builds the real Dockerfile as skyhigh:latest (and times a code-only rebuild), runs it with a
+# Builds a target of the real Dockerfile (default: skyhigh:latest; slim: skyhigh:slim, the image
+# without torch, which is also checked for that) and times a code-only rebuild, runs it with a
 # generated token, sends a speech event (tests/data/jfk.wav), a query event and a document event
 # with request.py, checks /docs, restarts the container and checks that the events and the
 # document survived in the /data volume and that the HEALTHCHECK turns healthy, then checks that
-# an event survives `docker-compose down` / `up -d`. Prints image size, build times, cold start and memory, then
-# removes the containers and volumes it created (the image too with --clean-image).
+# an event survives `docker-compose down` / `up -d` (with the target's image). Prints image size,
+# build times, cold start and memory, then removes the containers and volumes it created (the
+# image too with --clean-image).
 #
 # Works without Docker Hub: when python:3.12-slim cannot be pulled it uses a local image of that
 # tag, building one with make-python-base-image (../shared/tools or $SKYHIGH_SHARED/tools) if
@@ -24,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-IMAGE=skyhigh:latest
+TARGET=default
 BASE_IMAGE=python:3.12-slim
 PORT=${SKYHIGH_SMOKE_PORT:-18000}
 COMPOSE_PORT=${SKYHIGH_SMOKE_COMPOSE_PORT:-18001}
@@ -33,15 +35,24 @@ PYTHON=${PYTHON:-$repo/.venv/bin/python}
 CLEAN_IMAGE=0
 DO_REBUILD=1
 DO_COMPOSE=1
-for arg in "$@"; do
+while (($#)); do
+    arg=$1
+    shift
     case $arg in
+        --target) TARGET=${1:-}; shift || true ;;
+        --target=*) TARGET=${arg#--target=} ;;
         --clean-image) CLEAN_IMAGE=1 ;;
         --skip-rebuild) DO_REBUILD=0 ;;
         --skip-compose) DO_COMPOSE=0 ;;
-        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option $arg" >&2; exit 2 ;;
     esac
 done
+case $TARGET in
+    default) IMAGE=skyhigh:latest ;;
+    slim) IMAGE=skyhigh:slim ;;
+    *) echo "unknown target $TARGET: use default or slim" >&2; exit 2 ;;
+esac
 
 # The classic builder: the Dockerfile must build without BuildKit, so test exactly that.
 export DOCKER_BUILDKIT=0
@@ -54,6 +65,7 @@ SMOKE_BASE=skyhigh-smoke-base:py3.12
 work=$(mktemp -d /tmp/skyhigh-smoke.XXXX)
 env_file=$work/env
 compose_started=0
+COMPOSE_FILES=()
 declare -A RESULT=()
 ORDER=()
 
@@ -73,7 +85,7 @@ compose() {
     if command -v docker-compose >/dev/null; then cmd=(docker-compose); else cmd=(docker compose); fi
     SKYHIGH_PORT=$COMPOSE_PORT SKYHIGH_VOLUME=$COMPOSE_VOLUME \
         "${cmd[@]}" -p "$COMPOSE_PROJECT" --project-directory "$work/compose" \
-        -f "$work/compose/docker-compose.yml" "$@"
+        -f "$work/compose/docker-compose.yml" "${COMPOSE_FILES[@]}" "$@"
 }
 
 cleanup() {
@@ -87,7 +99,7 @@ cleanup() {
     fi
     docker volume rm "$COMPOSE_VOLUME" >/dev/null 2>&1
     docker image rm skyhigh:smoke-rebuild >/dev/null 2>&1
-    if [[ $CLEAN_IMAGE == 1 ]]; then
+    if [[ $CLEAN_IMAGE == 1 && -n ${IMAGE:-} ]]; then
         docker image rm "$IMAGE" "$SMOKE_BASE" >/dev/null 2>&1
     fi
     rm -rf "$work"
@@ -165,9 +177,9 @@ if [[ $HOST_CA == 1 || ($HOST_CA == auto && -n $(ls /usr/local/share/ca-certific
 fi
 
 # --------------------------------------------------------------------------- build
-log "docker build -t $IMAGE . (PYTHON_IMAGE=$build_base)"
+log "docker build --target $TARGET -t $IMAGE . (PYTHON_IMAGE=$build_base)"
 t0=$(now)
-if docker build --network=host --build-arg "PYTHON_IMAGE=$build_base" -t "$IMAGE" . >"$work/build.log" 2>&1; then
+if docker build --network=host --build-arg "PYTHON_IMAGE=$build_base" --target "$TARGET" -t "$IMAGE" . >"$work/build.log" 2>&1; then
     build_s=$(elapsed "$t0" "$(now)")
     record build pass "${build_s} s"
 else
@@ -188,10 +200,10 @@ if [[ $DO_REBUILD == 1 ]]; then
         --exclude=./bench/cache --exclude=./bench/out -cf - . | tar -C "$work/ctx" -xf -
     echo "# smoke rebuild $run_id" >>"$work/ctx/main.py"
     t0=$(now)
-    if docker build --network=host --build-arg "PYTHON_IMAGE=$build_base" -t skyhigh:smoke-rebuild "$work/ctx" >"$work/rebuild.log" 2>&1; then
+    if docker build --network=host --build-arg "PYTHON_IMAGE=$build_base" --target "$TARGET" -t skyhigh:smoke-rebuild "$work/ctx" >"$work/rebuild.log" 2>&1; then
         rebuild_s=$(elapsed "$t0" "$(now)")
         # The classic builder prints "---> Using cache" under each step it did not run.
-        if grep -A1 -E "RUN (uv sync|python -c)" "$work/rebuild.log" | grep -q -- "Running in"; then
+        if grep -A1 -E "RUN (uv (sync|export)|python -c)" "$work/rebuild.log" | grep -q -- "Running in"; then
             record rebuild-code-only fail \
                 "${rebuild_s} s, dependency or model layer rebuilt: was pyproject.toml, uv.lock or models.py edited during the run?"
         else
@@ -225,6 +237,12 @@ else
 fi
 docker exec "$CONTAINER" id -un | grep -qx skyhigh && record non-root-user pass "skyhigh" ||
     record non-root-user fail "$(docker exec "$CONTAINER" id -un)"
+if [[ $TARGET == slim ]]; then
+    # The slim image's promise: no torch, CUDA libraries or openai-whisper installed at all.
+    found=$(docker exec "$CONTAINER" python -c 'import importlib.util as u; print(" ".join(m for m in ("torch", "whisper", "sentence_transformers", "triton", "nvidia") if u.find_spec(m)))')
+    [[ -z $found ]] && record no-torch pass "torch, whisper, sentence_transformers, triton, nvidia absent" ||
+        record no-torch fail "installed: $found"
+fi
 
 [[ $(http_code "$URL/docs") == 200 ]] && record docs pass "/docs 200" || record docs fail "/docs $(http_code "$URL/docs")"
 status_json=$(curl -s "$URL/status" || true)
@@ -300,6 +318,12 @@ if [[ $DO_COMPOSE == 1 ]]; then
     # would), so the checkout's .env is never read or written.
     mkdir -p "$work/compose"
     cp "$repo/docker-compose.yml" "$work/compose/"
+    if [[ $TARGET != default ]]; then
+        # The compose file names skyhigh:latest; the run under test uses the image just built.
+        printf '%s\n' 'version: "3.8"' 'services:' '  api:' "    image: $IMAGE" \
+            >"$work/compose/docker-compose.target.yml"
+        COMPOSE_FILES+=(-f "$work/compose/docker-compose.target.yml")
+    fi
     sed "s|^API_TOKENS=.*|API_TOKENS=$TOKEN|" "$repo/.env.example" >"$work/compose/.env"
     CURL_URL=http://127.0.0.1:$COMPOSE_PORT
     compose_started=1

@@ -82,11 +82,24 @@ class IntakeSettings(BaseModel):
 
 
 class ProcessingSettings(BaseModel):
-    """How accepted events are worked off (skyhigh.processing)."""
+    """How accepted events are worked off (skyhigh.processing), in one process or a fleet."""
 
     worker_concurrency: int = Field(default=1, ge=1, le=64)
     max_attempts: int = Field(default=3, ge=1)
     shutdown_grace_s: float = 30.0
+    # Unset: the embedded in-process workers. redis://host:port/db: Celery workers on Redis.
+    queue_url: str | None = None
+    # A worker renews its lease every third of this; a dead worker's event is taken over after.
+    event_lease_s: float = Field(default=60.0, ge=1)
+    # The sweeper re-sends hints for events queued this long without being claimed (the API
+    # died before enqueueing, or the broker lost them); duplicates are harmless no-ops.
+    requeue_after_s: float = Field(default=300.0, gt=0)
+    sweep_interval_s: float = Field(default=10.0, gt=0)
+    # Redis redelivers an unacknowledged task after this; longer than any one event may run.
+    queue_visibility_timeout_s: float = Field(default=4 * 3600.0, gt=0)
+    # Live messages kept per event in Redis (XADD MAXLEN) and for how long after the last one.
+    live_stream_maxlen: int = Field(default=2_000, ge=10)
+    live_stream_ttl_s: int = Field(default=3_600, ge=60)
 
 
 class StoreSettings(BaseModel):
@@ -103,6 +116,12 @@ class KnowledgeSettings(BaseModel):
     lancedb_uri: str = "./lancedb_data"
     knowledge_table: str = "knowledge"
     embedding_model: str = "all-MiniLM-L6-v2"
+    # onnx: the model exported to int8 ONNX (cached in MODEL_CACHE_DIR), run by ONNX Runtime;
+    # 3 ms per query against 12-17 ms for torch here, and no torch import (BENCHMARKS.md).
+    embedding_backend: Literal["torch", "onnx"] = "onnx"
+    # ONNX Runtime threads per embedding call (0: one per core). One is fastest for single
+    # queries on a small shared machine and leaves the other cores to Whisper.
+    embedding_threads: int = Field(default=1, ge=0, le=64)
     transcripts_table: str = "transcripts"
     chunk_size: int = Field(default=800, ge=100, le=10_000)
     chunk_overlap: int = Field(default=150, ge=0, le=5_000)
@@ -130,6 +149,16 @@ class SpeechSettings(BaseModel):
     whisper_no_speech_threshold: float = 0.6
     whisper_logprob_threshold: float = -1.0
     whisper_instances: int = Field(default=1, ge=1, le=8)
+    # Voice activity detection (Silero): only speech is decoded, in chunks of at most 30 s.
+    whisper_vad: bool = True
+    whisper_vad_threshold: float = Field(default=0.3, gt=0, lt=1)
+    whisper_vad_min_silence_ms: int = Field(default=500, ge=0, le=10_000)
+    whisper_vad_speech_pad_ms: int = Field(default=400, ge=0, le=2_000)
+    whisper_vad_max_chunk_s: float = Field(default=30.0, ge=1, le=30)
+    # Speech chunks per model call (within a clip; across clips with cross-request batching).
+    whisper_batch_size: int = Field(default=4, ge=1, le=64)
+    whisper_cross_request_batching: bool = False
+    whisper_batch_max_wait_ms: float = Field(default=30.0, ge=0, le=1_000)
     model_cache_dir: Path = Path.home() / ".cache" / "skyhigh"
     max_audio_seconds: float = 30 * 60
 

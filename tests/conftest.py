@@ -11,9 +11,12 @@ from fastapi.testclient import TestClient
 from helpers import AUTH, ServerProcess, make_settings, server_env
 from live_helpers import WEBHOOK_SECRET, WebhookReceiver
 from main import create_app
+from services import PostgresServer, RedisServer
 
 # Every test runs on every machine: a missing tool fails the run instead of skipping tests.
-REQUIRED_TOOLS = ("ffmpeg", "ffprobe", "sox", "espeak-ng", "openssl", "chromium")
+REQUIRED_TOOLS = (
+    "ffmpeg", "ffprobe", "sox", "espeak-ng", "openssl", "chromium", "redis-server", "runuser",
+)  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,6 +73,25 @@ def live_server(
         WEBHOOK_TIMEOUT_S="5",
     )
     server = ServerProcess(env, tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- real services for scale-out (tests/test_scale_out.py, tests/test_store.py)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
     server.start()
     yield server
     server.stop()

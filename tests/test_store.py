@@ -1,11 +1,16 @@
-"""EventStore and InProcessDispatcher as units: lifecycle, idempotency, recovery, limits."""
+"""EventStore (on SQLite and on a real Postgres) and InProcessDispatcher as units: lifecycle,
+idempotency, leases, recovery, limits, migrations."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy
 
 from skyhigh.domain.errors import EventConflict, InvalidCursor
 from skyhigh.domain.events import EventError, EventStatus
@@ -13,9 +18,22 @@ from skyhigh.processing.dispatch import InProcessDispatcher
 from skyhigh.store.events import EventStore, NewEvent
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> EventStore:
-    return EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events.db'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    store = EventStore(url)
+    yield store
+    store.close()
+
+
+def claim(store: EventStore, event_id: str, *, owner: str = "w1", lease_s: float = 60) -> Any:
+    return store.claim(event_id, max_attempts=MAX_ATTEMPTS, owner=owner, lease_s=lease_s)
+
+
+MAX_ATTEMPTS = 3
 
 
 def new(event_id: str, digest: str = "a" * 64) -> NewEvent:
@@ -45,22 +63,22 @@ def test_group_commit_keeps_per_event_outcomes(store: EventStore) -> None:
 
 def test_claim_happens_once_and_counts_attempts(store: EventStore) -> None:
     store.create(new("e1"))
-    claimed = store.claim("e1", max_attempts=3)
+    claimed = claim(store, "e1")
     assert claimed is not None and claimed.attempts == 1
-    assert store.claim("e1", max_attempts=3) is None  # already processing
-    store.complete("e1", {"ok": True})
+    assert claim(store, "e1", owner="w2") is None  # leased: a duplicate hint is a no-op
+    assert store.complete("e1", {"ok": True}, owner="w1") is not None
     record = store.get("e1")
     assert record.status == EventStatus.COMPLETED and record.result == {"ok": True}
-    assert store.claim("e1", max_attempts=3) is None  # finished events are never re-run
+    assert claim(store, "e1") is None  # finished events are never re-run
 
 
 def test_recover_requeues_processing_and_gives_up_after_max_attempts(store: EventStore) -> None:
     store.create(new("crashy"))
     store.create(new("waiting"))
     for _ in range(2):  # two "crashes" while processing
-        assert store.claim("crashy", max_attempts=2) is not None
+        assert store.claim("crashy", max_attempts=2, owner="w", lease_s=60) is not None
         assert store.recover() == ["crashy", "waiting"]
-    assert store.claim("crashy", max_attempts=2) is None
+    assert store.claim("crashy", max_attempts=2, owner="w", lease_s=60) is None
     record = store.get("crashy")
     assert record.status == EventStatus.FAILED
     assert record.error is not None and record.error.code == "max_attempts"
@@ -71,7 +89,7 @@ def test_queue_position_and_requeue(store: EventStore) -> None:
     for event_id in ("a", "b", "c"):
         store.create(new(event_id))
     assert [store.get(e).queue_position for e in ("a", "b", "c")] == [0, 1, 2]
-    store.claim("a", max_attempts=3)
+    claim(store, "a")
     assert store.get("b").queue_position == 0
     store.requeue("a")
     assert store.get("a").status == EventStatus.QUEUED
@@ -80,7 +98,7 @@ def test_queue_position_and_requeue(store: EventStore) -> None:
 def test_list_pages_and_rejects_foreign_cursors(store: EventStore) -> None:
     for index in range(5):
         store.create(new(f"e{index}"))
-    store.claim("e0", max_attempts=3)
+    claim(store, "e0")
     store.fail("e0", EventError(code="x", message="y"))
     first = store.list_events(limit=3)
     assert [r.event_id for r in first.items] == ["e4", "e3", "e2"]
@@ -90,6 +108,71 @@ def test_list_pages_and_rejects_foreign_cursors(store: EventStore) -> None:
     assert [r.event_id for r in store.list_events(status=EventStatus.FAILED).items] == ["e0"]
     with pytest.raises(InvalidCursor):
         store.list_events(cursor="bm90LWEtY3Vyc29y")
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_conclude(
+    store: EventStore,
+) -> None:
+    store.create(new("e1"))
+    assert claim(store, "e1", owner="dead", lease_s=0.2) is not None
+    assert claim(store, "e1", owner="alive") is None  # the lease still runs
+    time.sleep(0.3)
+    assert store.stale(requeue_after_s=3600) == [("e1", "query")]  # the sweeper's hint
+    taken = claim(store, "e1", owner="alive")
+    assert taken is not None and taken.attempts == 2
+    assert not store.renew("e1", owner="dead", lease_s=60)
+    assert store.complete("e1", {"by": "dead"}, owner="dead") is None  # nothing written
+    assert store.renew("e1", owner="alive", lease_s=60)
+    assert store.complete("e1", {"by": "alive"}, owner="alive") is not None
+    assert store.get("e1").result == {"by": "alive"} and store.get("e1").attempts == 2
+
+
+def test_stale_finds_never_enqueued_events_and_marks_them(store: EventStore) -> None:
+    store.create(new("fresh"))
+    assert store.stale(requeue_after_s=60) == []  # enqueued at creation, not stale yet
+    store.create(new("lost"))
+    time.sleep(0.2)
+    assert {e for e, _ in store.stale(requeue_after_s=0.1)} == {"fresh", "lost"}
+    assert store.stale(requeue_after_s=0.1) == []  # marked: the next sweep waits again
+    assert store.count_active() == 2
+
+
+def test_concurrent_claims_have_one_winner(store: EventStore) -> None:
+    store.create(new("race"))
+    winners: list[str] = []
+
+    def claimer(owner: str) -> None:
+        if claim(store, "race", owner=owner) is not None:
+            winners.append(owner)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1 and store.get("race").attempts == 1
+
+
+def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:  # the first release's schema, made by create_all
+        connection.exec_driver_sql(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id VARCHAR(128) UNIQUE, "
+            "event_type VARCHAR(64), body_sha256 VARCHAR(64), payload JSON, status VARCHAR(16), "
+            "request_id VARCHAR(64), attempts INTEGER, created_at DATETIME, started_at DATETIME, "
+            "finished_at DATETIME, result JSON, error_code VARCHAR(64), "
+            "error_message VARCHAR(2000))"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO events (event_id, event_type, body_sha256, payload, status, attempts, "
+            "created_at) VALUES ('old-1', 'query', 'x', '{}', 'queued', 0, '2026-01-01 00:00:00')"
+        )
+    engine.dispose()
+    store = EventStore(url)
+    assert store.get("old-1").status == EventStatus.QUEUED
+    assert claim(store, "old-1") is not None  # the lease columns exist now
+    store.close()
 
 
 def test_dispatcher_bounds_pending_work_and_survives_crashing_steps() -> None:
@@ -106,8 +189,8 @@ def test_dispatcher_bounds_pending_work_and_survives_crashing_steps() -> None:
     dispatcher.start([])
     assert dispatcher.reserve() and dispatcher.reserve()
     assert not dispatcher.reserve()  # full: the API answers 503
-    dispatcher.submit("boom")
-    dispatcher.submit("ok")
+    dispatcher.submit("boom", event_type="query")
+    dispatcher.submit("ok", event_type="query")
     release.set()
     unfinished = dispatcher.stop(grace_s=5) if _drain(dispatcher) else ["timeout"]
     assert unfinished == [] and done == ["ok"] and dispatcher.pending() == 0

@@ -207,3 +207,24 @@ def test_pool_holds_whisper_instances(model_cache: Path) -> None:
         with pytest.raises(TimeoutError):
             with pool.borrow(timeout=0.01):
                 pass
+
+
+def test_pool_with_cross_request_batching_lends_to_every_caller(model_cache: Path) -> None:
+    settings = _settings(
+        "faster-whisper", model_cache, whisper_cross_request_batching=True, whisper_batch_size=4
+    )
+    pool = TranscriberPool.from_settings(settings.speech)
+    try:
+        assert len(pool.batchers) == 1
+        with pool.borrow() as first, pool.borrow(timeout=0.01) as second:
+            assert first is second  # shared: its chunks go through the one decoding thread
+    finally:
+        pool.close()
+
+
+def test_cross_request_batching_needs_vad(model_cache: Path) -> None:
+    settings = _settings(
+        "faster-whisper", model_cache, whisper_cross_request_batching=True, whisper_vad=False
+    )
+    with pytest.raises(ValueError, match="WHISPER_VAD=true"):
+        TranscriberPool.from_settings(settings.speech)

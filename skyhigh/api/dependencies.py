@@ -12,7 +12,6 @@ from skyhigh.api.tokens import InvalidToken, Principal
 from skyhigh.intake.service import Intake
 from skyhigh.live.streams import StreamBroker
 from skyhigh.processing.runtime import Runtime
-from skyhigh.processing.services import Services
 from skyhigh.store.events import EventStore
 from skyhigh.webhooks.sender import Webhooks
 
@@ -43,12 +42,7 @@ async def get_store(runtime: RuntimeDep) -> EventStore:
     return runtime.store
 
 
-async def get_services(runtime: RuntimeDep) -> Services:
-    return runtime.services
-
-
 StoreDep = Annotated[EventStore, Depends(get_store)]
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def _unauthorized(detail: str, *, token_given: bool) -> HTTPException:

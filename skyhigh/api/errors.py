@@ -4,6 +4,9 @@ Validation errors never echo `input` (it may hold megabytes of base64 audio) and
 locations clients know: the event-type tag that pydantic's discriminated union adds to a
 location is removed, and an unknown `event_type` is reported on `event_type` with the list of
 supported types.
+
+Requests under the OpenAI-compatible prefix (`/v1`) get OpenAI's error object instead
+(skyhigh.api.openai_compat.errors), from the same handlers, so both faces map each exception once.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
+from skyhigh.api import openai_compat
+from skyhigh.api.openai_compat import errors as openai_errors
 from skyhigh.domain.errors import (
     EventConflict,
     EventNotFound,
@@ -29,31 +36,41 @@ from skyhigh.domain.events import ErrorCode
 def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> None:
     """Register every mapping from a domain exception to an HTTP answer."""
 
-    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        if _openai(request):
+            return openai_errors.from_validation(exc.errors()).response()
         errors = [_client_error(error, event_types) for error in exc.errors()]
         return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, jsonable_encoder(errors))
 
-    async def invalid_input(_request: Request, exc: Exception) -> JSONResponse:
+    async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InvalidInput)
+        if _openai(request):
+            return openai_errors.from_invalid_input(exc).response()
         if exc.code == ErrorCode.AUDIO_TOO_LARGE:
             return _answer(status.HTTP_413_CONTENT_TOO_LARGE, exc.message)
         error = {"type": exc.code, "loc": list(exc.loc), "msg": exc.message}
         return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
 
-    async def queue_full(_request: Request, exc: Exception) -> JSONResponse:
+    async def queue_full(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, QueueFull)
+        if _openai(request):
+            return openai_errors.from_queue_full(exc).response()
         headers = {"Retry-After": str(exc.retry_after_s)}
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers=headers)
 
-    async def conflict(_request: Request, exc: Exception) -> JSONResponse:
+    async def conflict(request: Request, exc: Exception) -> JSONResponse:
+        if _openai(request):
+            return openai_errors.from_conflict(exc.args[0]).response()
         detail = (
             f"event_id {exc.args[0]!r} was already used with a different body; "
             "use a new event_id for a new event"
         )
         return _answer(status.HTTP_409_CONFLICT, detail)
 
-    async def not_found(_request: Request, exc: Exception) -> JSONResponse:
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        if _openai(request):
+            return openai_errors.from_not_found(exc.args[0]).response()
         return _answer(status.HTTP_404_NOT_FOUND, f"no event {exc.args[0]!r}")
 
     async def invalid_cursor(_request: Request, _exc: Exception) -> JSONResponse:
@@ -64,12 +81,31 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
         }
         return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Auth (401), unknown routes (404), unparseable bodies (400) and the streaming body
+        # limit (413) arrive as HTTPException; outside /v1 FastAPI's own rendering stays.
+        assert isinstance(exc, HTTPException)
+        if _openai(request):
+            return openai_errors.from_http(exc.status_code, exc.detail, exc.headers).response()
+        return await http_exception_handler(request, exc)
+
+    async def openai_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, openai_errors.OpenAIError)
+        return exc.response()
+
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(openai_errors.OpenAIError, openai_error)
     app.add_exception_handler(InvalidInput, invalid_input)
     app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(EventConflict, conflict)
     app.add_exception_handler(EventNotFound, not_found)
     app.add_exception_handler(InvalidCursor, invalid_cursor)
+
+
+def _openai(request: Request) -> bool:
+    path: str = request.url.path
+    return path == openai_compat.PREFIX or path.startswith(openai_compat.PREFIX + "/")
 
 
 def _answer(

@@ -24,7 +24,7 @@ from skyhigh.config import Settings, get_settings
 from skyhigh.domain.payloads import DocumentPayload, document_sha256
 from skyhigh.knowledge.chunking import chunk_text
 from skyhigh.knowledge.documents import document_rows, embed_chunks
-from skyhigh.knowledge.embedder import Embedder
+from skyhigh.knowledge.embedder import load_embedder
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
 
@@ -62,7 +62,7 @@ def loaded_hashes(kb: KnowledgeBase, table: str) -> dict[str, str]:
 def ingest(
     source: Path, *, table: str, settings: Settings, batch: int = 32, limit: int | None = None
 ) -> dict[str, int]:
-    embedder = Embedder(settings.embedding_model)
+    embedder = load_embedder(settings.knowledge, cache_dir=settings.model_cache_dir)
     kb = KnowledgeBase(
         settings.lancedb_uri,
         default_table=table,

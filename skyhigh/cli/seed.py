@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from skyhigh.config import get_settings
 from skyhigh.domain.payloads import DocumentPayload, document_sha256
-from skyhigh.knowledge.embedder import Embedder
+from skyhigh.knowledge.embedder import Embedder, load_embedder
 from skyhigh.knowledge.search import create_text_index, documents_schema
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "data" / "knowledge.jsonl"
@@ -80,7 +80,8 @@ def main() -> None:
     parser.add_argument("--table", default=settings.knowledge_table)
     args = parser.parse_args()
     started = time.perf_counter()
-    count = build(args.source, args.uri, args.table, Embedder(settings.embedding_model))
+    embedder = load_embedder(settings.knowledge, cache_dir=settings.model_cache_dir)
+    count = build(args.source, args.uri, args.table, embedder)
     elapsed = time.perf_counter() - started
     print(f"built {args.table!r} in {args.uri}: {count} entries in {elapsed:.1f} s")
 

@@ -58,6 +58,10 @@ class Word(BaseModel):
     probability: float
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class Segment(BaseModel):
     id: int
     start: float
@@ -66,6 +70,12 @@ class Segment(BaseModel):
     avg_logprob: float
     no_speech_prob: float
     words: list[Word] | None = None
+    # Decoder details OpenAI's verbose_json reports, for engines that fill them in. Left out of
+    # the output while unset, so stored results and /events answers keep their shape.
+    seek: int | None = Field(default=None, exclude_if=_unset)
+    tokens: list[int] | None = Field(default=None, exclude_if=_unset)
+    temperature: float | None = Field(default=None, exclude_if=_unset)
+    compression_ratio: float | None = Field(default=None, exclude_if=_unset)
 
 
 class Transcript(BaseModel):

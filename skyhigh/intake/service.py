@@ -76,9 +76,9 @@ class _Reservation:
         self._dispatcher = dispatcher
         self.held = dispatcher.reserve()
 
-    def dispatch(self, event_id: str) -> None:
+    def dispatch(self, event_id: str, *, event_type: str) -> None:
         """The reservation becomes the dispatched event's place in the queue."""
-        self._dispatcher.submit(event_id)
+        self._dispatcher.submit(event_id, event_type=event_type)
         self.held = False
 
 
@@ -154,7 +154,7 @@ class Intake:
             if outcome.created:
                 queued = outcome.record.model_dump(mode="json")
                 self._publisher.publish(new.event_id, {"type": "status", **queued})
-                reservation.dispatch(new.event_id)
+                reservation.dispatch(new.event_id, event_type=new.event_type)
                 EVENTS_ACCEPTED.labels(new.event_type).inc()
             else:
                 await _discard(spooled.path)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from skyhigh.domain.events import ErrorCode, Match, StepFailed
 from skyhigh.domain.payloads import COLUMN_NAME, FilterScalar, FilterValue
+from skyhigh.knowledge.fusion import Candidate, fuse, is_exact, tokens
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 
@@ -182,17 +183,28 @@ class KnowledgeBase:
         mode: SearchMode = "vector",
         min_score: float | None = None,
     ) -> list[Match]:
-        """Top-k matches. Scores: cosine similarity (vector), BM25 (fulltext), RRF (hybrid)."""
+        """Top-k matches. Scores: cosine similarity (vector), BM25 (fulltext), fused rank
+        score (hybrid; see skyhigh.knowledge.fusion).
+
+        `min_score` drops matches below it: the score itself in vector and fulltext mode; in
+        hybrid mode the cosine similarity (the vector mode scale, since a rank score says
+        nothing about relevance), except for matches holding every query token.
+        """
         name = table or self.default_table
         handle = self.table(name)
-        query = self._query(handle, np.asarray(vector, dtype=np.float32), text, mode)
-        if filter:
-            query = query.where(build_where(filter, handle.schema), prefilter=True)
-        # Hybrid fuses two ranked lists; deeper lists let a row that both searches rank
-        # moderately beat one that only a single search ranks first (RRF ties otherwise).
-        depth = max(4 * k, 20) if mode == "hybrid" else k
+        query_vector = np.asarray(vector, dtype=np.float32)
+        where = build_where(filter, handle.schema) if filter else None
         try:
-            rows = query.limit(depth).to_list()[:k]
+            if mode == "hybrid":
+                return self._hybrid(handle, name, query_vector, text, where, k, min_score)
+            query = (
+                handle.search(text, query_type="fts")
+                if mode == "fulltext"
+                else self._vector_query(handle, query_vector)
+            )
+            if where:
+                query = query.where(where, prefilter=True)
+            rows = query.limit(k).to_list()
         except (ValueError, RuntimeError) as exc:
             if mode != "vector" and "index" in str(exc).lower():
                 raise StepFailed(
@@ -205,27 +217,80 @@ class KnowledgeBase:
             matches = [m for m in matches if m.score >= min_score]
         return matches
 
-    def _query(self, handle: Any, vector: NDArray[np.float32], text: str, mode: SearchMode) -> Any:
-        if mode == "fulltext":
-            return handle.search(text, query_type="fts")
-        if mode == "hybrid":
-            from lancedb.rerankers import RRFReranker
-
-            return (
-                handle.search(query_type="hybrid")
-                .vector(vector)
-                .text(text)
-                .distance_type("cosine")
-                .nprobes(self.nprobes)
-                .refine_factor(self.refine_factor)
-                .rerank(RRFReranker())
-            )
+    def _vector_query(self, handle: Any, vector: NDArray[np.float32]) -> Any:
         return (
             handle.search(vector)
             .distance_type("cosine")
             .nprobes(self.nprobes)
             .refine_factor(self.refine_factor)
         )
+
+    def _hybrid(
+        self,
+        handle: Any,
+        name: str,
+        vector: NDArray[np.float32],
+        text: str,
+        where: str | None,
+        k: int,
+        min_similarity: float | None,
+    ) -> list[Match]:
+        """Both searches propose candidates, both score every candidate, fusion orders them."""
+        rows, bm25 = self._hybrid_candidates(handle, vector, text, where, depth=max(4 * k, 20))
+        query_tokens = tokens(text)
+        query_norm = float(np.linalg.norm(vector)) or 1.0
+        candidates = []
+        for row_id, row in rows.items():
+            row_vector = np.asarray(row["vector"], dtype=np.float32)
+            row_norm = float(np.linalg.norm(row_vector)) or 1.0
+            candidates.append(
+                Candidate(
+                    id=row_id,
+                    similarity=float(row_vector @ vector) / (query_norm * row_norm),
+                    bm25=bm25.get(row_id),
+                    exact=is_exact(query_tokens, str(row.get("title") or ""), str(row["text"])),
+                )
+            )
+        matches = []
+        for ranked in fuse(candidates):
+            if min_similarity is not None and not ranked.candidate.exact:
+                if ranked.candidate.similarity < min_similarity:
+                    continue
+            matches.append(self._match({**rows[ranked.id], "_fused": ranked.score}, name, "hybrid"))
+            if len(matches) == k:
+                break
+        return matches
+
+    def _hybrid_candidates(
+        self, handle: Any, vector: NDArray[np.float32], text: str, where: str | None, *, depth: int
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+        """The rows either search returns (`depth` each), and the BM25 of every row that has one.
+
+        Lists deeper than k let fusion find rows that both searches rank moderately.
+        """
+        vector_query = self._vector_query(handle, vector)
+        text_query = handle.search(text, query_type="fts")
+        if where:
+            vector_query = vector_query.where(where, prefilter=True)
+            text_query = text_query.where(where, prefilter=True)
+        rows: dict[str, dict[str, Any]] = {}
+        bm25: dict[str, float] = {}
+        for row in text_query.limit(depth).to_list():
+            rows[str(row["id"])] = row
+            bm25[str(row["id"])] = float(row["_score"])
+        for row in vector_query.limit(depth).to_list():
+            rows.setdefault(str(row["id"]), row)
+        unscored = [row_id for row_id in rows if row_id not in bm25]
+        if unscored:
+            # The same index scores the rows only the vector side found (same IDF, same BM25);
+            # rows without any query token stay unscored.
+            only = f"id IN ({quote_list(unscored)})"
+            restricted = handle.search(text, query_type="fts").where(
+                f"({where}) AND {only}" if where else only, prefilter=True
+            )
+            for row in restricted.select(["id", "_score"]).limit(len(unscored)).to_list():
+                bm25[str(row["id"])] = float(row["_score"])
+        return rows, bm25
 
     @staticmethod
     def _match(row: dict[str, Any], table: str, mode: SearchMode) -> Match:
@@ -235,7 +300,7 @@ class KnowledgeBase:
             if key not in HIDDEN_COLUMNS and not key.startswith("_")
         }
         if mode == "hybrid":
-            score = float(row["_relevance_score"])
+            score = float(row["_fused"])
         elif mode == "fulltext":
             score = float(row["_score"])
         else:

@@ -1,8 +1,9 @@
 """Dispatchers hand accepted event ids to workers.
 
 The in-process dispatcher runs `Pipeline.process` on a pool of threads inside the API
-process (the embedded default). A Celery dispatcher implements the same protocol by
-sending the id to a broker; its workers call the same `Pipeline.process`.
+process (the embedded default). The Celery dispatcher (skyhigh.processing.celery_dispatch)
+implements the same protocol by sending the id to a broker; its workers call the same
+`Pipeline.process`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ log = logging.getLogger("skyhigh.processing.dispatch")
 
 
 class Dispatcher(Protocol):
+    kind: str  # shown in /status
+
     def start(self, recovered: list[str]) -> None:
         """Begin work, first re-dispatching events a crash left unfinished."""
 
@@ -29,8 +32,8 @@ class Dispatcher(Protocol):
     def release(self) -> None:
         """Give back a reservation that did not turn into a new event."""
 
-    def submit(self, event_id: str) -> None:
-        """Dispatch a stored event (uses the caller's reservation)."""
+    def submit(self, event_id: str, *, event_type: str) -> None:
+        """Dispatch a stored event (uses the caller's reservation); must not block."""
 
     def pending(self) -> int:
         """Events accepted and not yet finished."""
@@ -38,11 +41,16 @@ class Dispatcher(Protocol):
     def stop(self, *, grace_s: float) -> list[str]:
         """Stop taking work; wait up to grace_s for running events; return the unfinished."""
 
+    def ping(self) -> None:
+        """Raise when the dispatcher cannot take work (readiness): e.g. the broker is down."""
+
 
 _STOP = object()
 
 
 class InProcessDispatcher:
+    kind = "in-process"
+
     """A bounded queue and WORKER_CONCURRENCY threads.
 
     Usage::
@@ -50,7 +58,7 @@ class InProcessDispatcher:
         dispatcher = InProcessDispatcher(pipeline.process, concurrency=1, max_pending=1000)
         dispatcher.start(store.recover())
         if dispatcher.reserve():
-            dispatcher.submit("event-1")
+            dispatcher.submit("event-1", event_type="query")
         dispatcher.stop(grace_s=30)
     """
 
@@ -96,11 +104,15 @@ class InProcessDispatcher:
             self._pending -= 1
         self._update_gauge()
 
-    def submit(self, event_id: str) -> None:
+    def submit(self, event_id: str, *, event_type: str) -> None:
+        del event_type  # one pool runs every type
         self._queue.put(event_id)
 
     def pending(self) -> int:
         return self._pending
+
+    def ping(self) -> None:
+        """Threads in this process: ready while they run."""
 
     def stop(self, *, grace_s: float) -> list[str]:
         self._stopping.set()

@@ -15,9 +15,10 @@ from skyhigh.live.publish import EventPublisher, FanOut
 from skyhigh.observability.logs import event_id_var, request_id_var
 from skyhigh.observability.metrics import EVENTS_COMPLETED, EVENTS_FAILED
 from skyhigh.processing.handlers import Job, StepTimer, url_download_path
+from skyhigh.processing.leases import LeaseKeeper
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.processing.services import Services
-from skyhigh.store.events import EventStore
+from skyhigh.store.events import ClaimedEvent, EventStore
 
 log = logging.getLogger("skyhigh.processing.pipeline")
 
@@ -26,17 +27,33 @@ class Pipeline:
     """Runs events to a terminal state; safe to call from any worker thread or process."""
 
     def __init__(
-        self, store: EventStore, services: Services, *, publisher: EventPublisher | None = None
+        self,
+        store: EventStore,
+        services: Services,
+        *,
+        leases: LeaseKeeper,
+        publisher: EventPublisher | None = None,
     ) -> None:
         self.store = store
         self.services = services
         self.settings = services.settings
+        self.leases = leases
         self.publisher: EventPublisher = publisher or FanOut()
 
     def process(self, event_id: str) -> None:
-        claimed = self.store.claim(event_id, max_attempts=self.settings.max_attempts)
+        claimed = self.store.claim(
+            event_id,
+            max_attempts=self.settings.max_attempts,
+            owner=self.leases.owner,
+            lease_s=self.leases.lease_s,
+        )
         if claimed is None:
-            return  # finished, claimed elsewhere, or out of attempts (failed by claim)
+            return  # finished, leased elsewhere, or out of attempts (failed by claim)
+        with self.leases.hold(event_id):
+            self._run(claimed)
+
+    def _run(self, claimed: ClaimedEvent) -> None:
+        event_id = claimed.event_id
         event_token = event_id_var.set(event_id)
         request_token = request_id_var.set(claimed.request_id)
         job = Job(
@@ -54,45 +71,54 @@ class Pipeline:
                 raise StepFailed(ErrorCode.INTERNAL_ERROR, f"no handler for {claimed.event_type!r}")
             result = event_type.handler(claimed.payload, job)
         except StepFailed as failure:
-            self._fail(event_id, claimed.event_type, failure.code, failure.message)
+            concluded = self._fail(event_id, claimed.event_type, failure.code, failure.message)
         except Exception:
             # Never let one event take the worker down; the traceback goes to the log only.
             log.exception("step crashed", extra={"event_type": claimed.event_type})
-            self._fail(
+            concluded = self._fail(
                 event_id,
                 claimed.event_type,
                 ErrorCode.INTERNAL_ERROR,
                 "processing failed unexpectedly; the server log has the details",
             )
         else:
-            self._complete(event_id, claimed.event_type, result)
+            concluded = self._complete(event_id, claimed.event_type, result)
         finally:
-            self._discard_spooled_audio(event_id, claimed.payload)
             event_id_var.reset(event_token)
             request_id_var.reset(request_token)
+        if concluded:  # else the event's new lease holder still needs the audio
+            self._discard_spooled_audio(event_id, claimed.payload)
 
-    def _complete(self, event_id: str, event_type: str, result: dict[str, Any]) -> None:
+    def _complete(self, event_id: str, event_type: str, result: dict[str, Any]) -> bool:
         try:
-            record = self.store.complete(event_id, result)
+            record = self.store.complete(event_id, result, owner=self.leases.owner)
         except Exception:
             # The promise is completed-or-failed: a result that cannot be stored fails the event.
             log.exception("storing the result failed", extra={"event_type": event_type})
-            self._fail(
+            return self._fail(
                 event_id,
                 event_type,
                 ErrorCode.INTERNAL_ERROR,
                 "the result could not be stored; the server log has the details",
             )
-            return
+        if record is None:
+            log.warning("lease lost before completion", extra={"event_type": event_type})
+            return False
         self.publisher.publish(event_id, {"type": "status", **record.model_dump(mode="json")})
         EVENTS_COMPLETED.labels(event_type).inc()
         log.info("completed", extra={"event_type": event_type, "status": "completed"})
+        return True
 
-    def _fail(self, event_id: str, event_type: str, code: str, message: str) -> None:
-        record = self.store.fail(event_id, EventError(code=code, message=message))
+    def _fail(self, event_id: str, event_type: str, code: str, message: str) -> bool:
+        error = EventError(code=code, message=message)
+        record = self.store.fail(event_id, error, owner=self.leases.owner)
+        if record is None:
+            log.warning("lease lost before failing", extra={"event_type": event_type})
+            return False
         self.publisher.publish(event_id, {"type": "status", **record.model_dump(mode="json")})
         EVENTS_FAILED.labels(event_type, code).inc()
         log.info("failed", extra={"event_type": event_type, "status": "failed", "code": code})
+        return True
 
     def _discard_spooled_audio(self, event_id: str, payload: dict[str, Any]) -> None:
         # Called once the event is terminal: its audio is never needed again.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from skyhigh.config import Settings
-from skyhigh.knowledge.embedder import Embedder
+from skyhigh.knowledge.embedder import Embedder, load_embedder
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.writer import KnowledgeWriter, WriterConfig
 
@@ -35,7 +35,7 @@ def load_services(settings: Settings, *, speech: bool = True) -> Services:
     """Load every model once (call from the lifespan or a worker's start, never per request)."""
     started = time.perf_counter()
     config = settings.knowledge
-    embedder = Embedder(config.embedding_model)
+    embedder = load_embedder(config, cache_dir=settings.model_cache_dir)
     knowledge = KnowledgeBase(
         config.lancedb_uri,
         default_table=config.knowledge_table,

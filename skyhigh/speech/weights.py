@@ -6,8 +6,9 @@ CTranslate2 directories directly; openai-whisper gets a checkpoint converted fro
 (skyhigh.speech.ct2_converter) and cached in `cache_dir`, keyed by the source digest. Other
 official names are downloaded by the engine itself, into `cache_dir` as well.
 
-Only the standard library, torch (through the converter) and skyhigh.durable_files are imported:
-the Docker image resolves the bundled weights in an early layer that holds just these modules.
+Only the standard library and skyhigh.durable_files are imported (torch only when converting, in
+ensure_whisper_checkpoint): the Docker images resolve the bundled weights in an early layer that
+holds just these modules, the slim one without torch.
 
     resolved = resolve_whisper_model("base", engine="openai-whisper", cache_dir=Path("~/.cache"))
     whisper.load_model(str(resolved.checkpoint))
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from skyhigh.durable_files import atomic_writer
-from skyhigh.speech.ct2_converter import convert_ct2_to_whisper
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +373,14 @@ def ensure_whisper_checkpoint(
         if digest == sidecar.read_text().strip():
             return checkpoint, digest
         log.warning("converted checkpoint %s is damaged; converting again", checkpoint)
+    try:  # here, not at the top: the converter needs torch, which faster-whisper does without
+        from skyhigh.speech.ct2_converter import convert_ct2_to_whisper
+    except ImportError as exc:
+        raise ModelError(
+            f"WHISPER_ENGINE=openai-whisper needs torch ({exc.name} is not installed here, as in "
+            "the slim Docker image): use WHISPER_ENGINE=faster-whisper"
+        ) from exc
+
     log.info("converting %s to an openai-whisper checkpoint", ct2_dir)
     convert_ct2_to_whisper(ct2_dir, checkpoint)
     digest = sha256_file(checkpoint)

@@ -1,7 +1,14 @@
-"""Durable event store over SQLAlchemy (SQLite by default, Postgres-ready schema).
+"""Durable event store over SQLAlchemy: SQLite by default, Postgres (psycopg 3) at scale.
 
 Every method is synchronous and short; the API calls them through a worker thread
 (`anyio.to_thread`) so the event loop never waits on the database.
+
+The store is the source of truth; a broker only carries hints ("look at event e1"). Workers
+claim an event with a lease they renew while working (`claim`, `renew`); a duplicate hint for
+a finished or leased event is a no-op; an event whose lease ran out (its worker died) is taken
+over by the next claim; `stale` finds what a sweeper must hint again (never enqueued, lost by
+the broker, or abandoned). Outcomes are written only by the lease holder, so a worker that lost
+its lease cannot overwrite its successor's result.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, func, select, update
@@ -20,6 +27,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from skyhigh.domain.errors import EventConflict, EventNotFound, InvalidCursor
 from skyhigh.domain.events import ErrorCode, EventError, EventRecord, EventStatus
 from skyhigh.store.db import Base, aware, create_engine, now, transactions
+from skyhigh.store.migrate import upgrade
 
 
 class EventRow(Base):
@@ -40,10 +48,15 @@ class EventRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # Leases (see EventStore.claim): who works on a processing event, and until when.
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_events_status_seq", "status", "seq"),
         Index("ix_events_type_seq", "event_type", "seq"),
+        Index("ix_events_status_lease", "status", "lease_expires_at"),
     )
 
 
@@ -54,6 +67,16 @@ class NewEvent:
     body_sha256: str
     payload: dict[str, Any]
     request_id: str | None = None
+
+
+# What a processing event returns to when its worker lets go of it.
+_UNLEASED: dict[str, Any] = {
+    "status": EventStatus.QUEUED,
+    "started_at": None,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "enqueued_at": None,
+}
 
 
 @dataclass(frozen=True)
@@ -116,7 +139,7 @@ class EventStore:
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.engine: Engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine)
         self._session = transactions(self.engine)
 
     def close(self) -> None:
@@ -144,25 +167,30 @@ class EventStore:
         created_at = now()
         insert = _dialect_insert(self.engine.dialect.name)
         with self._session() as session:
-            before = session.scalar(select(func.max(EventRow.seq))) or 0
-            session.execute(
-                insert(EventRow)
-                .values(
-                    [
-                        {
-                            "event_id": new.event_id,
-                            "event_type": new.event_type,
-                            "body_sha256": new.body_sha256,
-                            "payload": new.payload,
-                            "status": EventStatus.QUEUED,
-                            "request_id": new.request_id,
-                            "attempts": 0,
-                            "created_at": created_at,
-                        }
-                        for new in news
-                    ]
+            # RETURNING names exactly the rows this statement inserted, whatever other
+            # writers (other API processes on Postgres) commit at the same time.
+            inserted = set(
+                session.scalars(
+                    insert(EventRow)
+                    .values(
+                        [
+                            {
+                                "event_id": new.event_id,
+                                "event_type": new.event_type,
+                                "body_sha256": new.body_sha256,
+                                "payload": new.payload,
+                                "status": EventStatus.QUEUED,
+                                "request_id": new.request_id,
+                                "attempts": 0,
+                                "created_at": created_at,
+                                "enqueued_at": created_at,
+                            }
+                            for new in news
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(EventRow.event_id)
                 )
-                .on_conflict_do_nothing(index_elements=["event_id"])
             )
             ids = {new.event_id for new in news}
             rows = {
@@ -170,15 +198,14 @@ class EventStore:
                 for row in session.scalars(select(EventRow).where(EventRow.event_id.in_(ids)))
             }
             outcomes: list[CreateOutcome | EventConflict] = []
-            claimed_ids: set[str] = set()
             for new in news:
                 row = rows[new.event_id]
                 if row.body_sha256 != new.body_sha256:
                     outcomes.append(EventConflict(new.event_id))
                     continue
                 # Inserted by this statement, and the first of any duplicates in the batch.
-                created = row.seq > before and new.event_id not in claimed_ids
-                claimed_ids.add(new.event_id)
+                created = new.event_id in inserted
+                inserted.discard(new.event_id)
                 record = self._record(session, row, with_position=False)
                 outcomes.append(CreateOutcome(record=record, created=created))
             return outcomes
@@ -224,18 +251,24 @@ class EventStore:
 
     # --- worker side ---
 
-    def claim(self, event_id: str, *, max_attempts: int) -> ClaimedEvent | None:
-        """Move a queued event to processing and count the attempt.
+    def claim(
+        self, event_id: str, *, max_attempts: int, owner: str, lease_s: float
+    ) -> ClaimedEvent | None:
+        """Take a queued event, or one whose lease ran out, and count the attempt.
 
-        Returns None when the event is not queued (already claimed or finished), so a
-        duplicate dispatch never processes an event twice. An event that has used up its
-        attempts is failed with `max_attempts` instead of being claimed.
+        Returns None when the event is finished or someone else holds a live lease, so a
+        duplicate hint never processes an event twice. An event that has used up its attempts
+        is failed with `max_attempts` instead of being claimed.
         """
+        started = now()
+        claimable = (EventRow.status == EventStatus.QUEUED) | (
+            (EventRow.status == EventStatus.PROCESSING) & (EventRow.lease_expires_at < started)
+        )
         with self._session() as session:
             row = session.scalars(
-                select(EventRow).where(EventRow.event_id == event_id).with_for_update()
+                select(EventRow).where(EventRow.event_id == event_id, claimable).with_for_update()
             ).one_or_none()
-            if row is None or row.status != EventStatus.QUEUED:
+            if row is None:
                 return None
             if row.attempts >= max_attempts:
                 self._finish(
@@ -252,8 +285,19 @@ class EventStore:
             # Conditional update: only one claimer wins even without row locks (SQLite).
             won: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(EventRow)
-                .where(EventRow.event_id == event_id, EventRow.status == EventStatus.QUEUED)
-                .values(status=EventStatus.PROCESSING, attempts=attempt, started_at=now())
+                .where(
+                    EventRow.event_id == event_id,
+                    EventRow.attempts == row.attempts,
+                    claimable,
+                )
+                .values(
+                    status=EventStatus.PROCESSING,
+                    attempts=attempt,
+                    started_at=started,
+                    lease_owner=owner,
+                    lease_expires_at=started + timedelta(seconds=lease_s),
+                )
+                .execution_options(synchronize_session=False)
             )
             if won.rowcount != 1:
                 return None
@@ -265,38 +309,50 @@ class EventStore:
                 request_id=row.request_id,
             )
 
-    def complete(self, event_id: str, result: dict[str, Any]) -> EventRecord:
+    def renew(self, event_id: str, *, owner: str, lease_s: float) -> bool:
+        """Extend a lease this owner still holds; False when it was lost (taken over, done)."""
         with self._session() as session:
-            row = self._row(session, event_id)
-            self._finish(row, EventStatus.COMPLETED, result=result)
-            return self._record(session, row, with_position=False)
-
-    def fail(self, event_id: str, error: EventError) -> EventRecord:
-        with self._session() as session:
-            row = self._row(session, event_id)
-            self._finish(row, EventStatus.FAILED, error=error)
-            return self._record(session, row, with_position=False)
-
-    def requeue(self, event_id: str) -> None:
-        """Put a processing event back (graceful shutdown); its attempt stays counted."""
-        with self._session() as session:
-            session.execute(
+            renewed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(EventRow)
-                .where(EventRow.event_id == event_id, EventRow.status == EventStatus.PROCESSING)
-                .values(status=EventStatus.QUEUED, started_at=None)
+                .where(self._held(event_id, owner))
+                .values(lease_expires_at=now() + timedelta(seconds=lease_s))
             )
+            return renewed.rowcount == 1
+
+    def complete(
+        self, event_id: str, result: dict[str, Any], *, owner: str | None = None
+    ) -> EventRecord | None:
+        """Record the result; None when `owner` no longer holds the lease (nothing written)."""
+        return self._conclude(event_id, owner, EventStatus.COMPLETED, result=result)
+
+    def fail(
+        self, event_id: str, error: EventError, *, owner: str | None = None
+    ) -> EventRecord | None:
+        """Record the failure; None when `owner` no longer holds the lease (nothing written)."""
+        return self._conclude(event_id, owner, EventStatus.FAILED, error=error)
+
+    def requeue(self, event_id: str, *, owner: str | None = None) -> None:
+        """Put a processing event back (graceful shutdown); its attempt stays counted."""
+        condition = (
+            (EventRow.event_id == event_id) & (EventRow.status == EventStatus.PROCESSING)
+            if owner is None
+            else self._held(event_id, owner)
+        )
+        with self._session() as session:
+            session.execute(update(EventRow).where(condition).values(**_UNLEASED))
 
     def recover(self) -> list[str]:
         """After a crash: put `processing` events back in the queue; return all queued ids.
 
-        Call only when no worker of this store is running (startup of the single
-        in-process dispatcher); a fleet dispatcher recovers with leases instead.
+        Only for the embedded mode, whose one process is the only worker of its store: at
+        its start-up nobody else can hold a lease. Processes sharing a store rely on leases
+        and `stale` instead.
         """
         with self._session() as session:
             session.execute(
                 update(EventRow)
                 .where(EventRow.status == EventStatus.PROCESSING)
-                .values(status=EventStatus.QUEUED, started_at=None)
+                .values(**_UNLEASED)
             )
             query = (
                 select(EventRow.event_id)
@@ -305,7 +361,67 @@ class EventStore:
             )
             return [*session.scalars(query)]
 
+    def stale(self, *, requeue_after_s: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """Events to hint again: queued but not handed to the broker for `requeue_after_s`
+        (the API died before enqueueing, or the broker lost its data), or processing with an
+        expired lease (the worker died). Marks them enqueued now; oldest first."""
+        moment = now()
+        due = (
+            (EventRow.status == EventStatus.QUEUED)
+            & (
+                EventRow.enqueued_at.is_(None)
+                | (EventRow.enqueued_at < moment - timedelta(seconds=requeue_after_s))
+            )
+        ) | ((EventRow.status == EventStatus.PROCESSING) & (EventRow.lease_expires_at < moment))
+        query = select(EventRow.event_id, EventRow.event_type).where(due)
+        with self._session() as session:
+            rows = [
+                (row[0], row[1])
+                for row in session.execute(query.order_by(EventRow.seq).limit(limit))
+            ]
+            if rows:
+                ids = [event_id for event_id, _ in rows]
+                session.execute(
+                    update(EventRow).where(EventRow.event_id.in_(ids)).values(enqueued_at=moment)
+                )
+            return rows
+
+    def count_active(self) -> int:
+        """Events accepted and not finished (queued or processing), across all processes."""
+        active = EventRow.status.in_([EventStatus.QUEUED, EventStatus.PROCESSING])
+        with self._session() as session:
+            return int(session.scalar(select(func.count()).where(active)) or 0)
+
     # --- helpers ---
+
+    @staticmethod
+    def _held(event_id: str, owner: str) -> Any:
+        return (
+            (EventRow.event_id == event_id)
+            & (EventRow.status == EventStatus.PROCESSING)
+            & (EventRow.lease_owner == owner)
+        )
+
+    def _conclude(
+        self,
+        event_id: str,
+        owner: str | None,
+        status: EventStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: EventError | None = None,
+    ) -> EventRecord | None:
+        with self._session() as session:
+            query = select(EventRow).where(EventRow.event_id == event_id)
+            if owner is not None:
+                query = query.where(self._held(event_id, owner))
+            row = session.scalars(query.with_for_update()).one_or_none()
+            if row is None:
+                if owner is None:
+                    raise EventNotFound(event_id)
+                return None
+            self._finish(row, status, result=result, error=error)
+            return self._record(session, row, with_position=False)
 
     @staticmethod
     def _row(session: Session, event_id: str) -> EventRow:
@@ -327,6 +443,8 @@ class EventStore:
         row.result = result
         row.error_code = error.code if error else None
         row.error_message = error.message if error else None
+        row.lease_owner = None
+        row.lease_expires_at = None
 
     @staticmethod
     def _record(session: Session, row: EventRow, *, with_position: bool = True) -> EventRecord:

@@ -1,0 +1,364 @@
+"""`POST /v1/audio/transcriptions`, `POST /v1/audio/translations`, `GET /v1/models[/{id}]`.
+
+Each audio request is a durable `speech` event: accepted through `Intake.accept` (the same
+limits and audio checks as `POST /events/upload`), its id in `X-Event-Id`, then awaited over
+the live-results channel and rendered in OpenAI's shapes. A client that goes away leaves the
+event running; it stays readable at `GET /events/{id}`. `Idempotency-Key` becomes the event id,
+so a retried call answers from the same event instead of transcribing again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from skyhigh.api.dependencies import IntakeDep, RuntimeDep, StoreDep, StreamsDep
+from skyhigh.api.openai_compat.errors import OpenAIError, from_failed_event
+from skyhigh.api.openai_compat.follow import FeedClosed, follow
+from skyhigh.api.openai_compat.formats import (
+    ResponseFormat,
+    Task,
+    delta_event,
+    done_event,
+    render,
+    sse,
+)
+from skyhigh.domain.events import EventRecord, EventStatus, Segment, Transcript
+from skyhigh.domain.payloads import SpeechUpload
+from skyhigh.intake.service import Submission
+from skyhigh.live.streams import StreamBroker
+from skyhigh.store.events import EventStore
+
+router = APIRouter()
+
+WHISPER_1 = "whisper-1"  # OpenAI's model name; here an alias for the configured WHISPER_MODEL
+# The rule endpoint.EventId applies to event ids, for the Idempotency-Key that becomes one.
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Logged for a client that left before its answer (nginx's code); nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
+_STARTED = int(time.time())  # `created` of the models: when this process began serving them
+
+Granularity = Literal["segment", "word"]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid field, unknown model, or audio that cannot be transcribed"},
+    401: {"description": "Missing or invalid bearer token"},
+    413: {"description": "Audio larger than MAX_AUDIO_BYTES"},
+    422: {"description": "The Idempotency-Key was used for a different request"},
+    500: {"description": "Transcription failed on the server"},
+    503: {"description": "Too many pending events; retry after the Retry-After delay"},
+}
+AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The transcript in `response_format`; SSE when `stream=true`",
+        "content": {
+            "application/json": {},
+            "text/plain": {},
+            "text/vtt": {},
+            "text/event-stream": {},
+        },
+    },
+    **ERRORS,
+}
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Becomes the event id (1-128 of A-Z a-z 0-9 . _ : -): a retry with the same "
+        "key and file answers from the same event",
+    ),
+]
+AudioFile = Annotated[UploadFile, File(description="Audio in any format ffmpeg reads")]
+ModelName = Annotated[
+    str, Form(description="`whisper-1` or the loaded model's name", examples=[WHISPER_1])
+]
+Prompt = Annotated[str | None, Form(max_length=1000, description="Vocabulary hint")]
+Temperature = Annotated[
+    float,
+    Form(
+        ge=0,
+        le=1,
+        description="Accepted for compatibility; decoding starts at 0 and rises "
+        "on its own when the output looks wrong (see README)",
+    ),
+]
+Format = Annotated[ResponseFormat, Form()]
+
+
+@router.post(
+    "/audio/transcriptions",
+    response_class=Response,
+    responses=AUDIO_RESPONSES,
+    summary="Transcribe audio (OpenAI-compatible)",
+)
+async def create_transcription(
+    request: Request,
+    runtime: RuntimeDep,
+    intake: IntakeDep,
+    store: StoreDep,
+    streams: StreamsDep,
+    file: AudioFile,
+    model: ModelName,
+    idempotency_key: IdempotencyKey = None,
+    language: Annotated[str | None, Form(description="ISO 639-1; detected if absent")] = None,
+    prompt: Prompt = None,
+    temperature: Temperature = 0.0,
+    response_format: Format = "json",
+    timestamp_granularities: Annotated[
+        list[Granularity] | None,
+        Form(alias="timestamp_granularities[]", description="With verbose_json only"),
+    ] = None,
+    stream: Annotated[bool, Form(description="Server-Sent Events while decoding")] = False,
+) -> Response:
+    """Transcribe in the spoken language; stored as a `speech` event (id in `X-Event-Id`)."""
+    _check_model(model, runtime.settings.whisper_model)
+    granularities = set(timestamp_granularities or ())
+    if granularities and response_format != "verbose_json":
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            "timestamp_granularities[] needs response_format=verbose_json",
+            param="timestamp_granularities[]",
+            code="invalid_value",
+        )
+    if stream and response_format not in ("json", "text"):
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            "stream=true sends transcript.text.delta events; use response_format json or text",
+            param="stream",
+            code="invalid_value",
+        )
+    options = _speech_options(
+        task="transcribe", language=language, prompt=prompt, words="word" in granularities
+    )
+    record = await _accept(intake, options, file, idempotency_key)
+    headers = {"X-Event-Id": record.event_id}
+    if stream:
+        return StreamingResponse(
+            _delta_stream(streams, store, record.event_id),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    transcript = await _outcome(request, streams, store, record)
+    if transcript is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return render(
+        transcript,
+        response_format=response_format,
+        task="transcribe",
+        words="word" in granularities,
+        headers=headers,
+    )
+
+
+@router.post(
+    "/audio/translations",
+    response_class=Response,
+    responses=AUDIO_RESPONSES,
+    summary="Translate audio into English (OpenAI-compatible)",
+)
+async def create_translation(
+    request: Request,
+    runtime: RuntimeDep,
+    intake: IntakeDep,
+    store: StoreDep,
+    streams: StreamsDep,
+    file: AudioFile,
+    model: ModelName,
+    idempotency_key: IdempotencyKey = None,
+    prompt: Prompt = None,
+    temperature: Temperature = 0.0,
+    response_format: Format = "json",
+) -> Response:
+    """Transcribe into English text; stored as a `speech` event with task `translate`."""
+    _check_model(model, runtime.settings.whisper_model)
+    options = _speech_options(task="translate", language=None, prompt=prompt, words=False)
+    record = await _accept(intake, options, file, idempotency_key)
+    transcript = await _outcome(request, streams, store, record)
+    if transcript is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return render(
+        transcript,
+        response_format=response_format,
+        task="translate",
+        words=False,
+        headers={"X-Event-Id": record.event_id},
+    )
+
+
+@router.get("/models", summary="List the models (OpenAI-compatible)", responses={401: ERRORS[401]})
+async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
+    """`whisper-1` (an alias) and the loaded model, in OpenAI's list shape."""
+    return {"object": "list", "data": [_model(name) for name in _served(runtime)]}
+
+
+@router.get(
+    "/models/{model_id}",
+    summary="Describe one model (OpenAI-compatible)",
+    responses={401: ERRORS[401], 404: {"description": "Not a model this server serves"}},
+)
+async def read_model(model_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """One model in OpenAI's shape."""
+    served = _served(runtime)
+    if model_id not in served:
+        raise OpenAIError(
+            status.HTTP_404_NOT_FOUND,
+            f"model {model_id!r} is not served here; the models are: {', '.join(served)}",
+            param="model",
+            code="model_not_found",
+        )
+    return _model(model_id)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _served(runtime: RuntimeDep) -> list[str]:
+    return [WHISPER_1, runtime.settings.whisper_model]
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": _STARTED, "owned_by": "skyhigh"}
+
+
+def _check_model(model: str, loaded: str) -> None:
+    if model not in (WHISPER_1, loaded):
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            f"model {model!r} is not served here; use one of: {WHISPER_1}, {loaded}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _speech_options(
+    *, task: Task, language: str | None, prompt: str | None, words: bool
+) -> SpeechUpload:
+    try:
+        # No knowledge lookup: an OpenAI client asked for a transcript only.
+        return SpeechUpload(
+            task=task,
+            language=language,
+            initial_prompt=prompt,
+            word_timestamps=words,
+            lookup=False,
+        )
+    except ValidationError as exc:
+        # Reported on the form field the client sent (`language`), as FastAPI would.
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
+async def _accept(
+    intake: IntakeDep, options: SpeechUpload, file: UploadFile, idempotency_key: str | None
+) -> EventRecord:
+    event_id = idempotency_key or f"oai-{uuid.uuid4().hex}"
+    submission = Submission(event_id, "speech", options, upload=file.file, fields=("body",))
+    return await intake.accept(submission)
+
+
+async def _outcome(
+    request: Request, streams: StreamBroker, store: EventStore, record: EventRecord
+) -> Transcript | None:
+    """The finished event's transcript, awaited without holding a thread.
+
+    None if the client disconnected first: waiting stops, the event itself goes on.
+    """
+    if record.status in (EventStatus.COMPLETED, EventStatus.FAILED):
+        return _transcript(record)  # a replay of a finished event
+    finished: EventRecord | None = None
+    failure: Exception | None = None
+
+    async def await_outcome() -> None:
+        nonlocal finished, failure
+        try:
+            async for update in follow(streams, store, record.event_id):
+                if isinstance(update, EventRecord):
+                    finished = update
+        except FeedClosed:
+            failure = _shutting_down(record.event_id)
+        except Exception as exc:  # raised below, outside the task group's ExceptionGroup
+            failure = exc
+        finally:
+            tasks.cancel_scope.cancel()
+
+    async def watch_disconnect() -> None:
+        # The body has been read: the next ASGI message is the client leaving.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        tasks.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(await_outcome)
+        tasks.start_soon(watch_disconnect)
+    if failure is not None:
+        raise failure
+    return None if finished is None else _transcript(finished)
+
+
+def _shutting_down(event_id: str) -> OpenAIError:
+    return OpenAIError(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the server is shutting down; the event goes on: GET /events/{event_id}",
+        code="shutting_down",
+    )
+
+
+def _transcript(record: EventRecord) -> Transcript:
+    if record.error is not None:
+        raise from_failed_event(record.error, event_id=record.event_id)
+    raw = (record.result or {}).get("transcript")
+    if raw is None:
+        raise OpenAIError(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            f"event {record.event_id!r} finished without a transcript",
+            code="internal_error",
+        )
+    return Transcript.model_validate(raw)
+
+
+async def _delta_stream(
+    streams: StreamBroker, store: EventStore, event_id: str
+) -> AsyncIterator[str]:
+    """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
+
+    Errors after the response started travel as an SSE `{"error": {...}}`, which the SDKs raise
+    as APIError. A client that disconnects ends this generator; the event goes on.
+    """
+    sent: set[int] = set()
+    first = True
+
+    def delta(segment: Segment) -> str:
+        nonlocal first
+        sent.add(segment.id)
+        text = segment.text.lstrip() if first else segment.text
+        first = False
+        return delta_event(text)
+
+    try:
+        async for update in follow(streams, store, event_id):
+            if update is None:
+                yield ": keepalive\n\n"
+            elif isinstance(update, Segment):
+                yield delta(update)
+            else:
+                transcript = _transcript(update)
+                # A replayed or late-joined event: the segments not yet sent, from the result.
+                for segment in transcript.segments:
+                    if segment.id not in sent:
+                        yield delta(segment)
+                yield done_event(transcript.text)
+    except OpenAIError as exc:
+        yield sse(exc.body())
+    except FeedClosed:
+        yield sse(_shutting_down(event_id).body())

@@ -1,0 +1,139 @@
+"""The Celery dispatcher: the API side of scale-out (QUEUE_URL=redis://...).
+
+It implements the `Dispatcher` protocol without blocking the event loop:
+- `submit` hands the id to a sender thread, which sends the Celery task; if the process dies
+  first, or Redis loses the message, the sweeper sends it again from the store;
+- `reserve` admits against the number of unfinished events of the whole fleet, read from the
+  store by a background thread every ADMISSION_REFRESH_S (plus this process's reservations
+  since), so MAX_PENDING_EVENTS holds across API processes without a query per request;
+- the sweeper (every SWEEP_INTERVAL_S) re-sends hints for events the store says are waiting
+  too long or were abandoned by a dead worker (expired lease): duplicates are no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from celery import Celery
+
+from skyhigh.config import ProcessingSettings
+from skyhigh.observability.metrics import QUEUE_DEPTH
+from skyhigh.processing.celery_app import PROCESS_EVENT, queue_for
+from skyhigh.store.events import EventStore
+
+log = logging.getLogger("skyhigh.processing.celery_dispatch")
+
+ADMISSION_REFRESH_S = 0.25
+_STOP = ("", "")
+
+
+class CeleryDispatcher:
+    """Usage::
+
+    dispatcher = CeleryDispatcher(make_celery(settings.processing), store,
+                                  settings.processing, max_pending=1000)
+    dispatcher.start([])
+    if dispatcher.reserve():
+        dispatcher.submit("e1", event_type="query")
+    dispatcher.stop(grace_s=5)
+    """
+
+    kind = "celery"
+
+    def __init__(
+        self, app: Celery, store: EventStore, settings: ProcessingSettings, *, max_pending: int
+    ) -> None:
+        self._app = app
+        self._store = store
+        self._settings = settings
+        self._max_pending = max_pending
+        self._outbox: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._active = 0  # unfinished events in the store, as last counted
+        self._reserved = 0  # this process's admissions since that count
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, recovered: list[str]) -> None:
+        del recovered  # the sweeper finds what a crash left behind, in every process
+        self._refresh()
+        for target, name in (
+            (self._send_loop, "skyhigh-celery-sender"),
+            (self._admission_loop, "skyhigh-admission"),
+            (self._sweep_loop, "skyhigh-sweeper"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def reserve(self) -> bool:
+        with self._lock:
+            if self._stopping.is_set() or self._active + self._reserved >= self._max_pending:
+                return False
+            self._reserved += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._reserved = max(0, self._reserved - 1)
+
+    def submit(self, event_id: str, *, event_type: str) -> None:
+        self._outbox.put((event_id, event_type))
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._active + self._reserved
+
+    def stop(self, *, grace_s: float) -> list[str]:
+        self._stopping.set()
+        self._outbox.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=grace_s)
+        return []  # nothing runs in this process
+
+    def ping(self) -> None:
+        """Raises when the broker is unreachable (readiness)."""
+        with self._app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+
+    # --- background threads ---
+
+    def _send(self, event_id: str, event_type: str) -> None:
+        try:
+            self._app.send_task(PROCESS_EVENT, args=[event_id], queue=queue_for(event_type))
+        except Exception:
+            # The event is durable in the store; the sweeper will send it again.
+            log.warning("enqueue failed; the sweeper will retry", extra={"event_id": event_id})
+
+    def _send_loop(self) -> None:
+        while (item := self._outbox.get()) != _STOP:
+            self._send(*item)
+
+    def _refresh(self) -> None:
+        try:
+            active = self._store.count_active()
+        except Exception:
+            log.warning("could not count pending events")
+            return
+        with self._lock:
+            self._active = active
+            self._reserved = 0
+        QUEUE_DEPTH.set(active)
+
+    def _admission_loop(self) -> None:
+        while not self._stopping.wait(ADMISSION_REFRESH_S):
+            self._refresh()
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(self._settings.sweep_interval_s):
+            try:
+                stale = self._store.stale(requeue_after_s=self._settings.requeue_after_s)
+            except Exception:
+                log.warning("sweep failed")
+                continue
+            for event_id, event_type in stale:
+                self._send(event_id, event_type)
+            if stale:
+                log.info("re-sent waiting events", extra={"count": len(stale)})

@@ -1,0 +1,97 @@
+"""`python -m skyhigh.worker`: one Celery worker process running the same pipeline as the API.
+
+    python -m skyhigh.worker                         # both queues, solo pool
+    python -m skyhigh.worker -Q events -c 1          # options pass through to `celery worker`
+    celery -A skyhigh.worker worker --pool=solo -Q events,knowledge   # the same, by hand
+
+The default pool is `solo`: the event runs on the process's main thread, where PyTorch's
+OpenMP threads are fastest (measured: the same Whisper call is 25-45% slower from a worker
+thread), and scaling is by processes (one per core group, any number of hosts). Models load
+once per process: at worker start for solo/threads pools, in each child for prefork (whose
+start-up timeout is raised for that, see skyhigh.processing.celery_app). Knowledge writes go to
+the `knowledge` queue; run exactly one worker process consuming it (`-Q knowledge -c 1`, or the
+default, which consumes both, when you run one worker) so each LanceDB table has one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+from celery import signals
+
+from skyhigh.config import get_settings
+from skyhigh.observability.logs import configure_logging
+from skyhigh.processing.celery_app import EVENTS_QUEUE, KNOWLEDGE_QUEUE, PROCESS_EVENT, make_celery
+from skyhigh.processing.runtime import WorkerRuntime, start_worker_runtime, stop_worker_runtime
+
+log = logging.getLogger("skyhigh.worker")
+
+settings = get_settings()
+app = make_celery(settings.processing)
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def worker_runtime() -> WorkerRuntime:
+    """This process's runtime, loaded on first use if the start-up signal did not load it."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            configure_logging(settings.log_level)
+            _runtime = start_worker_runtime(settings)
+            log.info("worker ready", extra={"owner": _runtime.leases.owner})
+        return _runtime
+
+
+@app.task(name=PROCESS_EVENT, ignore_result=True)
+def process_event(event_id: str) -> None:
+    """Run one event; a hint for an event that is finished or leased elsewhere is a no-op."""
+    worker_runtime().pipeline.process(event_id)
+
+
+@signals.worker_init.connect
+def _load_in_main_process(sender: Any = None, **_: Any) -> None:
+    # solo and threads pools run tasks in this process; prefork children load their own.
+    pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
+    if "prefork" not in str(pool):
+        worker_runtime()
+
+
+@signals.worker_process_init.connect
+def _load_in_child(**_: Any) -> None:
+    worker_runtime()
+
+
+@signals.worker_shutdown.connect
+@signals.worker_process_shutdown.connect
+def _stop(**_: Any) -> None:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            stop_worker_runtime(_runtime)
+            _runtime = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    defaults = {
+        "--pool": "solo",
+        "--queues": f"{EVENTS_QUEUE},{KNOWLEDGE_QUEUE}",
+        "--loglevel": "INFO",
+    }
+    short = {"--pool": "-P", "--queues": "-Q", "--loglevel": "-l"}
+    for option, value in defaults.items():
+        given = any(
+            arg == option or arg.startswith(option + "=") or arg == short[option] for arg in args
+        )
+        if not given:
+            args.append(f"{option}={value}")
+    app.worker_main(["worker", *args])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Scale-out for real: an API process in scale mode, Celery worker processes, a real Redis and a
+real Postgres (tests/services.py), all on free local ports.
+
+The fleet: one API (`uvicorn main:app` with QUEUE_URL), one worker on the `knowledge` queue
+(the single LanceDB writer) and two on `events`. Leases and the sweeper run on short clocks
+(EVENT_LEASE_S=4, REQUEUE_AFTER_S=3, SWEEP_INTERVAL_S=1) so crash tests finish quickly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from helpers import AUTH, DATA, ROOT, TERMINAL, ServerProcess, server_env
+from services import PostgresServer, RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+class WorkerProcess:
+    """`python -m skyhigh.worker` with its own queues, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "skyhigh.worker", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            if b"worker ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Fleet:
+    api: ServerProcess
+    writer: WorkerProcess
+    workers: list[WorkerProcess]
+    redis: RedisServer
+    database_url: str
+
+    def post(self, event_id: str, event_type: str, data: dict[str, Any]) -> httpx.Response:
+        body = {"event_id": event_id, "event_type": event_type, "event_data": data}
+        return httpx.post(f"{self.api.url}/events/", json=body, headers=AUTH, timeout=30)
+
+    def get(self, event_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.api.url}/events/{event_id}", headers=AUTH, timeout=30)
+        assert response.status_code == 200, response.text
+        record: dict[str, Any] = response.json()
+        return record
+
+    def wait_all(self, event_ids: list[str], timeout_s: float = 240.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        records: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for event_id in event_ids:
+                if event_id not in records:
+                    try:
+                        record = self.get(event_id)
+                    except httpx.HTTPError:
+                        continue  # the API may be restarting
+                    if record["status"] in TERMINAL:
+                        records[event_id] = record
+            if len(records) == len(event_ids):
+                return records
+            time.sleep(0.2)
+        missing = sorted(set(event_ids) - set(records))
+        raise AssertionError(f"{len(missing)} events unfinished, e.g. {missing[:5]}")
+
+    def lease_owner(self, event_id: str) -> str | None:
+        conninfo = self.database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo) as connection:
+            row = connection.execute(
+                "SELECT lease_owner FROM events WHERE event_id = %s", (event_id,)
+            ).fetchone()
+        return None if row is None else row[0]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("fleet")
+    broker = RedisServer()
+    broker.start()
+    database_url = postgres.new_database()
+    env = server_env(
+        tmp,
+        DATABASE_URL=database_url,
+        QUEUE_URL=broker.url,
+        EVENT_LEASE_S="4",
+        REQUEUE_AFTER_S="3",
+        SWEEP_INTERVAL_S="1",
+        SHUTDOWN_GRACE_S="5",
+        WORKER_CONCURRENCY="1",
+        MAX_AUDIO_SECONDS="600",
+        # Not about embeddings: the torch embedder needs no one-time ONNX export at start-up.
+        EMBEDDING_BACKEND="torch",
+    )
+    api = ServerProcess(env, tmp / "api.log")
+    writer = WorkerProcess(env, tmp / "writer.log", "-Q", "knowledge")
+    workers = [WorkerProcess(env, tmp / f"worker{i}.log", "-Q", "events") for i in (1, 2)]
+    for worker in (writer, *workers):
+        worker.start()
+    api.start()
+    for worker in (writer, *workers):
+        worker.wait_ready()
+    yield Fleet(api, writer, workers, broker, database_url)
+    for process in (api, writer, *workers):
+        process.stop()
+    broker.stop()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def jfk() -> str:
+    return base64.b64encode((DATA / "jfk.wav").read_bytes()).decode()
+
+
+def long_clip(tmp: Path, repeats: int = 4) -> str:
+    """About 44 s of real speech (jfk.wav repeated), long enough to kill a worker mid-way."""
+    out = tmp / "long.wav"
+    inputs = [arg for _ in range(repeats) for arg in ("-i", str(DATA / "jfk.wav"))]
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", *inputs, "-filter_complex",
+         f"concat=n={repeats}:v=0:a=1", str(out)],
+        check=True,
+    )  # fmt: skip
+    return base64.b64encode(out.read_bytes()).decode()
+
+
+def test_the_api_process_loads_no_models_and_reports_its_workers(fleet: Fleet) -> None:
+    status = httpx.get(f"{fleet.api.url}/status", timeout=30).json()
+    assert status["dispatcher"]["kind"] == "celery"
+    assert status["models"] == {"whisper": None, "embedding": None}
+    deadline = time.monotonic() + 30
+    while len(status["dispatcher"]["live_workers"]) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        status = httpx.get(f"{fleet.api.url}/status", timeout=30).json()
+    workers = status["dispatcher"]["live_workers"]
+    assert len(workers) == 3 and all(w["model"] == "tiny.en" for w in workers)
+    ready = httpx.get(f"{fleet.api.url}/ready", timeout=30).json()
+    assert ready["checks"] == {"store": "ok", "broker": "ok"}
+
+
+def test_forty_mixed_events_complete_exactly_once(fleet: Fleet) -> None:
+    ids: dict[str, str] = {}
+    for index in range(40):
+        kind = ("query", "query", "query", "document", "speech")[index % 5]
+        event_id = new_id(f"mix-{kind}")
+        if kind == "query":
+            data: dict[str, Any] = {"text": f"How many checked bags are free? #{index}", "k": 2}
+        elif kind == "document":
+            data = {"document_id": f"mix-doc-{index}", "title": "Mix", "text": f"Fact {index}."}
+        else:
+            data = {"audio_base64": jfk(), "language": "en", "lookup": False}
+        assert fleet.post(event_id, kind, data).status_code == 202
+        ids[event_id] = kind
+    records = fleet.wait_all(list(ids))
+    assert {r["status"] for r in records.values()} == {"completed"}
+    assert all(r["attempts"] == 1 for r in records.values())  # each ran exactly once
+    speech = [r for i, r in records.items() if ids[i] == "speech"]
+    assert all("ask not" in r["result"]["transcript"]["text"].lower() for r in speech)
+
+
+def test_a_document_written_by_the_writer_is_found_by_a_query_on_another_worker(
+    fleet: Fleet,
+) -> None:
+    code = f"ZQ{uuid.uuid4().hex[:6].upper()}"
+    doc = {"document_id": f"doc-{code}", "title": "Gate code", "text": f"The gate code is {code}."}
+    written = new_id("doc")
+    assert fleet.post(written, "document", doc).status_code == 202
+    assert fleet.wait_all([written])[written]["status"] == "completed"
+    query = new_id("find")
+    data = {"text": code, "mode": "fulltext", "k": 3}
+    assert fleet.post(query, "query", data).status_code == 202
+    record = fleet.wait_all([query])[query]
+    assert record["status"] == "completed", record
+    assert record["result"]["matches"][0]["id"].startswith(f"doc-{code}")
+
+
+def test_sse_on_the_api_carries_segments_decoded_by_a_worker(fleet: Fleet) -> None:
+    event_id = new_id("sse")
+    data = {"audio_base64": jfk(), "language": "en", "lookup": False}
+    assert fleet.post(event_id, "speech", data).status_code == 202
+    types: list[str] = []
+    url = f"{fleet.api.url}/events/{event_id}/stream"
+    with httpx.stream("GET", url, headers=AUTH, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                message = json.loads(line[6:])
+                types.append(message["type"])
+                if message["type"] == "status" and message["status"] in TERMINAL:
+                    break
+    assert "segment" in types and "transcript" in types, types
+    assert fleet.get(event_id)["status"] == "completed"
+
+
+def test_a_killed_worker_loses_its_event_to_another_which_completes_it_once(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    event_id = new_id("killed")
+    data = {"audio_base64": long_clip(tmp_path), "language": "en", "lookup": False}
+    assert fleet.post(event_id, "speech", data).status_code == 202
+    deadline = time.monotonic() + 120
+    while (owner := fleet.lease_owner(event_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert owner is not None, "no worker claimed the event"
+    victim = next(w for w in fleet.workers if f":{w.pid}:" in owner)
+    time.sleep(1.0)  # well inside the transcription
+    victim.kill()
+    try:
+        record = fleet.wait_all([event_id], timeout_s=300)[event_id]
+        assert record["status"] == "completed" and record["attempts"] == 2, record
+    finally:
+        victim.start()
+        victim.wait_ready()
+
+
+def test_a_killed_api_loses_nothing_it_accepted(fleet: Fleet) -> None:
+    ids = [new_id("api-crash") for _ in range(10)]
+    for event_id in ids:
+        assert (
+            fleet.post(event_id, "query", {"text": "pets in the cabin", "k": 1}).status_code == 202
+        )
+    fleet.api.kill()
+    fleet.api.start()
+    records = fleet.wait_all(ids)
+    assert {r["status"] for r in records.values()} == {"completed"}
+
+
+def test_redis_restarting_empty_loses_no_event(fleet: Fleet) -> None:
+    ids = [new_id("redis-lost") for _ in range(12)]
+    for index, event_id in enumerate(ids):
+        data = {"text": f"baggage allowance {index}", "k": 1}
+        assert fleet.post(event_id, "query", data).status_code == 202
+        if index == 5:
+            # Mid-load: the broker dies with whatever it held and comes back empty.
+            fleet.redis.kill()
+            fleet.redis.start()
+    records = fleet.wait_all(ids, timeout_s=180)
+    assert {r["status"] for r in records.values()} == {"completed"}

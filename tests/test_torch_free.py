@@ -1,0 +1,67 @@
+"""The torch-free serving path (issue 13): with faster-whisper and the ONNX embedder, a whole
+service (lifespan, worker, a transcription and a query) runs without importing torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT, model_cache_dir
+from skyhigh.config import Settings
+from skyhigh.knowledge.onnx_export import ensure_onnx_model
+
+# Runs in a fresh interpreter: the test process itself has torch loaded by other tests.
+SERVICE = r"""
+import json, sys, time
+from fastapi.testclient import TestClient
+from helpers import AUTH, jfk_base64, make_settings, wait_terminal
+from main import create_app
+from pathlib import Path
+
+settings = make_settings(
+    Path(sys.argv[1]), whisper_engine="faster-whisper", embedding_backend="onnx"
+)
+with TestClient(create_app(settings), headers=AUTH) as client:
+    events = {
+        "speech-1": ("speech", {"audio_base64": jfk_base64(), "k": 1}),
+        "query-1": ("query", {"text": "Can I bring my cat in the cabin?", "k": 1}),
+        "hybrid-1": ("query", {"text": "cat cabin", "k": 1, "mode": "hybrid"}),
+    }
+    for event_id, (event_type, data) in events.items():
+        body = {"event_id": event_id, "event_type": event_type, "event_data": data}
+        assert client.post("/events/", json=body).status_code == 202
+    records = {event_id: wait_terminal(client.get, event_id) for event_id in events}
+loaded = sorted(
+    name for name in sys.modules
+    if name.split(".")[0] in {"torch", "whisper", "sentence_transformers", "transformers"}
+)
+print(json.dumps({"records": records, "loaded": loaded}))
+"""
+
+
+def test_faster_whisper_and_onnx_never_import_torch(tmp_path: Path) -> None:
+    # The export needs torch: made (or found) here, in the test process, as an image build does.
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    ensure_onnx_model(settings.embedding_model, cache_dir=model_cache_dir())
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE, str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["loaded"] == [], outcome["loaded"]
+    records = outcome["records"]
+    assert all(r["status"] == "completed" for r in records.values()), records
+    speech = records["speech-1"]["result"]
+    assert (
+        "country" in speech["transcript"]["text"] and speech["model"]["engine"] == "faster-whisper"
+    )
+    assert records["query-1"]["result"]["matches"][0]["id"] == "pets-in-cabin"
+    assert records["hybrid-1"]["result"]["matches"][0]["id"] == "pets-in-cabin"
