@@ -102,7 +102,7 @@ def test_a_late_subscription_starts_with_the_current_attempt() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["openai-whisper", "faster-whisper"])
 def test_engines_report_segments_while_decoding(
-    engine: Literal["openai-whisper", "faster-whisper"], tmp_path: Path
+    engine: Literal["openai-whisper", "faster-whisper"],
 ) -> None:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -111,8 +111,9 @@ def test_engines_report_segments_while_decoding(
         model_cache_dir=model_cache_dir(),
     )
     transcriber = load_transcriber(settings)
+    # 53 s of read speech: more than one VAD chunk, and more than one window without VAD.
     audio: np.ndarray[Any, np.dtype[np.float32]] = whisper.audio.load_audio(
-        str(two_windows(tmp_path))
+        str(DATA / "sonnet1.flac")
     )
     arrivals: list[float] = []
     started = time.perf_counter()

@@ -66,8 +66,12 @@ class LocalBatches:
         return self._decoder.detect_language(audio)
 
     def run(self, audios: Sequence[FloatArray], key: DecodeKey) -> Iterator[list[ChunkSegment]]:
-        for first in range(0, len(audios), self._batch_size):
-            yield from self._decoder.decode(audios[first : first + self._batch_size], key)
+        # The first chunk goes alone: a batch reports only when all its chunks are done, so its
+        # segments reach live listeners while the rest decode in full batches.
+        first, size = 0, 1
+        while first < len(audios):
+            yield from self._decoder.decode(audios[first : first + size], key)
+            first, size = first + size, self._batch_size
 
 
 @dataclass
