@@ -58,17 +58,3 @@ def tone(dest: Path, seconds: float, codec_args: tuple[str, ...] = ()) -> Path:
     source = f"sine=frequency=440:duration={seconds}"
     ffmpeg("-f", "lavfi", "-i", source, "-ar", "16000", "-ac", "1", *codec_args, str(dest))
     return dest
-
-
-def two_windows(tmp: Path) -> Path:
-    """43 s of real speech over two 30-second Whisper windows: JFK, 21 s of silence, JFK.
-
-    Not JFK twice back to back: a window holding the same sentence twice compresses so well
-    that Whisper takes it for a repetition loop and re-decodes it at every fallback temperature.
-    """
-    dest = tmp / "jfk_pause_jfk.wav"
-    jfk = str(DATA / "jfk.wav")
-    silence = ["-f", "lavfi", "-t", "21", "-i", "anullsrc=r=16000:cl=mono"]
-    concat = "[0:a][1:a][2:a]concat=n=3:v=0:a=1"
-    ffmpeg("-i", jfk, *silence, "-i", jfk, "-filter_complex", concat, "-ar", "16000", str(dest))
-    return dest

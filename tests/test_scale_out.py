@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import psycopg
 import pytest
 
-from helpers import AUTH, DATA, ROOT, TERMINAL, ServerProcess, server_env
+from helpers import AUTH, DATA, ROOT, TERMINAL, TOKENS, ServerProcess, server_env
 from services import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.slow
@@ -239,6 +240,18 @@ def test_sse_on_the_api_carries_segments_decoded_by_a_worker(fleet: Fleet) -> No
                     break
     assert "segment" in types and "transcript" in types, types
     assert fleet.get(event_id)["status"] == "completed"
+
+
+def test_the_openai_api_awaits_a_worker_through_the_live_channel(fleet: Fleet) -> None:
+    with openai.OpenAI(base_url=f"{fleet.api.url}/v1", api_key=TOKENS[0]) as sdk:
+        with (DATA / "jfk.wav").open("rb") as audio:
+            plain = sdk.audio.transcriptions.create(file=audio, model="whisper-1")
+        with (DATA / "jfk.wav").open("rb") as audio:
+            stream = sdk.audio.transcriptions.create(file=audio, model="whisper-1", stream=True)
+            *deltas, done = list(stream)
+    assert "ask not what your country" in plain.text.lower()
+    assert deltas and done.type == "transcript.text.done"
+    assert "".join(d.delta for d in deltas) == done.text
 
 
 def test_a_killed_worker_loses_its_event_to_another_which_completes_it_once(fleet: Fleet) -> None:

@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from helpers import DATA, TOKENS, ServerProcess, server_env, wait_terminal
-from speech_helpers import jfk_reference, two_windows, wer
+from speech_helpers import jfk_reference, wer
 
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
+# 53 s of real read speech: long enough to overlap probes and a shutdown, and not repetitive.
+LONG_SPEECH = DATA / "sonnet1.flac"
 
 
 def log_lines(path: Path) -> list[dict[str, object]]:
@@ -82,12 +84,12 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(tmp_path: Pat
 
 @pytest.mark.slow
 def test_health_answers_while_a_long_transcription_runs(tmp_path: Path) -> None:
-    clip = two_windows(tmp_path)
+    clip = LONG_SPEECH
     server = ServerProcess(server_env(tmp_path), tmp_path / "server.log")
     server.start()
     try:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-            files = {"file": ("long.wav", clip.read_bytes(), "audio/wav")}
+            files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
             response = http.post(
                 "/events/upload", files=files, data={"event_id": "long", "lookup": "false"}
             )
@@ -110,12 +112,12 @@ def test_health_answers_while_a_long_transcription_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_graceful_shutdown_puts_unfinished_work_back(tmp_path: Path) -> None:
-    clip = two_windows(tmp_path)
+    clip = LONG_SPEECH
     env = server_env(tmp_path, SHUTDOWN_GRACE_S="0.5")
     server = ServerProcess(env, tmp_path / "server.log")
     server.start()
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-        files = {"file": ("long.wav", clip.read_bytes(), "audio/wav")}
+        files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
         assert http.post("/events/upload", files=files, data={"event_id": "cut"}).status_code == 202
         while http.get("/events/cut").json()["status"] != "processing":
             time.sleep(0.02)

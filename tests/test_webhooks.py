@@ -248,7 +248,7 @@ def test_an_outcome_a_crash_never_announced_is_delivered_at_startup(
     store.create(NewEvent("crashed-1", "query", "0" * 64, {"text": "hi"}))
     first = Webhooks(settings, store)
     first.schedule("crashed-1", None)
-    assert store.claim("crashed-1", max_attempts=3) is not None
+    assert store.claim("crashed-1", max_attempts=3, owner="test", lease_s=30) is not None
     store.complete("crashed-1", {"matches": []})  # ...and the process dies here
 
     first.stop()
