@@ -18,6 +18,9 @@ from skyhigh.api.openai_compat.routes import router as openai_router
 from skyhigh.processing.registry import EVENT_TYPES
 
 router = APIRouter()
+# Every HTTP route under these needs the bearer token (below); main.py checks it before the
+# body is read (AuthenticateFirstMiddleware). Keep in step with the mounts here.
+PROTECTED_PREFIXES = ("/events", "/knowledge", OPENAI_PREFIX)
 router.include_router(
     endpoint.router, prefix="/events", tags=["events"], dependencies=[Depends(require_token)]
 )

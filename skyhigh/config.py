@@ -71,6 +71,16 @@ class IntakeSettings(BaseModel):
     """What clients may send, checked before a 202 (skyhigh.intake, the body limit)."""
 
     max_body_bytes: int = 36 * MiB
+    # Only an audio event (base64 audio in JSON) may use MAX_BODY_BYTES; any other JSON body is
+    # refused past this, before it is parsed (skyhigh.api.json_body).
+    max_json_body_bytes: int = Field(default=1 * MiB, ge=1024)
+    # Values (objects, arrays, strings, numbers...) in one JSON body: bounds parsing and the
+    # number of validation errors a body can cause. The largest valid event holds ~1,700.
+    max_json_values: int = Field(default=4_096, ge=64)
+    # Request head (request line + headers): checked by the server protocol while it arrives
+    # (skyhigh.api.http_server) and again by the app; 431 past either.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
     max_pending_events: int = 1000
     retry_after_s: int = 5
     max_audio_bytes: int = 25 * MiB
@@ -161,6 +171,11 @@ class SpeechSettings(BaseModel):
     whisper_batch_max_wait_ms: float = Field(default=30.0, ge=0, le=1_000)
     model_cache_dir: Path = Path.home() / ".cache" / "skyhigh"
     max_audio_seconds: float = 30 * 60
+    # Wall-clock limit of each ffprobe/ffmpeg run: a hostile file cannot hold a worker forever.
+    ffmpeg_timeout_s: float = Field(default=60.0, gt=0)
+    # Transcription time per event; past it the event fails with audio_too_long. VAD makes
+    # silence cheap, this bounds what VAD cannot (hours of noise that sounds like speech).
+    max_transcribe_seconds: float = Field(default=900.0, gt=0)
 
 
 class WebhookSettings(BaseModel):
@@ -176,6 +191,8 @@ class WebhookSettings(BaseModel):
 
 class ObservabilitySettings(BaseModel):
     log_level: str = "INFO"
+    # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is public.
+    metrics_token: SecretStr | None = None
 
 
 Group = TypeVar("Group", bound=BaseModel)
