@@ -9,16 +9,21 @@ metadata addresses passed the address check; /docs loaded Swagger UI from a CDN.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import AUTH, DATA, TOKENS, ServerProcess, server_env
+from helpers import AUTH, DATA, TOKENS, ServerProcess, server_env, wait_terminal
+from skyhigh.domain.events import StepFailed
+from skyhigh.speech.decode import load_audio
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 
@@ -265,3 +270,51 @@ def test_large_non_audio_event_is_413(http: httpx.Client) -> None:
     response = http.post("/events/", json=event)
     assert response.status_code == 413
     assert "MAX_JSON_BODY_BYTES" in response.json()["detail"]
+
+
+# --------------------------------------------------------------------------- audio decoding
+
+
+def test_ffconcat_upload_is_unsupported_audio_and_reads_no_file(
+    http: httpx.Client, server: ServerProcess
+) -> None:
+    """Was: an uploaded `ffconcat` script reached the concat demuxer, which opened files by
+    name relative to the spool folder."""
+    spool = Path(server.env["SPOOL_DIR"])
+    shutil.copyfile(DATA / "jfk.wav", spool / "secret.wav")  # what the script asks for
+    script = b"ffconcat version 1.0\nfile secret.wav\nfile ../secret.wav\n"
+    response = http.post(
+        "/events/upload", data={"event_id": "edge-ffconcat"}, files={"file": ("a.wav", script)}
+    )
+    assert response.status_code == 202, response.text
+    record = wait_terminal(http.get, "edge-ffconcat")
+    assert record["status"] == "failed", record
+    error = record["error"]
+    assert error["code"] == "unsupported_audio"
+    assert "'concat'" in error["message"] and "WAV" in error["message"]
+    assert str(spool) not in error["message"]
+    assert record.get("result") is None  # JFK's speech was never decoded
+
+
+def test_ordinary_containers_still_decode(http: httpx.Client, tmp_path: Path) -> None:
+    ogg = tmp_path / "jfk.ogg"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(DATA / "jfk.wav"), "-c:a", "libopus", str(ogg)],
+        check=True,
+    )
+    response = http.post(
+        "/events/upload",
+        data={"event_id": "edge-ogg", "lookup": "false"},
+        files={"file": ("jfk.ogg", ogg.read_bytes())},
+    )
+    assert response.status_code == 202, response.text
+    record = wait_terminal(http.get, "edge-ogg")
+    assert record["status"] == "completed", record
+    assert "country" in record["result"]["transcript"]["text"]
+
+
+def test_every_ffmpeg_run_has_a_timeout() -> None:
+    with pytest.raises(StepFailed) as failed:
+        load_audio(DATA / "jfk.wav", max_seconds=60, timeout_s=0.001)
+    assert failed.value.code == "unsupported_audio"
+    assert "FFMPEG_TIMEOUT_S" in failed.value.message
