@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from router import PROTECTED_PREFIXES, router
 from skyhigh import __version__
+from skyhigh.api.docs import install_docs
 from skyhigh.api.errors import install_error_handlers
 from skyhigh.api.middleware import (
     AuthenticateFirstMiddleware,
@@ -52,8 +53,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await batcher.stop()
             await anyio.to_thread.run_sync(stop_runtime, runtime)
 
-    app = FastAPI(title="SkyHigh", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url None: FastAPI's pages load their assets from a CDN; ours are local.
+    app = FastAPI(
+        title="SkyHigh",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(router)
+    install_docs(app)
     install_error_handlers(app, event_types=list(EVENT_TYPES))
     # The last added runs first: request id, head size, who is asking, and only then the body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "your-token-here", "replace-me"})
 
 MiB = 1024 * 1024
+# RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits).
+MIN_JWT_SECRET_BYTES = 32
 
 
 def _split_csv(value: object) -> object:
@@ -47,7 +49,10 @@ class AuthSettings(BaseModel):
         return [token.get_secret_value() for token in self.api_tokens]
 
     def validate_auth(self) -> None:
-        """Refuse to run unprotected unless development mode was asked for explicitly."""
+        """Refuse to run unprotected unless development mode was asked for explicitly, and
+        refuse JWT settings that cannot be safe (whatever the mode)."""
+        if self.auth_mode == "jwt":
+            self._validate_jwt()
         if self.allow_insecure_dev_mode:
             return
         if self.auth_mode == "jwt":
@@ -65,6 +70,37 @@ class AuthSettings(BaseModel):
                 "API_TOKENS still holds the placeholder from .env.example: generate a real one, "
                 "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
+
+    def _validate_jwt(self) -> None:
+        # A misconfiguration here is a forgery risk, so it stops the start. Whether the key
+        # fits each algorithm is checked when the verifier loads it (skyhigh.api.tokens).
+        algorithms = [name.strip() for name in self.jwt_algorithms]
+        if not algorithms:
+            raise ValueError(
+                "JWT_ALGORITHMS is empty: name the algorithm(s) your issuer signs with"
+            )
+        if any(name.lower() == "none" for name in algorithms):
+            raise ValueError("JWT_ALGORITHMS must not contain 'none' (unsigned tokens)")
+        hmac_algorithms = [name for name in algorithms if name.upper().startswith("HS")]
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ValueError("set JWT_SECRET (HS*) or JWT_PUBLIC_KEY (RS*/PS*/ES*/EdDSA), not both")
+        if self.jwt_public_key is not None and hmac_algorithms:
+            raise ValueError(
+                f"JWT_ALGORITHMS has {', '.join(hmac_algorithms)} with JWT_PUBLIC_KEY: anyone "
+                "holding the public key could sign tokens; list only RS*/PS*/ES*/EdDSA"
+            )
+        if self.jwt_secret is not None:
+            others = [name for name in algorithms if name not in hmac_algorithms]
+            if others:
+                raise ValueError(
+                    f"JWT_ALGORITHMS has {', '.join(others)} with JWT_SECRET; a shared secret "
+                    "works with HS256/HS384/HS512 only (use JWT_PUBLIC_KEY for the others)"
+                )
+            if len(self.jwt_secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+                raise ValueError(
+                    f"JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes; generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                )
 
 
 class IntakeSettings(BaseModel):

@@ -8,7 +8,11 @@ metadata addresses passed the address check; /docs loaded Swagger UI from a CDN.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import re
 import shutil
 import socket
 import statistics
@@ -19,10 +23,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
 
-from helpers import AUTH, DATA, TOKENS, ServerProcess, server_env, wait_terminal
+from helpers import (
+    AUTH,
+    DATA,
+    TOKENS,
+    ServerProcess,
+    make_settings,
+    server_env,
+    wait_terminal,
+)
+from main import create_app
 from skyhigh.domain.events import StepFailed
+from skyhigh.net.errors import TargetRefused, TargetUnreachable
+from skyhigh.net.policy import blocked_reason
+from skyhigh.net.resolve import resolve_checked
 from skyhigh.speech.decode import load_audio
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
@@ -248,8 +268,6 @@ def test_validation_errors_are_capped(http: httpx.Client) -> None:
 
 
 def test_large_audio_event_is_still_accepted(http: httpx.Client) -> None:
-    import base64
-
     audio = (DATA / "jfk.wav").read_bytes() * 4  # > 1 MiB of base64: only audio may be this big
     event = {
         "event_id": "edge-big-audio",
@@ -318,3 +336,178 @@ def test_every_ffmpeg_run_has_a_timeout() -> None:
         load_audio(DATA / "jfk.wav", max_seconds=60, timeout_s=0.001)
     assert failed.value.code == "unsupported_audio"
     assert "FFMPEG_TIMEOUT_S" in failed.value.message
+
+
+# --------------------------------------------------------------------------- JWT settings
+
+
+def rsa_key_pair() -> tuple[rsa.RSAPrivateKey, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return key, public_pem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"jwt_secret": "a"}, "shorter than 32 bytes"),
+        ({"jwt_secret": "s" * 40, "jwt_algorithms": "none"}, "must not contain 'none'"),
+        ({"jwt_secret": "s" * 40, "jwt_algorithms": "HS256,RS256"}, "HS256/HS384/HS512 only"),
+        ({"jwt_public_key": "PUBLIC", "jwt_algorithms": "RS256,HS256"}, "anyone"),
+        ({"jwt_public_key": "PUBLIC", "jwt_algorithms": "ES256"}, "cannot use the configured"),
+        ({"jwt_public_key": "PUBLIC", "jwt_algorithms": "XS999"}, "not a supported"),
+    ],
+)
+def test_unsafe_jwt_settings_stop_the_start(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    """Was: JWT_PUBLIC_KEY with HS256 allowed turned forged tokens into 500s; JWT_SECRET=a ran."""
+    _, public_pem = rsa_key_pair()
+    values = {k: public_pem if v == "PUBLIC" else v for k, v in overrides.items()}
+    app = create_app(make_settings(tmp_path, auth_mode="jwt", **values))
+    with pytest.raises(ValueError, match=message), TestClient(app):
+        pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _hs256(key: bytes, claims: dict[str, object]) -> str:
+    header = json.dumps({"alg": "HS256", "typ": "JWT"}).encode()
+    signing_input = f"{_b64(header)}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+@pytest.fixture(scope="module")
+def rs256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
+    key, public_pem = rsa_key_pair()
+    settings = make_settings(
+        tmp_path_factory.mktemp("rs256"),
+        auth_mode="jwt",
+        jwt_public_key=public_pem,
+        jwt_algorithms="RS256",
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client, public_pem
+
+
+def test_forged_and_malformed_jwts_are_401_not_500(rs256: tuple[TestClient, str]) -> None:
+    client, public_pem = rs256
+    exp = int(time.time()) + 300
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=").decode()
+    claims = base64.urlsafe_b64encode(f'{{"exp":{exp}}}'.encode()).rstrip(b"=").decode()
+    tokens = {
+        # The classic confusion attack (PyJWT will not make it, so it is built by hand).
+        "hs256 signed with the public key": _hs256(public_pem.encode(), {"exp": exp}),
+        "unsigned": jwt.encode({"exp": exp}, None, algorithm="none"),
+        "garbage": "a.b.c",
+        "bad signature bytes": f"{header}.{claims}.!!!!",
+        "short signature": f"{header}.{claims}.AAAA",
+    }
+    for name, token in tokens.items():
+        for path in ("/events/", "/v1/models"):
+            response = client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 401, (name, path, response.text)
+            assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+# --------------------------------------------------------------------------- addresses, messages
+
+
+METADATA_URLS = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.170.2/v2/credentials",
+    "http://100.100.100.200/latest/meta-data/",
+    "http://[fd00:ec2::23]/",
+    "http://[fd00:ec2::254]/",
+    "http://[fec0::1]/",
+    "http://192.0.0.192/opc/v2/instance/",
+    "http://[::ffff:169.254.170.2]/",
+]
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_metadata_addresses_are_never_allowed(allow_private: bool) -> None:
+    for url in METADATA_URLS:
+        host = httpx.URL(url).host
+        assert blocked_reason(host, allow_private=allow_private) is not None, url
+    # allow-private opens the intranet only: RFC 1918, unique-local, loopback.
+    for address in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "::1", "fd12::1"):
+        assert (blocked_reason(address, allow_private=allow_private) is None) == allow_private
+    for address in ("169.254.1.1", "100.64.0.1", "0.0.0.0", "224.0.0.1", "fe80::1"):
+        assert blocked_reason(address, allow_private=allow_private) is not None, address
+    assert blocked_reason("93.184.215.14", allow_private=allow_private) is None
+
+
+def test_metadata_audio_urls_fail_over_http(http: httpx.Client) -> None:
+    """Was: 169.254.170.2, 100.100.100.200, fd00:ec2::23, fec0::/10 and 192.0.0.0/24 passed
+    with AUDIO_URL_ALLOW_PRIVATE=true (this server has it on, and every host allowed)."""
+    for index, url in enumerate(METADATA_URLS):
+        event_id = f"edge-meta-{index}"
+        event = {"event_id": event_id, "event_type": "speech", "event_data": {"audio_url": url}}
+        response = http.post("/events/", json=event)
+        if response.status_code == 422:  # refused at intake: a literal address
+            assert response.json()["detail"][0]["type"] == "url_not_allowed", url
+            continue
+        assert response.status_code == 202, response.text
+        record = wait_terminal(http.get, event_id)
+        assert record["status"] == "failed", (url, record)
+        assert record["error"]["code"] == "url_not_allowed", (url, record["error"])
+
+
+def test_refusals_tell_no_dns_facts() -> None:
+    """Was: the message said a name resolves to loopback (and which address)."""
+    with pytest.raises(TargetRefused) as refused:
+        resolve_checked(httpx.URL("http://localhost/"), allow_private=False, timeout_s=10)
+    message = str(refused.value)
+    assert "loopback" not in message and "127.0.0.1" not in message and "::1" not in message
+    with pytest.raises(TargetUnreachable) as unreachable:
+        resolve_checked(
+            httpx.URL("http://no-such-host.invalid/"), allow_private=False, timeout_s=10
+        )
+    assert str(unreachable.value) == "cannot resolve 'no-such-host.invalid'"
+
+
+def test_table_not_found_names_no_path_or_tables(http: httpx.Client, server: ServerProcess) -> None:
+    """Was: table_not_found revealed the LanceDB path and every table name."""
+    event = {
+        "event_id": "edge-table",
+        "event_type": "query",
+        "event_data": {"text": "bags", "table": "no_such_table"},
+    }
+    assert http.post("/events/", json=event).status_code == 202
+    record = wait_terminal(http.get, "edge-table")
+    assert record["error"]["code"] == "table_not_found"
+    message = record["error"]["message"]
+    assert server.env["LANCEDB_URI"] not in message and "lancedb" not in message.lower()
+    assert "knowledge'" not in message and "tables:" not in message
+
+
+# --------------------------------------------------------------------------- docs, metrics
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_use_only_local_assets(server: ServerProcess, page: str) -> None:
+    """Was: /docs loaded Swagger UI from a CDN (blank page offline)."""
+    html = httpx.get(f"{server.url}{page}").text
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html
+    assets = re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", html)
+    assert assets, html
+    for asset in assets:
+        response = httpx.get(f"{server.url}{asset}")
+        assert response.status_code == 200, asset
+        assert len(response.content) > 1000 or asset.endswith(".png")
+
+
+def test_metrics_token(server: ServerProcess) -> None:
+    url = f"{server.url}/metrics"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers=AUTH).status_code == 401  # an API token is not enough
+    response = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200 and "skyhigh" in response.text

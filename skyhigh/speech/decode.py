@@ -119,7 +119,7 @@ def _probe(path: Path, *, timeout_s: float) -> str:
     if result.returncode != 0 or not isinstance(name, str):
         raise StepFailed(
             ErrorCode.UNSUPPORTED_AUDIO,
-            f"could not read the audio ({_last_line(result.stderr, path)}); "
+            f"could not decode the audio ({_last_line(result.stderr, path)}); "
             f"send audio as {ACCEPTED_HINT}",
         )
     return name
