@@ -32,8 +32,9 @@ from skyhigh.config import IntakeSettings
 
 # Below this, parsing takes well under a millisecond: a thread hop would cost more.
 PARSE_IN_THREAD_BYTES = 64 * 1024
-# `"` and `,` a large audio event may hold: its keys, short options and an initial_prompt.
-LARGE_BODY_MAX_STRUCTURE = 4_096
+# `"` and `,` a large audio event may hold: keys, options, a full filter (16 lists of 100
+# strings: ~5,000) and an initial_prompt; millions of keys are far past it.
+LARGE_BODY_MAX_STRUCTURE = 16_384
 
 
 class _TooManyValues(Exception):
