@@ -5,8 +5,9 @@ started and /health is probed every 50 ms (one request at a time, its own connec
 during:
 
 * idle: nothing else;
-* headers: 10 clients each stream a 1 MiB request header in 16 KiB pieces, reconnecting
-  whenever the server answers or closes;
+* headers: 10 clients each stream a 1 MiB request header in 1 KiB pieces (TCP_NODELAY, so
+  the server reads many small pieces: httptools re-copies the growing header on each one),
+  reconnecting whenever the server answers or closes;
 * bodies: 6 clients send unauthenticated 30 MB JSON bodies (2.4 M keys) to POST /events/,
   one after another.
 
@@ -133,21 +134,23 @@ def probe(server: Server, seconds: float, abusers: list[threading.Thread]) -> di
 
 
 def header_abuser(server: Server, stop: threading.Event, answers: Counter[str]) -> None:
-    piece = b"a" * 16384
+    piece = b"a" * 1024
     while not stop.is_set():
         try:
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             answers["connect failed"] += 1
             continue
         with sock:
             try:
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
-                for _ in range(64):  # 1 MiB
+                for index in range(1024):  # 1 MiB
                     if stop.is_set():
                         return
                     sock.sendall(piece)
-                    time.sleep(0.005)  # streamed, as a slow client would
+                    if index % 16 == 0:
+                        time.sleep(0.001)  # streamed, as a slow client would
                 sock.sendall(b"\r\n\r\n")
             except OSError:
                 pass  # refused mid-way: the answer, if any, is waiting
