@@ -119,7 +119,7 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('UVICORN_PORT', '8000'), timeout=4)"
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0"]
+CMD ["uvicorn", "main:app", "--http", "skyhigh.api.http_server:HttpProtocol", "--host", "0.0.0.0"]
 
 # --------------------------------------------------------------------------- default target
 # Last, so that a plain `docker build .` builds it.
@@ -156,4 +156,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
 # uvicorn reads UVICORN_PORT (default 8000 above), so `--port` is left off the command line:
 # set UVICORN_PORT in .env to listen elsewhere (e.g. with --network=host). Exec form keeps uvicorn
 # as PID 1, so `docker stop` (SIGTERM) starts the service's graceful shutdown.
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0"]
+CMD ["uvicorn", "main:app", "--http", "skyhigh.api.http_server:HttpProtocol", "--host", "0.0.0.0"]

@@ -40,6 +40,7 @@ from skyhigh.api.dependencies import (
     WebSocketAuthDep,
     require_token,
 )
+from skyhigh.api.json_body import json_limits_route
 from skyhigh.domain.errors import EventNotFound
 from skyhigh.domain.events import EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
@@ -48,7 +49,9 @@ from skyhigh.live.streams import Lagged, StreamMessage, open_feed
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
 
-router = APIRouter()
+# JSON bodies within MAX_JSON_BODY_BYTES, except events carrying base64 audio; big ones are
+# parsed off the event loop (skyhigh.api.json_body).
+router = APIRouter(route_class=json_limits_route(large_body_types={"speech"}))
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN, min_length=1, max_length=128)]

@@ -1,6 +1,7 @@
 """Builds the SkyHigh app: settings, lifespan (store, models, workers), routes.
 
-Serve it with `uvicorn main:app`.
+Serve it with `uvicorn main:app --http skyhigh.api.http_server:HttpProtocol` (the protocol caps
+request headers while they arrive; plain `uvicorn main:app` works too, see that module).
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from router import router
+from router import PROTECTED_PREFIXES, router
 from skyhigh import __version__
+from skyhigh.api.docs import install_docs
 from skyhigh.api.errors import install_error_handlers
-from skyhigh.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from skyhigh.api.middleware import (
+    AuthenticateFirstMiddleware,
+    BodyLimitMiddleware,
+    HeaderLimitMiddleware,
+    RequestIdMiddleware,
+)
 from skyhigh.config import Settings, get_settings
 from skyhigh.intake.batcher import IntakeBatcher
 from skyhigh.intake.service import Intake
@@ -46,10 +53,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await batcher.stop()
             await anyio.to_thread.run_sync(stop_runtime, runtime)
 
-    app = FastAPI(title="SkyHigh", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url None: FastAPI's pages load their assets from a CDN; ours are local.
+    app = FastAPI(
+        title="SkyHigh",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(router)
+    install_docs(app)
     install_error_handlers(app, event_types=list(EVENT_TYPES))
+    # The last added runs first: request id, head size, who is asking, and only then the body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthenticateFirstMiddleware, protected_prefixes=PROTECTED_PREFIXES)
+    app.add_middleware(
+        HeaderLimitMiddleware,
+        max_bytes=settings.max_header_bytes,
+        max_count=settings.max_header_count,
+    )
     app.add_middleware(RequestIdMiddleware)
     return app
 

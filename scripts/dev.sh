@@ -50,7 +50,7 @@ case "$command" in
     ensure_uv
     uv sync --locked --no-dev
     ensure_env_file
-    exec uv run --no-dev uvicorn main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+    exec uv run --no-dev uvicorn main:app --http skyhigh.api.http_server:HttpProtocol --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
     ;;
   test)
     # sox and espeak-ng make test audio; chromium drives the demo page test (tests/test_demo.py);

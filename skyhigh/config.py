@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "your-token-here", "replace-me"})
 
 MiB = 1024 * 1024
+# RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits).
+MIN_JWT_SECRET_BYTES = 32
 
 
 def _split_csv(value: object) -> object:
@@ -47,7 +49,10 @@ class AuthSettings(BaseModel):
         return [token.get_secret_value() for token in self.api_tokens]
 
     def validate_auth(self) -> None:
-        """Refuse to run unprotected unless development mode was asked for explicitly."""
+        """Refuse to run unprotected unless development mode was asked for explicitly, and
+        refuse JWT settings that cannot be safe (whatever the mode)."""
+        if self.auth_mode == "jwt":
+            self._validate_jwt()
         if self.allow_insecure_dev_mode:
             return
         if self.auth_mode == "jwt":
@@ -66,11 +71,52 @@ class AuthSettings(BaseModel):
                 "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
 
+    def _validate_jwt(self) -> None:
+        # A misconfiguration here is a forgery risk, so it stops the start. Whether the key
+        # fits each algorithm is checked when the verifier loads it (skyhigh.api.tokens).
+        algorithms = [name.strip() for name in self.jwt_algorithms]
+        if not algorithms:
+            raise ValueError(
+                "JWT_ALGORITHMS is empty: name the algorithm(s) your issuer signs with"
+            )
+        if any(name.lower() == "none" for name in algorithms):
+            raise ValueError("JWT_ALGORITHMS must not contain 'none' (unsigned tokens)")
+        hmac_algorithms = [name for name in algorithms if name.upper().startswith("HS")]
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ValueError("set JWT_SECRET (HS*) or JWT_PUBLIC_KEY (RS*/PS*/ES*/EdDSA), not both")
+        if self.jwt_public_key is not None and hmac_algorithms:
+            raise ValueError(
+                f"JWT_ALGORITHMS has {', '.join(hmac_algorithms)} with JWT_PUBLIC_KEY: anyone "
+                "holding the public key could sign tokens; list only RS*/PS*/ES*/EdDSA"
+            )
+        if self.jwt_secret is not None:
+            others = [name for name in algorithms if name not in hmac_algorithms]
+            if others:
+                raise ValueError(
+                    f"JWT_ALGORITHMS has {', '.join(others)} with JWT_SECRET; a shared secret "
+                    "works with HS256/HS384/HS512 only (use JWT_PUBLIC_KEY for the others)"
+                )
+            if len(self.jwt_secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+                raise ValueError(
+                    f"JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes; generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                )
+
 
 class IntakeSettings(BaseModel):
     """What clients may send, checked before a 202 (skyhigh.intake, the body limit)."""
 
     max_body_bytes: int = 36 * MiB
+    # Only an audio event (base64 audio in JSON) may use MAX_BODY_BYTES; any other JSON body is
+    # refused past this, before it is parsed (skyhigh.api.json_body).
+    max_json_body_bytes: int = Field(default=1 * MiB, ge=1024)
+    # Values (objects, arrays, strings, numbers...) in one JSON body: bounds parsing and the
+    # number of validation errors a body can cause. The largest valid event holds ~1,700.
+    max_json_values: int = Field(default=4_096, ge=64)
+    # Request head (request line + headers): checked by the server protocol while it arrives
+    # (skyhigh.api.http_server) and again by the app; 431 past either.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
     max_pending_events: int = 1000
     retry_after_s: int = 5
     max_audio_bytes: int = 25 * MiB
@@ -161,6 +207,11 @@ class SpeechSettings(BaseModel):
     whisper_batch_max_wait_ms: float = Field(default=30.0, ge=0, le=1_000)
     model_cache_dir: Path = Path.home() / ".cache" / "skyhigh"
     max_audio_seconds: float = 30 * 60
+    # Wall-clock limit of each ffprobe/ffmpeg run: a hostile file cannot hold a worker forever.
+    ffmpeg_timeout_s: float = Field(default=60.0, gt=0)
+    # Transcription time per event; past it the event fails with audio_too_long. VAD makes
+    # silence cheap, this bounds what VAD cannot (hours of noise that sounds like speech).
+    max_transcribe_seconds: float = Field(default=900.0, gt=0)
 
 
 class WebhookSettings(BaseModel):
@@ -176,6 +227,8 @@ class WebhookSettings(BaseModel):
 
 class ObservabilitySettings(BaseModel):
     log_level: str = "INFO"
+    # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is public.
+    metrics_token: SecretStr | None = None
 
 
 Group = TypeVar("Group", bound=BaseModel)

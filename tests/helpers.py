@@ -109,6 +109,9 @@ class ServerProcess:
                 "-m",
                 "uvicorn",
                 "main:app",
+                # The documented run command: the protocol that caps request heads.
+                "--http",
+                "skyhigh.api.http_server:HttpProtocol",
                 "--host",
                 "127.0.0.1",
                 "--port",

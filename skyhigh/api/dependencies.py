@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, WebSocket, status
@@ -123,3 +124,23 @@ async def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> WebSocket
 
 
 WebSocketAuthDep = Annotated[WebSocketAuth, Depends(websocket_auth)]
+
+
+async def require_metrics_token(
+    connection: HTTPConnection,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> None:
+    """With METRICS_TOKEN set, /metrics needs it as a bearer token; unset, /metrics is public.
+
+    A separate token: a scraper should not hold a key that can submit events.
+    """
+    runtime: Runtime = connection.state.runtime
+    expected = runtime.settings.metrics_token
+    if expected is None:
+        return
+    if credentials is None:
+        raise _unauthorized("missing bearer token: /metrics needs METRICS_TOKEN", token_given=False)
+    if not hmac.compare_digest(
+        credentials.credentials.encode(), expected.get_secret_value().encode()
+    ):
+        raise _unauthorized("the bearer token is not the METRICS_TOKEN", token_given=True)

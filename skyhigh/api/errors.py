@@ -38,9 +38,13 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        # Only the first few errors are rendered: the answer must not grow with the input.
+        shown, total = list(exc.errors()[:MAX_ERRORS_SHOWN]), len(exc.errors())
         if _openai(request):
-            return openai_errors.from_validation(exc.errors()).response()
-        errors = [_client_error(error, event_types) for error in exc.errors()]
+            return openai_errors.from_validation(shown, total=total).response()
+        errors = [_client_error(error, event_types) for error in shown]
+        if total > len(shown):
+            errors.append(_more_errors(total - len(shown)))
         return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, jsonable_encoder(errors))
 
     async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
@@ -101,6 +105,18 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
     app.add_exception_handler(EventConflict, conflict)
     app.add_exception_handler(EventNotFound, not_found)
     app.add_exception_handler(InvalidCursor, invalid_cursor)
+
+
+# Validation errors rendered per answer; the rest are counted in one `too_many_errors` entry.
+MAX_ERRORS_SHOWN = 10
+
+
+def _more_errors(count: int) -> dict[str, Any]:
+    return {
+        "type": "too_many_errors",
+        "loc": ["body"],
+        "msg": f"{count} more errors not shown; fix the ones above and send again",
+    }
 
 
 def _openai(request: Request) -> bool:

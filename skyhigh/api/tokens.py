@@ -38,6 +38,8 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         key = settings.jwt_public_key or settings.jwt_secret
         self._jwt_key = key.get_secret_value() if key is not None else None
+        if self._mode == "jwt" and self._jwt_key is not None:
+            _check_key_fits(self._jwt_key, self._algorithms)
 
     @property
     def open_access(self) -> bool:
@@ -85,6 +87,22 @@ class TokenVerifier:
             raise InvalidToken("the JWT issuer is not accepted") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidToken(f"the JWT lacks the required claim {exc.claim!r}") from exc
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            # PyJWTError covers key errors too (InvalidKeyError is not an InvalidTokenError);
+            # the crypto backends raise ValueError/TypeError for malformed input. A 401, not a 500.
             raise InvalidToken("the JWT is not valid") from exc
         return Principal(subject=str(claims.get("sub", "jwt")), method="jwt")
+
+
+def _check_key_fits(key: str, algorithms: list[str]) -> None:
+    """Refuse at start-up a key that one of the algorithms cannot use (ValueError)."""
+    for name in algorithms:
+        try:
+            jwt.get_algorithm_by_name(name).prepare_key(key)
+        except NotImplementedError:
+            raise ValueError(f"JWT_ALGORITHMS: {name!r} is not a supported algorithm") from None
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"JWT_ALGORITHMS has {name!r}, which cannot use the configured key ({exc}); "
+                "match the algorithms to the key type"
+            ) from None

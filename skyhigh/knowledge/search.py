@@ -155,7 +155,9 @@ class KnowledgeBase:
             except (ValueError, FileNotFoundError) as exc:
                 raise StepFailed(
                     ErrorCode.TABLE_NOT_FOUND,
-                    f"no knowledge table {name!r} in {self.uri}; tables: {self.table_names()}",
+                    # Neither the storage path nor the other tables: they are the server's.
+                    f"no knowledge table {name!r}; leave `table` unset for the default one, "
+                    "or add a document with this table to create it",
                 ) from exc
             self._tables[name] = table
             return table

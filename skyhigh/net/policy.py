@@ -1,8 +1,13 @@
 """Which URLs and addresses a request to a client-chosen URL may reach (the SSRF policy).
 
-Loopback, private, link-local and other non-global addresses are refused unless the caller's
-setting allows them (`AUDIO_URL_ALLOW_PRIVATE`, `WEBHOOK_ALLOW_PRIVATE`); the cloud metadata
-address is refused always. The checks here look at addresses only: `skyhigh.net.resolve`
+Only globally routable addresses (`ipaddress` `is_global`, not multicast) are contacted, minus
+ALWAYS_REFUSED: cloud metadata and credential services and ranges Python 3.11 still calls
+global (192.0.0.0/24 holds Oracle Cloud's metadata service, fec0::/10 is deprecated
+site-local). The caller's allow-private setting (`AUDIO_URL_ALLOW_PRIVATE`,
+`WEBHOOK_ALLOW_PRIVATE`) opens exactly the intranet: RFC 1918, IPv6 unique-local and
+loopback (PRIVATE_ALLOWED). Never link-local, shared/CGNAT (100.64.0.0/10, where Alibaba
+Cloud's metadata lives), multicast, reserved or unspecified addresses, and never
+ALWAYS_REFUSED, whatever the settings. The checks here look at addresses only: `skyhigh.net.resolve`
 applies them to every DNS answer and `skyhigh.net.pinned` connects to exactly the address
 that was checked, so a DNS answer cannot change between the check and the connection (DNS
 rebinding). IPv6 forms that carry an IPv4 address (mapped, 6to4, NAT64) are judged by the
@@ -19,10 +24,30 @@ from skyhigh.net.errors import TargetRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Credentials for the whole instance live here; no setting may open it (see blocked_reason).
-METADATA_ADDRESSES = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+# Credentials for the whole instance (or pod) live here; no setting opens them.
+ALWAYS_REFUSED = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "169.254.169.254/32",  # AWS, GCP, Azure, OpenStack, DigitalOcean instance metadata
+        "169.254.170.2/32",  # AWS ECS task credentials
+        "169.254.170.23/32",  # AWS EKS Pod Identity
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "168.63.129.16/32",  # Azure WireServer (a global address)
+        "192.0.0.0/24",  # IETF protocol assignments; Oracle Cloud metadata is 192.0.0.192
+        "fd00:ec2::254/128",  # AWS instance metadata over IPv6
+        "fd00:ec2::23/128",  # AWS EKS Pod Identity over IPv6
+        "fec0::/10",  # deprecated site-local; Python 3.11 calls it global
+    )
 )
+# What an allow-private setting opens: an intranet, not the host's link or provider.
+PRIVATE_ALLOWED = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+        "127.0.0.0/8", "::1/128",  # loopback
+        "fc00::/7",  # IPv6 unique local
+    )
+)  # fmt: skip
 # NAT64 maps an IPv4 address into IPv6; Python 3.11 does not classify the embedded address.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -44,22 +69,33 @@ def parse_target(url: str | httpx.URL, *, name: str = "the URL") -> httpx.URL:
 def blocked_reason(address: str | IPAddress, *, allow_private: bool = False) -> str | None:
     """Why contacting `address` is refused, or None when it may be contacted.
 
-    The cloud metadata address is refused even with `allow_private`: reaching an intranet host
-    is a deployment choice, handing out the instance's credentials never is.
+    ALWAYS_REFUSED stays refused with `allow_private`: reaching an intranet host is a
+    deployment choice, handing out the instance's credentials never is.
     """
     ip = _embedded_ipv4(ipaddress.ip_address(address))
-    if ip in METADATA_ADDRESSES:
-        return "the cloud metadata service"
-    if allow_private:
+    if _always_refused(ip):
+        return f"a cloud metadata or reserved address ({ip})"
+    if ip.is_global and not ip.is_multicast:
+        return None
+    if allow_private and _private_allowed(ip):
         return None
     return _private_kind(ip)
 
 
 def refused(message: str, address: IPAddress) -> TargetRefused:
     """TargetRefused for a blocked `address`, noting whether allow-private would open it."""
+    ip = _embedded_ipv4(address)
     return TargetRefused(
-        message, allow_private_helps=_embedded_ipv4(address) not in METADATA_ADDRESSES
+        message, allow_private_helps=_private_allowed(ip) and not _always_refused(ip)
     )
+
+
+def _always_refused(ip: IPAddress) -> bool:
+    return any(ip in network for network in ALWAYS_REFUSED)
+
+
+def _private_allowed(ip: IPAddress) -> bool:
+    return any(ip in network for network in PRIVATE_ALLOWED)
 
 
 def check_literal_host(url: str | httpx.URL, *, allow_private: bool) -> httpx.URL:

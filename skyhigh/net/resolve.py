@@ -9,6 +9,7 @@ not ours to predict.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,8 @@ import httpx
 
 from skyhigh.net.errors import TargetUnreachable
 from skyhigh.net.policy import IPAddress, blocked_reason, refused
+
+log = logging.getLogger(__name__)
 
 # getaddrinfo cannot be interrupted; running it here lets a caller give up on a slow resolver.
 # One pool for every outbound request, so a hung resolver costs at most these threads.
@@ -36,7 +39,10 @@ def resolve_checked(url: httpx.URL, *, allow_private: bool, timeout_s: float) ->
     except TimeoutError:
         raise TargetUnreachable(f"DNS lookup of {host!r} timed out") from None
     except OSError as exc:
-        raise TargetUnreachable(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        # The resolver's reason (no such name, no address, server failure) describes the
+        # internal DNS to whoever chose the URL: logged here, not returned.
+        log.info("DNS lookup failed", extra={"error": str(exc.strerror or exc)})
+        raise TargetUnreachable(f"cannot resolve {host!r}") from None
     # sockaddr[0] may carry an IPv6 scope ("fe80::1%eth0"); the policy needs the address.
     addresses = list(
         dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
@@ -46,5 +52,10 @@ def resolve_checked(url: httpx.URL, *, allow_private: bool, timeout_s: float) ->
     for address in addresses:
         reason = blocked_reason(address, allow_private=allow_private)
         if reason is not None:
-            raise refused(f"{url.host!r} resolves to {reason}", address)
+            # Which kind of address (loopback, private, metadata...) a name has is a fact about
+            # the internal network: logged, not told to whoever chose the URL.
+            log.info("refused a resolved address", extra={"error": reason})
+            raise refused(
+                f"{url.host!r} resolves to an address this server may not contact", address
+            )
     return addresses

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,7 +129,11 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
         raise StepFailed(ErrorCode.INTERNAL_ERROR, "speech is disabled on this server")
     with job.step("decode"):
         path = _audio_path(job, speech)
-        samples = load_audio(path, max_seconds=job.settings.max_audio_seconds)
+        samples = load_audio(
+            path,
+            max_seconds=job.settings.max_audio_seconds,
+            timeout_s=job.settings.ffmpeg_timeout_s,
+        )
     options = TranscribeOptions(
         language=speech.language,
         task=speech.task,
@@ -137,10 +141,8 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
         initial_prompt=speech.initial_prompt,
     )
 
-    def on_segment(segment: Segment) -> None:
-        job.publish({"type": "segment", "segment": segment.model_dump(mode="json")})
-
     with job.step("transcribe"), pool.borrow() as transcriber:
+        on_segment = _segment_sink(job, limit_s=job.settings.max_transcribe_seconds)
         transcript = transcriber.transcribe(samples, options, on_segment=on_segment)
     job.publish({"type": "transcript", "transcript": transcript.model_dump(mode="json")})
     matches: list[Match] = []
@@ -158,6 +160,23 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
         "timings": job.step.timings,
         "model": {"engine": pool.engine, "name": pool.model_name, "sha256": pool.sha256},
     }
+
+
+def _segment_sink(job: Job, *, limit_s: float) -> Callable[[Segment], None]:
+    """Publishes each segment; past `limit_s` of transcription it fails the event instead, so
+    one event cannot hold a Whisper instance for hours (checked as each segment is decoded)."""
+    deadline = time.monotonic() + limit_s
+
+    def on_segment(segment: Segment) -> None:
+        if time.monotonic() > deadline:
+            raise StepFailed(
+                ErrorCode.AUDIO_TOO_LONG,
+                f"transcription took longer than {limit_s:g} s (MAX_TRANSCRIBE_SECONDS); "
+                "send shorter audio",
+            )
+        job.publish({"type": "segment", "segment": segment.model_dump(mode="json")})
+
+    return on_segment
 
 
 def _embed(job: Job, text: str) -> NDArray[np.float32]:

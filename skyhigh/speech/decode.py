@@ -1,13 +1,31 @@
 """Decoding audio files into what Whisper takes: 16 kHz mono float32 in [-1, 1].
 
-ffmpeg does the decoding, so anything it reads is accepted (WAV, MP3, Ogg/Opus, WebM, the audio
-track of a video...). Blocking (a subprocess): call it from a worker thread. Failures a client
-caused are `StepFailed`: empty_audio, unsupported_audio, audio_too_long.
+ffmpeg does the decoding, but only of audio containers on ACCEPTED_CONTAINERS: ffmpeg reads
+whatever it is told to, and some of its demuxers open other files by name (an `ffconcat` script,
+HLS playlists, image sequences). So every file is
+
+* linked into a directory of its own, the working directory of ffmpeg, so a relative name in
+  it resolves to nothing of ours;
+* probed with ffprobe, which may only pick a demuxer on the list (`-format_whitelist`, checked
+  right after probing, before the demuxer opens anything) and read local files
+  (`-protocol_whitelist file`);
+* decoded by ffmpeg forced to the probed demuxer, with the same whitelists;
+* given at most FFMPEG_TIMEOUT_S per ffprobe/ffmpeg run.
+
+Blocking (subprocesses): call it from a worker thread. Failures a client caused are
+`StepFailed`: empty_audio, unsupported_audio, audio_too_long.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +35,35 @@ from skyhigh.domain.events import ErrorCode, StepFailed
 
 SAMPLE_RATE = 16_000
 MIN_AUDIO_SECONDS = 0.1
+DEFAULT_FFMPEG_TIMEOUT_S = 60.0
+
+# ffmpeg demuxer names (a name matches a demuxer that lists it: "mov" is mov,mp4,m4a,3gp...).
+ACCEPTED_CONTAINERS = (
+    "wav", "w64", "mp3", "flac", "ogg", "mov", "matroska", "aac", "amr", "aiff", "caf",
+)  # fmt: skip
+_WHITELIST = ",".join(ACCEPTED_CONTAINERS)
+ACCEPTED_HINT = (
+    "WAV, MP3, FLAC, Ogg (Vorbis/Opus), M4A/MP4/MOV, WebM/Matroska, AAC, AMR, AIFF or CAF"
+)
+_NOT_ON_WHITELIST = re.compile(rb"\[([A-Za-z0-9_,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 FloatArray = npt.NDArray[np.float32]
 
 
-def load_audio(path: Path, *, max_seconds: float) -> FloatArray:
-    """Decode anything ffmpeg reads into 16 kHz mono float32 in [-1, 1].
+def load_audio(
+    path: Path, *, max_seconds: float, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S
+) -> FloatArray:
+    """Decode an audio file in an accepted container into 16 kHz mono float32 in [-1, 1].
 
     Decoding stops just past `max_seconds`, so an overlong file costs at most that much memory.
-    Raises empty_audio, unsupported_audio or audio_too_long.
+    `timeout_s` bounds each ffprobe/ffmpeg run. Raises empty_audio, unsupported_audio or
+    audio_too_long.
     """
     if path.stat().st_size == 0:
         raise StepFailed(ErrorCode.EMPTY_AUDIO, "the audio file is empty (0 bytes)")
-    pcm = _run_ffmpeg(path, limit_s=max_seconds + 1)
+    with _private_copy(path) as private:
+        container = _probe(private, timeout_s=timeout_s)
+        pcm = _run_ffmpeg(private, container, limit_s=max_seconds + 1, timeout_s=timeout_s)
     samples = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
     if len(samples) < MIN_AUDIO_SECONDS * SAMPLE_RATE:
         raise StepFailed(
@@ -45,19 +79,64 @@ def load_audio(path: Path, *, max_seconds: float) -> FloatArray:
     return samples
 
 
-def _run_ffmpeg(path: Path, *, limit_s: float) -> bytes:
+@contextmanager
+def _private_copy(path: Path) -> Iterator[Path]:
+    """`path` linked (or copied) alone into a fresh directory, removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=".decode-", dir=path.parent))
+    private = work / "input"
+    try:
+        try:
+            os.link(path, private)  # same file system: no copy
+        except OSError:
+            shutil.copyfile(path, private)
+        yield private
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _probe(path: Path, *, timeout_s: float) -> str:
+    """The demuxer ffprobe picks for `path`, if it is on the list; else unsupported_audio."""
+    # fmt: off
+    command = [
+        "ffprobe", "-hide_banner", "-loglevel", "error",
+        "-protocol_whitelist", "file", "-format_whitelist", _WHITELIST,
+        "-show_entries", "format=format_name", "-of", "json", f"file:{path.name}",
+    ]
+    # fmt: on
+    result = _run(command, path, timeout_s=timeout_s)
+    refused = _NOT_ON_WHITELIST.search(result.stderr)
+    if refused is not None:
+        found = refused.group(1).decode()
+        raise StepFailed(
+            ErrorCode.UNSUPPORTED_AUDIO,
+            f"the file is in the {found!r} format, which is not accepted; "
+            f"send audio as {ACCEPTED_HINT}",
+        )
+    try:
+        name = json.loads(result.stdout)["format"]["format_name"]
+    except (ValueError, KeyError, TypeError):
+        name = None
+    if result.returncode != 0 or not isinstance(name, str):
+        raise StepFailed(
+            ErrorCode.UNSUPPORTED_AUDIO,
+            f"could not decode the audio ({_last_line(result.stderr, path)}); "
+            f"send audio as {ACCEPTED_HINT}",
+        )
+    return name
+
+
+def _run_ffmpeg(path: Path, container: str, *, limit_s: float, timeout_s: float) -> bytes:
     # fmt: off
     command = [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
-        "-i", str(path),
+        "-protocol_whitelist", "file", "-format_whitelist", _WHITELIST,
+        "-f", container,  # the probed demuxer: no second guess on the same bytes
+        "-i", f"file:{path.name}",
         "-t", f"{limit_s:.3f}",  # stop decoding just past the limit
         "-vn", "-f", "s16le", "-ac", "1", "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-",
     ]
     # fmt: on
-    try:
-        result = subprocess.run(command, capture_output=True, check=False)
-    except FileNotFoundError:
-        raise RuntimeError("ffmpeg is not installed or not on PATH") from None
+    result = _run(command, path, timeout_s=timeout_s)
     if result.returncode != 0:
         raise StepFailed(
             ErrorCode.UNSUPPORTED_AUDIO,
@@ -66,7 +145,26 @@ def _run_ffmpeg(path: Path, *, limit_s: float) -> bytes:
     return result.stdout
 
 
+def _run(command: list[str], path: Path, *, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+    # cwd: the private directory, so any name a demuxer might open resolves there.
+    try:
+        return subprocess.run(
+            command, capture_output=True, check=False, cwd=path.parent, timeout=timeout_s
+        )
+    except FileNotFoundError:
+        raise RuntimeError(f"{command[0]} is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:  # run() has killed it
+        raise StepFailed(
+            ErrorCode.UNSUPPORTED_AUDIO,
+            f"decoding the audio took longer than {timeout_s:g} s (FFMPEG_TIMEOUT_S); "
+            f"send plain audio as {ACCEPTED_HINT}",
+        ) from None
+
+
 def _last_line(stderr: bytes, path: Path) -> str:
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
-    # The spool path is server-internal; the client only needs the reason.
-    return lines[-1].replace(str(path), "input") if lines else "ffmpeg failed without a message"
+    # Paths are server-internal; the client only needs the reason.
+    if not lines:
+        return "ffmpeg failed without a message"
+    line = lines[-1].replace(f"file:{path.name}", "input").replace(str(path.parent), "")
+    return re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", line)

@@ -68,16 +68,21 @@ class OpenAIError(Exception):
         return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
 
-def from_validation(errors: Sequence[Mapping[str, Any]]) -> OpenAIError:
-    """400 naming the first bad field as `param`; the message covers every problem.
+def from_validation(
+    errors: Sequence[Mapping[str, Any]], *, total: int | None = None
+) -> OpenAIError:
+    """400 naming the first bad field as `param`; the message covers the problems given.
 
-    Like /events, it never echoes the input (it may be an audio file).
+    Like /events, it never echoes the input (it may be an audio file); `total` (when more
+    errors exist than are given) is stated as a count, so the message stays small.
     """
     params = [_param(error.get("loc", ())) for error in errors]
     message = "; ".join(
         f"{param}: {error['msg']}" if param else str(error["msg"])
         for param, error in zip(params, errors, strict=True)
     )
+    if total is not None and total > len(errors):
+        message += f"; and {total - len(errors)} more errors"
     code = str(errors[0]["type"]) if errors else None
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=params[0], code=code)
 
