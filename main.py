@@ -18,6 +18,7 @@ from skyhigh.api.errors import install_error_handlers
 from skyhigh.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from skyhigh.config import Settings, get_settings
 from skyhigh.intake.batcher import IntakeBatcher
+from skyhigh.intake.permissions import KnowledgeGuard
 from skyhigh.intake.service import Intake
 from skyhigh.observability.logs import configure_logging
 from skyhigh.processing.registry import EVENT_TYPES
@@ -64,6 +65,8 @@ def _intake(runtime: Runtime, batcher: IntakeBatcher) -> Intake:
         runtime.webhooks,
         settings.intake,
         spool_dir=settings.spool_dir,
+        knowledge=KnowledgeGuard(runtime.knowledge, settings.knowledge),
+        quotas=runtime.quotas,
     )
 
 

@@ -153,9 +153,11 @@ class KnowledgeBase:
             try:
                 table = self._db.open_table(name)
             except (ValueError, FileNotFoundError) as exc:
+                # Neither the other tables nor the storage path: tenants share this base, and
+                # GET /knowledge/tables is where a caller may look tables up.
                 raise StepFailed(
                     ErrorCode.TABLE_NOT_FOUND,
-                    f"no knowledge table {name!r} in {self.uri}; tables: {self.table_names()}",
+                    f"no knowledge table {name!r}; GET /knowledge/tables lists the tables",
                 ) from exc
             self._tables[name] = table
             return table
