@@ -125,6 +125,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Reading one event: 403 for `?owner=` without admin, or a credential without events:read.
+READ_ERRORS: dict[int | str, dict[str, Any]] = {k: ERRORS[k] for k in (401, 403, 422, 429)}
+
+
 class SpeechUploadForm(SpeechUpload):
     # `file` and `event_id` travel in the same form; FastAPI hands the model every field.
     model_config = ConfigDict(extra="ignore")
@@ -142,7 +146,7 @@ def _accepted(record: EventRecord, response: Response) -> Accepted:
     "/",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=ERRORS,
+    responses={**ERRORS, 400: {"description": "The body cannot be parsed (not UTF-8 JSON)"}},
     summary="Submit an event",
 )
 async def create_event(
@@ -182,7 +186,7 @@ async def upload_speech(
 @router.get(
     "/",
     response_model=EventPageOut,
-    responses={401: ERRORS[401], 403: ERRORS[403], 422: ERRORS[422]},
+    responses={k: ERRORS[k] for k in (401, 403, 422, 429)},
     summary="List events, newest first",
 )
 async def list_events(
@@ -210,7 +214,7 @@ async def list_events(
 @router.get(
     "/{event_id}",
     response_model=EventRecord,
-    responses={401: ERRORS[401], 404: {"description": "No event with this id"}},
+    responses={**READ_ERRORS, 404: {"description": "No event with this id"}},
     summary="Read an event's status and result",
 )
 async def read_event(key: EventKeyDep, store: StoreDep, webhooks: WebhooksDep) -> EventRecord:
@@ -229,7 +233,7 @@ async def read_event(key: EventKeyDep, store: StoreDep, webhooks: WebhooksDep) -
             "content": {m: {} for m in ["application/json", *MEDIA_TYPES.values()]},
             "description": "The transcript in the requested format",
         },
-        401: ERRORS[401],
+        **READ_ERRORS,
         404: {"description": "No event with this id"},
         409: {"description": "The event has no transcript (yet)"},
     },
@@ -299,7 +303,7 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {}},
         "description": "`event: <type>` + `data: <json>` per message; ends after the outcome",
     },
-    401: {"description": "Missing or invalid bearer token"},
+    **READ_ERRORS,
     404: {"description": "No event with this id"},
 }
 

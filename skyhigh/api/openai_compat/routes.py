@@ -54,8 +54,10 @@ Granularity = Literal["segment", "word"]
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid field, unknown model, or audio that cannot be transcribed"},
     401: {"description": "Missing or invalid bearer token"},
+    403: {"description": "The credential lacks the events:write scope"},
     413: {"description": "Audio larger than MAX_AUDIO_BYTES"},
     422: {"description": "The Idempotency-Key was used for a different request"},
+    429: {"description": "The principal's rate or audio quota is used up; see Retry-After"},
     500: {"description": "Transcription failed on the server"},
     503: {"description": "Too many pending events; retry after the Retry-After delay"},
 }
