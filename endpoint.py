@@ -3,6 +3,10 @@
 Handlers stay thin: creating routes build a `Submission` and call the intake service once;
 domain exceptions (conflict, not found, queue full, invalid input) become HTTP answers in
 skyhigh.api.errors, not here.
+
+Tenancy (skyhigh.domain.tenancy): every route acts for the caller's principal. Creating routes
+hand it to intake; reading routes take `EventKeyDep`, the stored key of the caller's own event
+(or, for `admin`, of `?owner=`'s), so another principal's event is never found (404).
 """
 
 from __future__ import annotations
@@ -32,18 +36,24 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.websockets import WebSocketDisconnect
 
 from skyhigh.api.dependencies import (
+    EventKeyDep,
     IntakeDep,
+    OwnerQuery,
+    PrincipalDep,
+    ReaderDep,
     RuntimeDep,
     StoreDep,
     StreamsDep,
     WebhooksDep,
     WebSocketAuthDep,
-    require_token,
+    require_events_read,
+    resolve_event,
 )
 from skyhigh.api.json_body import json_limits_route
 from skyhigh.domain.errors import EventNotFound
 from skyhigh.domain.events import EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
+from skyhigh.domain.tenancy import Forbidden, Scope
 from skyhigh.intake.service import Submission
 from skyhigh.live.streams import Lagged, StreamMessage, open_feed
 from skyhigh.processing.registry import EVENT_TYPES
@@ -109,11 +119,17 @@ OPENAPI_EXAMPLES: dict[str, Any] = {
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer token"},
+    403: {"description": "The credential lacks the scope this needs (the message names it)"},
     409: {"description": "The event_id was already used for a different body"},
     413: {"description": "Body or audio larger than the configured limit"},
     422: {"description": "The event or its payload is invalid; the message says what to fix"},
+    429: {"description": "The principal's rate or audio quota is used up; see Retry-After"},
     503: {"description": "Too many pending events; retry after the Retry-After delay"},
 }
+
+
+# Reading one event: 403 for `?owner=` without admin, or a credential without events:read.
+READ_ERRORS: dict[int | str, dict[str, Any]] = {k: ERRORS[k] for k in (401, 403, 422, 429)}
 
 
 class SpeechUploadForm(SpeechUpload):
@@ -133,16 +149,18 @@ def _accepted(record: EventRecord, response: Response) -> Accepted:
     "/",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=ERRORS,
+    responses={**ERRORS, 400: {"description": "The body cannot be parsed (not UTF-8 JSON)"}},
     summary="Submit an event",
 )
 async def create_event(
     event: Annotated[EventSchema, Body(openapi_examples=OPENAPI_EXAMPLES)],
     response: Response,
     intake: IntakeDep,
+    principal: PrincipalDep,
 ) -> Accepted:
     """Validate and store an event, then process it in the background (202 Accepted)."""
-    record = await intake.accept(Submission(event.event_id, event.event_type, event.event_data))
+    submission = Submission(principal, event.event_id, event.event_type, event.event_data)
+    record = await intake.accept(submission)
     return _accepted(record, response)
 
 
@@ -156,32 +174,41 @@ async def create_event(
 async def upload_speech(
     response: Response,
     intake: IntakeDep,
+    principal: PrincipalDep,
     file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads")],
     event_id: Annotated[EventId, Form()],
     options: Annotated[SpeechUploadForm, Form()],
 ) -> Accepted:
     """Same contract as POST /events/ with event_type `speech`, for curl -F users."""
-    submission = Submission(event_id, "speech", options, upload=file.file, fields=("body",))
+    submission = Submission(
+        principal, event_id, "speech", options, upload=file.file, fields=("body",)
+    )
     return _accepted(await intake.accept(submission), response)
 
 
 @router.get(
     "/",
     response_model=EventPageOut,
-    responses={401: ERRORS[401], 422: ERRORS[422]},
+    responses={k: ERRORS[k] for k in (401, 403, 422, 429)},
     summary="List events, newest first",
 )
 async def list_events(
     store: StoreDep,
+    principal: ReaderDep,
     status_filter: Annotated[EventStatus | None, Query(alias="status")] = None,
     event_type: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EventPageOut:
-    """Events newest first; pass `next_cursor` as `cursor` to get the next page."""
+    """Your events newest first (admin: everyone's, with `owner`); `next_cursor` pages on."""
     page = await anyio.to_thread.run_sync(
         lambda: store.list_events(
-            status=status_filter, event_type=event_type, limit=limit, cursor=cursor
+            status=status_filter,
+            event_type=event_type,
+            limit=limit,
+            cursor=cursor,
+            owner=None if principal.admin else principal.owner,
+            show_owner=principal.admin,
         )
     )
     return EventPageOut(items=page.items, next_cursor=page.next_cursor)
@@ -190,14 +217,14 @@ async def list_events(
 @router.get(
     "/{event_id}",
     response_model=EventRecord,
-    responses={401: ERRORS[401], 404: {"description": "No event with this id"}},
+    responses={**READ_ERRORS, 404: {"description": "No event with this id"}},
     summary="Read an event's status and result",
 )
-async def read_event(event_id: str, store: StoreDep, webhooks: WebhooksDep) -> EventRecord:
+async def read_event(key: EventKeyDep, store: StoreDep, webhooks: WebhooksDep) -> EventRecord:
     """The event's status, timestamps, attempts, queue position, result or error, webhooks."""
-    record = await anyio.to_thread.run_sync(store.get, event_id)
+    record = await anyio.to_thread.run_sync(store.get, key)
     if webhooks.enabled:
-        deliveries = await anyio.to_thread.run_sync(webhooks.for_event, event_id)
+        deliveries = await anyio.to_thread.run_sync(webhooks.for_event, key)
         record = record.model_copy(update={"webhooks": deliveries or None})
     return record
 
@@ -209,24 +236,24 @@ async def read_event(event_id: str, store: StoreDep, webhooks: WebhooksDep) -> E
             "content": {m: {} for m in ["application/json", *MEDIA_TYPES.values()]},
             "description": "The transcript in the requested format",
         },
-        401: ERRORS[401],
+        **READ_ERRORS,
         404: {"description": "No event with this id"},
         409: {"description": "The event has no transcript (yet)"},
     },
     summary="Read a speech event's transcript as json, txt, srt or vtt",
 )
 async def read_transcript(
-    event_id: str,
+    key: EventKeyDep,
     store: StoreDep,
     format: Annotated[Literal["json", "txt", "srt", "vtt"], Query()] = "json",
 ) -> Response:
     """The transcript of a completed speech event, rendered in the requested format."""
-    record = await anyio.to_thread.run_sync(store.get, event_id)
+    record = await anyio.to_thread.run_sync(store.get, key)
     raw = (record.result or {}).get("transcript")
     if raw is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            detail=f"event {event_id!r} is {record.status} and has no transcript"
+            detail=f"event {record.event_id!r} is {record.status} and has no transcript"
             + (" yet" if record.status in (EventStatus.QUEUED, EventStatus.PROCESSING) else ""),
         )
     transcript = Transcript.model_validate(raw)
@@ -279,7 +306,7 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {}},
         "description": "`event: <type>` + `data: <json>` per message; ends after the outcome",
     },
-    401: {"description": "Missing or invalid bearer token"},
+    **READ_ERRORS,
     404: {"description": "No event with this id"},
 }
 
@@ -288,14 +315,14 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     "/{event_id}/stream",
     response_class=StreamingResponse,
     responses=SSE_RESPONSES,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_events_read)],
     summary="Follow an event live (Server-Sent Events)",
 )
-async def stream_event(event_id: str, store: StoreDep, streams: StreamsDep) -> StreamingResponse:
+async def stream_event(key: EventKeyDep, store: StoreDep, streams: StreamsDep) -> StreamingResponse:
     """The current state, then every status change, segment and match, then the outcome."""
     stack = AsyncExitStack()
     try:
-        feed = await stack.enter_async_context(open_feed(streams, store, event_id))
+        feed = await stack.enter_async_context(open_feed(streams, store, key))
     except EventNotFound:
         await stack.aclose()
         raise
@@ -328,6 +355,7 @@ async def stream_event_ws(
     auth: WebSocketAuthDep,
     store: StoreDep,
     streams: StreamsDep,
+    owner: OwnerQuery = None,
 ) -> None:
     """The same messages as the SSE stream, one JSON text frame each.
 
@@ -336,11 +364,20 @@ async def stream_event_ws(
     """
     # Accept first, then close with a code: a refused handshake reaches a browser only as 1006.
     await websocket.accept(subprotocol=auth.subprotocol)
-    if auth.error is not None:
-        await websocket.close(WS_POLICY_VIOLATION, reason=auth.error)
+    if auth.error is not None or auth.principal is None:
+        await websocket.close(WS_POLICY_VIOLATION, reason=auth.error or "not authenticated")
         return
     try:
-        async with open_feed(streams, store, event_id) as feed:
+        auth.principal.require(Scope.EVENTS_READ, "reading events")
+        key = resolve_event(auth.principal, event_id, owner)
+    except Forbidden as exc:
+        await websocket.close(WS_POLICY_VIOLATION, reason=str(exc))
+        return
+    except EventNotFound:
+        await websocket.close(WS_NOT_FOUND, reason=f"no event {event_id!r}")
+        return
+    try:
+        async with open_feed(streams, store, key) as feed:
             outcome = await _pump(websocket, feed)
     except EventNotFound:
         outcome = (WS_NOT_FOUND, f"no event {event_id!r}")

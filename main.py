@@ -25,6 +25,7 @@ from skyhigh.api.middleware import (
 )
 from skyhigh.config import Settings, get_settings
 from skyhigh.intake.batcher import IntakeBatcher
+from skyhigh.intake.permissions import KnowledgeGuard
 from skyhigh.intake.service import Intake
 from skyhigh.observability.logs import configure_logging
 from skyhigh.processing.registry import EVENT_TYPES
@@ -87,6 +88,8 @@ def _intake(runtime: Runtime, batcher: IntakeBatcher) -> Intake:
         runtime.webhooks,
         settings.intake,
         spool_dir=settings.spool_dir,
+        knowledge=KnowledgeGuard(runtime.knowledge, settings.knowledge),
+        quotas=runtime.quotas,
     )
 
 

@@ -123,6 +123,10 @@ class IntakeSettings(BaseModel):
     audio_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     audio_url_timeout_s: float = 30.0
     audio_url_allow_private: bool = False
+    # Per principal (skyhigh.intake.quotas), 0 = off: requests of any kind per minute, and
+    # minutes of audio transcribed per hour (new speech events get 429 once used up).
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    audio_minutes_per_hour: float = Field(default=0.0, ge=0)
 
     _split_hosts = field_validator("audio_url_allowed_hosts", mode="before")(_split_csv)
 
@@ -180,6 +184,9 @@ class KnowledgeSettings(BaseModel):
     optimize_after_rows: int = Field(default=2_000, ge=1)
     lancedb_keep_versions_s: float = Field(default=600.0, ge=0)
     writer_batch_window_s: float = Field(default=0.02, ge=0)
+    # Each new metadata key becomes a column of the table, kept after its documents are gone,
+    # and every match carries every column: measured, 480 columns made lookups 3x slower.
+    knowledge_max_metadata_columns: int = Field(default=32, ge=2, le=1_000)
 
 
 class SpeechSettings(BaseModel):

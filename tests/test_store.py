@@ -175,6 +175,44 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path: Path) 
     store.close()
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_events_from_before_tenancy_belong_to_the_static_principal(
+    request: pytest.FixtureRequest, tmp_path: Path, dialect: str
+) -> None:
+    from alembic import command
+
+    from skyhigh.domain.tenancy import event_key
+    from skyhigh.store.migrate import _config
+
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'v2.db'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:  # the schema of revision 0002, with one event in it
+        command.upgrade(_config(connection), "0002")
+        connection.exec_driver_sql(
+            "INSERT INTO events (event_id, event_type, body_sha256, payload, status, attempts, "
+            "created_at) VALUES ('before-1', 'query', 'x', '{}', 'queued', 0, "
+            "'2026-01-01 00:00:00')"
+        )
+    engine.dispose()
+    store = EventStore(url)  # upgrades to head
+    try:
+        assert store.get("before-1").status == EventStatus.QUEUED
+        assert [r.event_id for r in store.list_events(owner="token").items] == ["before-1"]
+        assert store.list_events(owner="jwt:alice").items == []
+        # Keys of other principals are longer than the old 128-character column.
+        key = event_key("jwt:alice", "a" * 128)
+        assert key is not None and len(key) > 128
+        store.create(NewEvent(key, "query", "d" * 64, {}, owner="jwt:alice"))
+        assert store.get(key).event_id == "a" * 128
+        (mine,) = store.list_events(owner="jwt:alice", show_owner=True).items
+        assert mine.owner == "jwt:alice"
+    finally:
+        store.close()
+
+
 def test_dispatcher_bounds_pending_work_and_survives_crashing_steps() -> None:
     release = threading.Event()
     done: list[str] = []

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, NamedTuple
 
-from fastapi import Depends, HTTPException, WebSocket, status
+from fastapi import Depends, HTTPException, Query, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from skyhigh.api.tokens import InvalidToken, Principal
+from skyhigh.api.tokens import InvalidToken
+from skyhigh.domain.errors import EventNotFound, QuotaExceeded
+from skyhigh.domain.tenancy import Principal, Scope, event_key
 from skyhigh.intake.service import Intake
 from skyhigh.live.streams import StreamBroker
 from skyhigh.processing.runtime import Runtime
@@ -69,14 +71,57 @@ async def require_token(
     verifier = runtime.verifier
     if credentials is None:
         if verifier.open_access:
-            return Principal(subject="dev", method="open")
+            return Principal.static(subject="dev", method="open")
         raise _unauthorized(
             "missing bearer token: send 'Authorization: Bearer <token>'", token_given=False
         )
     try:
-        return verifier.verify(credentials.credentials)
+        principal = verifier.verify(credentials.credentials)
     except InvalidToken as exc:
         raise _unauthorized(str(exc), token_given=True) from None
+    # Every bearer route counts against the principal's request rate (429 past it).
+    await runtime.quotas.check_request(principal.owner)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_token)]
+
+
+async def require_events_read(principal: PrincipalDep) -> Principal:
+    principal.require(Scope.EVENTS_READ, "reading events")
+    return principal
+
+
+ReaderDep = Annotated[Principal, Depends(require_events_read)]
+
+OwnerQuery = Annotated[
+    str | None,
+    Query(
+        max_length=256,
+        description="admin only: read another principal's event (`token` or `jwt:<sub>`)",
+    ),
+]
+
+
+def resolve_event(principal: Principal, event_id: str, owner: str | None) -> str:
+    """The stored key of the event this principal names: its own, or with admin any owner's.
+
+    The one place reads map (principal, event_id) to a key (skyhigh.domain.tenancy); a key
+    outside the principal's namespace cannot be named, so a foreign id is simply not found.
+    """
+    if owner is not None and owner != principal.owner:
+        principal.require(Scope.ADMIN, "reading another principal's events")
+    key = event_key(owner or principal.owner, event_id)
+    if key is None:
+        raise EventNotFound(event_id)
+    return key
+
+
+async def get_event_key(principal: ReaderDep, event_id: str, owner: OwnerQuery = None) -> str:
+    return resolve_event(principal, event_id, owner)
+
+
+EventKeyDep = Annotated[str, Depends(get_event_key)]
 
 
 async def get_streams(runtime: RuntimeDep) -> StreamBroker:
@@ -115,32 +160,32 @@ async def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> WebSocket
     verifier = runtime.verifier
     if token is None:
         if verifier.open_access:
-            return WebSocketAuth(Principal(subject="dev", method="open"), subprotocol, None)
+            return WebSocketAuth(Principal.static(subject="dev", method="open"), subprotocol, None)
         return WebSocketAuth(None, subprotocol, "missing bearer token")
     try:
-        return WebSocketAuth(verifier.verify(token), subprotocol, None)
-    except InvalidToken as exc:
+        principal = verifier.verify(token)
+        await runtime.quotas.check_request(principal.owner)
+    except (InvalidToken, QuotaExceeded) as exc:
         return WebSocketAuth(None, subprotocol, str(exc))
+    return WebSocketAuth(principal, subprotocol, None)
 
 
 WebSocketAuthDep = Annotated[WebSocketAuth, Depends(websocket_auth)]
 
 
-async def require_metrics_token(
-    connection: HTTPConnection,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> None:
+async def require_metrics_token(connection: HTTPConnection) -> None:
     """With METRICS_TOKEN set, /metrics needs it as a bearer token; unset, /metrics is public.
 
-    A separate token: a scraper should not hold a key that can submit events.
+    A separate token: a scraper should not hold a key that can submit events. The header is read
+    here rather than through `bearer_scheme`, which would mark /metrics as always secured in the
+    OpenAPI schema while by default it is public.
     """
     runtime: Runtime = connection.state.runtime
     expected = runtime.settings.metrics_token
     if expected is None:
         return
-    if credentials is None:
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("missing bearer token: /metrics needs METRICS_TOKEN", token_given=False)
-    if not hmac.compare_digest(
-        credentials.credentials.encode(), expected.get_secret_value().encode()
-    ):
+    if not hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode()):
         raise _unauthorized("the bearer token is not the METRICS_TOKEN", token_given=True)

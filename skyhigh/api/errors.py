@@ -29,8 +29,10 @@ from skyhigh.domain.errors import (
     InvalidCursor,
     InvalidInput,
     QueueFull,
+    QuotaExceeded,
 )
 from skyhigh.domain.events import ErrorCode
+from skyhigh.domain.tenancy import Forbidden
 
 
 def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> None:
@@ -77,6 +79,21 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
             return openai_errors.from_not_found(exc.args[0]).response()
         return _answer(status.HTTP_404_NOT_FOUND, f"no event {exc.args[0]!r}")
 
+    async def forbidden(request: Request, exc: Exception) -> JSONResponse:
+        # Only for what the principal may not do at all; a foreign event is a 404 instead.
+        if _openai(request):
+            return openai_errors.from_http(status.HTTP_403_FORBIDDEN, str(exc)).response()
+        return _answer(status.HTTP_403_FORBIDDEN, str(exc))
+
+    async def quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, QuotaExceeded)
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        if _openai(request):
+            return openai_errors.from_http(
+                status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers
+            ).response()
+        return _answer(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers=headers)
+
     async def invalid_cursor(_request: Request, _exc: Exception) -> JSONResponse:
         error = {
             "type": "invalid_cursor",
@@ -105,6 +122,8 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
     app.add_exception_handler(EventConflict, conflict)
     app.add_exception_handler(EventNotFound, not_found)
     app.add_exception_handler(InvalidCursor, invalid_cursor)
+    app.add_exception_handler(Forbidden, forbidden)
+    app.add_exception_handler(QuotaExceeded, quota_exceeded)
 
 
 # Validation errors rendered per answer; the rest are counted in one `too_many_errors` entry.

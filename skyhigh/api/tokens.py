@@ -1,23 +1,20 @@
-"""Bearer token and JWT verification: pure functions, no web framework."""
+"""Bearer token and JWT verification: pure functions, no web framework.
+
+What each credential grants (its principal and scopes) is decided in skyhigh.domain.tenancy.
+"""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 
 import jwt
 
 from skyhigh.config import AuthSettings
+from skyhigh.domain.tenancy import MAX_SUBJECT_LENGTH, Principal
 
 
 class InvalidToken(Exception):
     """The presented credential is not valid; the message is safe to show (no token in it)."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    method: str  # "token" or "jwt"
 
 
 class TokenVerifier:
@@ -60,13 +57,15 @@ class TokenVerifier:
                 matched = index
         if matched < 0:
             raise InvalidToken("the bearer token is not valid")
-        return Principal(subject=f"token-{matched}", method="token")
+        # Every static token is the same principal: rotation keeps access to its events.
+        return Principal.static(subject=f"token-{matched}")
 
     def _verify_jwt(self, credential: str) -> Principal:
         if self._jwt_key is None:
             raise InvalidToken("JWT mode has no key configured")
         options = {
-            "require": ["exp"]
+            # `sub` names the principal: without it, events would have no owner to scope to.
+            "require": ["exp", "sub"]
             + (["aud"] if self._audience else [])
             + (["iss"] if self._issuer else [])
         }
@@ -91,7 +90,10 @@ class TokenVerifier:
             # PyJWTError covers key errors too (InvalidKeyError is not an InvalidTokenError);
             # the crypto backends raise ValueError/TypeError for malformed input. A 401, not a 500.
             raise InvalidToken("the JWT is not valid") from exc
-        return Principal(subject=str(claims.get("sub", "jwt")), method="jwt")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+            raise InvalidToken(f"the JWT sub must be a string of 1-{MAX_SUBJECT_LENGTH} characters")
+        return Principal.from_jwt(subject, claims.get("scope"))
 
 
 def _check_key_fits(key: str, algorithms: list[str]) -> None:

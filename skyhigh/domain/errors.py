@@ -40,3 +40,11 @@ class QueueFull(Exception):
     def __init__(self, *, max_pending: int, retry_after_s: int) -> None:
         super().__init__(f"too many pending events (MAX_PENDING_EVENTS={max_pending}); retry later")
         self.retry_after_s = retry_after_s
+
+
+class QuotaExceeded(Exception):
+    """The principal used up a rate or audio quota; retry after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_FILTER = "invalid_filter"
     INVALID_QUERY = "invalid_query"
     INVALID_METADATA = "invalid_metadata"
+    METADATA_COLUMN_LIMIT = "metadata_column_limit"
     INVALID_BASE64 = "invalid_base64"
     UNSUPPORTED_AUDIO = "unsupported_audio"
     EMPTY_AUDIO = "empty_audio"
@@ -130,4 +131,9 @@ class EventRecord(BaseModel):
     error: EventError | None = None
     webhooks: list[WebhookDelivery] | None = Field(
         default=None, description="Webhook deliveries, when the event has targets"
+    )
+    owner: str | None = Field(
+        default=None,
+        exclude_if=_unset,
+        description="The principal that submitted the event (in admin listings only)",
     )

@@ -22,6 +22,10 @@ from pydantic import (
 
 TABLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Document metadata keys become table columns: short, lower case, one spelling per name (no
+# `Category` next to `category`). The number of columns is capped per table as well
+# (KNOWLEDGE_MAX_METADATA_COLUMNS, skyhigh.knowledge.documents).
+METADATA_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 # Whisper's language codes (whisper.tokenizer.LANGUAGES; a test keeps them in sync).
 WHISPER_LANGUAGES = frozenset(
@@ -179,9 +183,10 @@ class DocumentPayload(EventPayload):
         if len(value) > 32:
             raise ValueError("metadata may hold at most 32 keys")
         for key, item in value.items():
-            if not COLUMN_NAME.match(key) or key in RESERVED_METADATA:
+            if not METADATA_KEY.match(key) or key in RESERVED_METADATA:
                 raise ValueError(
-                    f"metadata key {key!r} must be an identifier and not one of "
+                    f"metadata key {key!r} must be an identifier matching "
+                    f"{METADATA_KEY.pattern} and not one of "
                     f"{', '.join(sorted(RESERVED_METADATA))}"
                 )
             if isinstance(item, str) and len(item) > 2000:

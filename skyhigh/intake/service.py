@@ -3,6 +3,9 @@
 Every route that creates events (`POST /events/`, `/events/upload`, and any later face such as
 an OpenAI-compatible one) calls `Intake.accept` once. The order matters and lives only here:
 
+0. authorize: the principal's scopes for this event (skyhigh.intake.permissions), and a
+   document's metadata against the table's column cap; map (principal, event_id) to the
+   stored key (skyhigh.domain.tenancy): from here on, intake uses only the key;
 1. check the URLs the client chose (`audio_url`, `callback_url`) without DNS;
 2. reserve room in the queue (MAX_PENDING_EVENTS), given back on every exit unless the event
    was dispatched;
@@ -14,8 +17,8 @@ an OpenAI-compatible one) calls `Intake.accept` once. The order matters and live
 6. record webhook targets (also on replays: an intake that died between storing and
    scheduling is completed by the client's retry).
 
-Failures are domain exceptions (`InvalidInput`, `QueueFull`, `EventConflict`); the web layer
-maps them to HTTP in one place.
+Failures are domain exceptions (`Forbidden`, `InvalidInput`, `QueueFull`, `EventConflict`);
+the web layer maps them to HTTP in one place.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from skyhigh.config import IntakeSettings
 from skyhigh.domain.errors import EventConflict, InvalidInput, QueueFull
 from skyhigh.domain.events import EventRecord, StepFailed
 from skyhigh.domain.payloads import SpeechPayload
+from skyhigh.domain.tenancy import Principal, event_key
 from skyhigh.intake.batcher import IntakeBatcher
+from skyhigh.intake.permissions import KnowledgeGuard, authorize
+from skyhigh.intake.quotas import Quotas
 from skyhigh.intake.spool import (
     body_sha256,
     copy_upload,
@@ -54,16 +60,26 @@ from skyhigh.webhooks.sender import Webhooks, check_callback_url
 class Submission:
     """One request to accept, whichever route it came through.
 
+    `principal` is who sends it; `event_id` the client's id, unique within that principal.
     `payload` is the validated `event_data`. `upload` is audio sent as a file (multipart),
     spooled and hashed by intake; its hash stands in for the bytes in the body hash. `fields`
     is where the payload's fields sit in the request, for error locations.
     """
 
+    principal: Principal
     event_id: str
     event_type: str
     payload: BaseModel
     upload: BinaryIO | None = None
     fields: tuple[str, ...] = ("body", "event_data")
+
+    @property
+    def key(self) -> str:
+        """The stored key: the principal's namespace plus the event id."""
+        key = event_key(self.principal.owner, self.event_id)
+        # Routes validate event ids (and Idempotency-Keys) with the same pattern.
+        assert key is not None, "event ids are validated before intake"
+        return key
 
     @property
     def callback_url(self) -> str | None:
@@ -95,8 +111,11 @@ class Intake:
     Usage (on the event loop)::
 
         intake = Intake(store, batcher, dispatcher, publisher, webhooks,
-                        settings.intake, spool_dir=settings.spool_dir)
-        record = await intake.accept(Submission("e1", "query", QueryPayload(text="bags")))
+                        settings.intake, spool_dir=settings.spool_dir,
+                        knowledge=KnowledgeGuard(kb, settings.knowledge), quotas=quotas)
+        principal = Principal.static()
+        submission = Submission(principal, "e1", "query", QueryPayload(text="bags"))
+        record = await intake.accept(submission)
     """
 
     def __init__(
@@ -109,6 +128,8 @@ class Intake:
         settings: IntakeSettings,
         *,
         spool_dir: Path,
+        knowledge: KnowledgeGuard,
+        quotas: Quotas,
     ) -> None:
         self._store = store
         self._batcher = batcher
@@ -117,9 +138,16 @@ class Intake:
         self._webhooks = webhooks
         self._settings = settings
         self._spool_dir = spool_dir
+        self._knowledge = knowledge
+        self._quotas = quotas
 
     async def accept(self, submission: Submission) -> EventRecord:
         """Store and dispatch the event, or return the stored one for a replay."""
+        authorize(submission.principal, submission.event_type, submission.payload)
+        await self._knowledge.check(submission.payload, loc=submission.fields)
+        if submission.event_type == "speech":
+            await self._quotas.check_audio(submission.principal.owner)
+        key = submission.key
         self._check_urls(submission)
         with self._reservation() as reservation:
             # An upload's hash needs its bytes: it is known only after spooling.
@@ -127,9 +155,9 @@ class Intake:
             spools = submission.upload is not None or _has_base64_audio(submission.payload)
             if digest is not None and (spools or not reservation.held):
                 # Otherwise the insert itself detects replays (one round trip fewer).
-                existing = await self._replay(submission.event_id, digest)
+                existing = await self._replay(key, digest)
                 if existing is not None:
-                    await self._schedule_webhooks(submission)
+                    await self._schedule_webhooks(key, submission)
                     return existing
             if not reservation.held:
                 raise QueueFull(
@@ -141,11 +169,12 @@ class Intake:
                 if digest is None:
                     digest = _upload_digest(submission, spooled.audio_sha256)
                 new = NewEvent(
-                    submission.event_id,
+                    key,
                     submission.event_type,
                     digest,
                     spooled.stored,
                     request_id_var.get(),
+                    owner=submission.principal.owner,
                 )
                 outcome = await self._batcher.create(new)
             except BaseException:
@@ -158,7 +187,7 @@ class Intake:
                 EVENTS_ACCEPTED.labels(new.event_type).inc()
             else:
                 await _discard(spooled.path)
-        await self._schedule_webhooks(submission)
+        await self._schedule_webhooks(key, submission)
         return outcome.record
 
     @contextmanager
@@ -191,14 +220,14 @@ class Intake:
             return await anyio.to_thread.run_sync(body_sha256, submission.event_type, identity)
         return body_sha256(submission.event_type, identity)
 
-    async def _replay(self, event_id: str, digest: str) -> EventRecord | None:
+    async def _replay(self, key: str, digest: str) -> EventRecord | None:
         """An earlier event with this id: identical body → replay; different body → conflict."""
-        found = await anyio.to_thread.run_sync(self._store.lookup, event_id)
+        found = await anyio.to_thread.run_sync(self._store.lookup, key)
         if found is None:
             return None
         record, stored_digest = found
         if stored_digest != digest:
-            raise EventConflict(event_id)
+            raise EventConflict(record.event_id)
         return record
 
     async def _spool(self, submission: Submission) -> _Spooled:
@@ -226,11 +255,9 @@ class Intake:
             return _Spooled(stored, None if spooled is None else spool_dir / spooled, None)
         return _Spooled(stored_form(payload), None, None)
 
-    async def _schedule_webhooks(self, submission: Submission) -> None:
+    async def _schedule_webhooks(self, key: str, submission: Submission) -> None:
         if self._webhooks.targets(submission.callback_url):
-            await anyio.to_thread.run_sync(
-                self._webhooks.schedule, submission.event_id, submission.callback_url
-            )
+            await anyio.to_thread.run_sync(self._webhooks.schedule, key, submission.callback_url)
 
 
 def _has_base64_audio(payload: BaseModel) -> bool:

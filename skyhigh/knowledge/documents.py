@@ -6,13 +6,35 @@ exactly the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.domain.payloads import DocumentPayload, document_sha256
 from skyhigh.knowledge.embedder import Embedder
+from skyhigh.knowledge.search import DOCUMENT_COLUMNS
+
+
+def check_metadata_columns(
+    columns: Collection[str], keys: Iterable[str], *, max_columns: int, table: str
+) -> None:
+    """Refuse metadata that would give `table` more than `max_columns` metadata columns.
+
+    Checked twice: at intake against the table as it is (a 422 before the 202), and by the
+    writer as it adds the columns (the authority: two documents may pass intake together).
+    """
+    existing = {name for name in columns if name not in DOCUMENT_COLUMNS}
+    new = set(keys) - existing
+    if new and len(existing) + len(new) > max_columns:
+        raise StepFailed(
+            ErrorCode.METADATA_COLUMN_LIMIT,
+            f"table {table!r} has {len(existing)} metadata columns and this document would add "
+            f"{len(new)} more; the limit is {max_columns} (KNOWLEDGE_MAX_METADATA_COLUMNS): "
+            "reuse existing metadata keys",
+        )
 
 
 def embed_chunks(

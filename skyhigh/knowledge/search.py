@@ -153,11 +153,11 @@ class KnowledgeBase:
             try:
                 table = self._db.open_table(name)
             except (ValueError, FileNotFoundError) as exc:
+                # Neither the other tables nor the storage path: tenants share this base, and
+                # GET /knowledge/tables is where a caller may look tables up.
                 raise StepFailed(
                     ErrorCode.TABLE_NOT_FOUND,
-                    # Neither the storage path nor the other tables: they are the server's.
-                    f"no knowledge table {name!r}; leave `table` unset for the default one, "
-                    "or add a document with this table to create it",
+                    f"no knowledge table {name!r}; GET /knowledge/tables lists the tables",
                 ) from exc
             self._tables[name] = table
             return table

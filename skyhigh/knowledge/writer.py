@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from skyhigh.config import KnowledgeSettings
 from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.knowledge.documents import check_metadata_columns
 from skyhigh.knowledge.search import (
     DOCUMENT_COLUMNS,
     KnowledgeBase,
@@ -58,6 +59,7 @@ class WriterConfig:
     optimize_interval_s: float = 300.0
     optimize_after_rows: int = 2_000
     keep_versions_s: float = 600.0
+    max_metadata_columns: int = 32
 
     @classmethod
     def from_settings(cls, settings: KnowledgeSettings, *, dimension: int) -> WriterConfig:
@@ -70,6 +72,7 @@ class WriterConfig:
             optimize_interval_s=settings.optimize_interval_s,
             optimize_after_rows=settings.optimize_after_rows,
             keep_versions_s=settings.lancedb_keep_versions_s,
+            max_metadata_columns=settings.knowledge_max_metadata_columns,
         )
 
 
@@ -236,6 +239,16 @@ class KnowledgeWriter:
                 elif key not in new_columns:
                     new_columns[key] = f"CAST(NULL AS {_column_type(value)[1]})"
         if new_columns:
+            try:
+                check_metadata_columns(
+                    schema.names,
+                    new_columns,
+                    max_columns=self.config.max_metadata_columns,
+                    table=table.name,
+                )
+            except StepFailed as failure:
+                op.future.set_exception(failure)
+                return False
             table.add_columns(new_columns)
         return True
 

@@ -4,17 +4,23 @@ The in-process dispatcher runs `Pipeline.process` on a pool of threads inside th
 process (the embedded default). The Celery dispatcher (skyhigh.processing.celery_dispatch)
 implements the same protocol by sending the id to a broker; its workers call the same
 `Pipeline.process`.
+
+Fairness: the in-process queue serves principals in turn (`FairQueue`), so one principal's
+backlog of long files delays another principal's event by at most one event per principal
+ahead of it, not by the whole backlog. Celery's queue stays first in, first out (see README
+"Scaling out": per-principal quotas bound a principal's share there).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from skyhigh.domain.tenancy import fairness_group
 from skyhigh.observability.metrics import QUEUE_DEPTH
 
 log = logging.getLogger("skyhigh.processing.dispatch")
@@ -45,7 +51,67 @@ class Dispatcher(Protocol):
         """Raise when the dispatcher cannot take work (readiness): e.g. the broker is down."""
 
 
-_STOP = object()
+class FairQueue:
+    """Event keys queued per owner, served in turn across owners (FIFO within one).
+
+    Fair queuing with a virtual clock: each owner has a tag, the number of turns it has had;
+    the owner with the lowest tag goes next, and an owner arriving (or returning after being
+    idle) starts at the current clock, so it neither waits behind a backlog nor gets credit
+    for the time it sent nothing. An owner whose only event was taken just before its backlog
+    arrived keeps its advanced tag, so that backlog still waits for the others' turns.
+
+    Usage::
+
+        queue = FairQueue()
+        queue.put("e1")
+        key = queue.get()    # blocks; None once stop() was called (one per waiting thread)
+    """
+
+    def __init__(self, group_of: Callable[[str], str] = fairness_group) -> None:
+        self._group_of = group_of
+        self._queues: dict[str, deque[str]] = {}
+        self._tags: dict[str, int] = {}  # owners with work, or with turns ahead of the clock
+        self._clock = 0
+        self._stops = 0
+        self._cond = threading.Condition()
+
+    def put(self, key: str) -> None:
+        group = self._group_of(key)
+        with self._cond:
+            self._queues.setdefault(group, deque()).append(key)
+            self._tags[group] = max(self._tags.get(group, self._clock), self._clock)
+            self._cond.notify()
+
+    def stop(self, count: int) -> None:
+        """Wake `count` takers with None (stopping comes before queued work)."""
+        with self._cond:
+            self._stops += count
+            self._cond.notify_all()
+
+    def get(self) -> str | None:
+        with self._cond:
+            while not self._queues and not self._stops:
+                self._cond.wait()
+            if self._stops:
+                self._stops -= 1
+                return None
+            # Lowest tag first; ties go to the owner that queued first (dict order).
+            group = min(self._queues, key=self._tags.__getitem__)
+            keys = self._queues[group]
+            key = keys.popleft()
+            self._clock = self._tags[group]
+            self._tags[group] += 1
+            if not keys:
+                del self._queues[group]
+                self._forget_idle()
+            return key
+
+    def _forget_idle(self) -> None:
+        # Owners with nothing queued whose tag the clock has reached carry no information.
+        if len(self._tags) > len(self._queues) + 1_000:
+            self._tags = {
+                g: t for g, t in self._tags.items() if g in self._queues or t > self._clock
+            }
 
 
 class InProcessDispatcher:
@@ -68,7 +134,7 @@ class InProcessDispatcher:
         self._process = process
         self._concurrency = concurrency
         self._max_pending = max_pending
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue = FairQueue()
         self._pending = 0
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -116,8 +182,7 @@ class InProcessDispatcher:
 
     def stop(self, *, grace_s: float) -> list[str]:
         self._stopping.set()
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        self._queue.stop(len(self._threads))
         deadline = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -127,10 +192,9 @@ class InProcessDispatcher:
     def _work(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP or self._stopping.is_set():
+            if item is None or self._stopping.is_set():
                 # Queued events stay `queued` in the store; the next start recovers them.
                 return
-            assert isinstance(item, str)
             with self._lock:
                 self._running.add(item)
             try:

@@ -8,6 +8,7 @@ enforced), the `processing` announcement, log context, the outcome (an event alw
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from skyhigh.domain.events import ErrorCode, EventError, StepFailed
@@ -33,12 +34,15 @@ class Pipeline:
         *,
         leases: LeaseKeeper,
         publisher: EventPublisher | None = None,
+        on_audio: Callable[[str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.services = services
         self.settings = services.settings
         self.leases = leases
         self.publisher: EventPublisher = publisher or FanOut()
+        # Told (owner, seconds) for each transcribed clip: audio quotas (skyhigh.intake.quotas).
+        self.on_audio = on_audio
 
     def process(self, event_id: str) -> None:
         claimed = self.store.claim(
@@ -83,6 +87,8 @@ class Pipeline:
             )
         else:
             concluded = self._complete(event_id, claimed.event_type, result)
+            if concluded:
+                self._count_audio(claimed.owner, result)
         finally:
             event_id_var.reset(event_token)
             request_id_var.reset(request_token)
@@ -119,6 +125,11 @@ class Pipeline:
         EVENTS_FAILED.labels(event_type, code).inc()
         log.info("failed", extra={"event_type": event_type, "status": "failed", "code": code})
         return True
+
+    def _count_audio(self, owner: str, result: dict[str, Any]) -> None:
+        transcript = result.get("transcript")
+        if self.on_audio is not None and isinstance(transcript, dict):
+            self.on_audio(owner, float(transcript.get("duration_s") or 0.0))
 
     def _discard_spooled_audio(self, event_id: str, payload: dict[str, Any]) -> None:
         # Called once the event is terminal: its audio is never needed again.

@@ -22,6 +22,7 @@ import redis
 
 from skyhigh.api.tokens import TokenVerifier
 from skyhigh.config import Settings
+from skyhigh.intake.quotas import InProcessCounters, Quotas, RedisCounters
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.live.publish import EventPublisher, FanOut
 from skyhigh.live.redis_streams import RedisPublisher, RedisStreamBroker
@@ -52,6 +53,7 @@ class Runtime:
     streams: StreamBroker  # live WS/SSE subscribers
     publisher: EventPublisher  # where intake announces `queued`
     webhooks: Webhooks
+    quotas: Quotas  # per-principal limits: in this process, or in Redis with QUEUE_URL
     leases: LeaseKeeper | None = None
     redis: redis.Redis | None = None
 
@@ -115,7 +117,10 @@ def _start_embedded(
     leases = LeaseKeeper(store, owner=new_owner(), lease_s=settings.event_lease_s)
     # The bus first: live subscribers see the outcome before webhook bookkeeping runs.
     publisher = FanOut([streams, webhooks])
-    pipeline = Pipeline(store, services, leases=leases, publisher=publisher)
+    quotas = Quotas(InProcessCounters(), settings.intake)
+    pipeline = Pipeline(
+        store, services, leases=leases, publisher=publisher, on_audio=quotas.charge_audio_sync
+    )
     dispatcher = InProcessDispatcher(
         pipeline.process,
         concurrency=settings.worker_concurrency,
@@ -134,6 +139,7 @@ def _start_embedded(
         streams,
         publisher,
         webhooks,
+        quotas,
         leases=leases,
     )
 
@@ -164,6 +170,7 @@ def _start_api_only(
         # webhooks only act on outcomes, which workers publish.
         FanOut(),
         webhooks,
+        Quotas(RedisCounters(settings.queue_url), settings.intake),
         redis=redis.Redis.from_url(settings.queue_url),
     )
 
@@ -224,7 +231,14 @@ def start_worker_runtime(settings: Settings) -> WorkerRuntime:
         client, maxlen=settings.live_stream_maxlen, ttl_s=settings.live_stream_ttl_s
     )
     leases = LeaseKeeper(store, owner=new_owner(), lease_s=settings.event_lease_s)
-    pipeline = Pipeline(store, services, leases=leases, publisher=FanOut([live, webhooks]))
+    quotas = Quotas(RedisCounters(settings.queue_url), settings.intake)
+    pipeline = Pipeline(
+        store,
+        services,
+        leases=leases,
+        publisher=FanOut([live, webhooks]),
+        on_audio=quotas.charge_audio_sync,
+    )
     leases.start()
     webhooks.start()  # deliveries are leased too: any process may send them
     runtime = WorkerRuntime(settings, store, services, pipeline, leases, webhooks, client)

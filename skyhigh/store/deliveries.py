@@ -49,7 +49,7 @@ class DeliveryRow(Base):
 
     # The Standard Webhooks `webhook-id`: the same for every attempt, so receivers can dedupe.
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(String(192))  # the event's stored key
     url: Mapped[str] = mapped_column(String(2048))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

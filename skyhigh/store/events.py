@@ -9,6 +9,10 @@ a finished or leased event is a no-op; an event whose lease ran out (its worker 
 over by the next claim; `stale` finds what a sweeper must hint again (never enqueued, lost by
 the broker, or abandoned). Outcomes are written only by the lease holder, so a worker that lost
 its lease cannot overwrite its successor's result.
+
+Events are keyed by their stored key (skyhigh.domain.tenancy.event_key: the owner's namespace
+plus the client's event id); every method takes that key, and every record it returns carries
+the client's own `event_id` (`public_event_id`), so nothing outside the store sees keys.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from skyhigh.domain.errors import EventConflict, EventNotFound, InvalidCursor
 from skyhigh.domain.events import ErrorCode, EventError, EventRecord, EventStatus
+from skyhigh.domain.tenancy import STATIC_OWNER, public_event_id
 from skyhigh.store.db import Base, aware, create_engine, now, transactions
 from skyhigh.store.migrate import upgrade
+
+KEY_LENGTH = 192  # >= skyhigh.domain.tenancy.KEY_MAX_LENGTH (migration 0003)
 
 
 class EventRow(Base):
@@ -35,7 +42,9 @@ class EventRow(Base):
 
     # Surrogate key orders events by arrival for cursors and queue positions.
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # The stored key (owner namespace + the client's id), not the public event id.
+    event_id: Mapped[str] = mapped_column(String(KEY_LENGTH), unique=True)
+    owner: Mapped[str] = mapped_column(String(256))
     event_type: Mapped[str] = mapped_column(String(64))
     body_sha256: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -57,6 +66,7 @@ class EventRow(Base):
         Index("ix_events_status_seq", "status", "seq"),
         Index("ix_events_type_seq", "event_type", "seq"),
         Index("ix_events_status_lease", "status", "lease_expires_at"),
+        Index("ix_events_owner_seq", "owner", "seq"),
     )
 
 
@@ -67,6 +77,7 @@ class NewEvent:
     body_sha256: str
     payload: dict[str, Any]
     request_id: str | None = None
+    owner: str = STATIC_OWNER
 
 
 # What a processing event returns to when its worker lets go of it.
@@ -92,6 +103,7 @@ class ClaimedEvent:
     payload: dict[str, Any]
     attempts: int
     request_id: str | None
+    owner: str = STATIC_OWNER
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,7 @@ class EventStore:
                         [
                             {
                                 "event_id": new.event_id,
+                                "owner": new.owner,
                                 "event_type": new.event_type,
                                 "body_sha256": new.body_sha256,
                                 "payload": new.payload,
@@ -201,7 +214,7 @@ class EventStore:
             for new in news:
                 row = rows[new.event_id]
                 if row.body_sha256 != new.body_sha256:
-                    outcomes.append(EventConflict(new.event_id))
+                    outcomes.append(EventConflict(public_event_id(new.event_id)))
                     continue
                 # Inserted by this statement, and the first of any duplicates in the batch.
                 created = new.event_id in inserted
@@ -233,9 +246,17 @@ class EventStore:
         event_type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
+        show_owner: bool = False,
     ) -> EventPage:
-        """Newest first; `next_cursor` continues after the last item of this page."""
+        """Newest first; `next_cursor` continues after the last item of this page.
+
+        `owner` lists one principal's events (None: everyone's, for admins, who also get each
+        item's `owner` with `show_owner`).
+        """
         query = select(EventRow).order_by(EventRow.seq.desc()).limit(limit + 1)
+        if owner is not None:
+            query = query.where(EventRow.owner == owner)
         if status is not None:
             query = query.where(EventRow.status == status)
         if event_type is not None:
@@ -246,6 +267,11 @@ class EventStore:
             rows = [*session.scalars(query)]
             page = rows[:limit]
             items = [self._record(session, row, with_position=False) for row in page]
+            if show_owner:
+                items = [
+                    item.model_copy(update={"owner": row.owner})
+                    for item, row in zip(items, page, strict=True)
+                ]
         next_cursor = _encode_cursor(page[-1].seq) if len(rows) > limit else None
         return EventPage(items=items, next_cursor=next_cursor)
 
@@ -307,6 +333,7 @@ class EventStore:
                 payload=dict(row.payload),
                 attempts=attempt,
                 request_id=row.request_id,
+                owner=row.owner,
             )
 
     def renew(self, event_id: str, *, owner: str, lease_s: float) -> bool:
@@ -418,7 +445,7 @@ class EventStore:
             row = session.scalars(query.with_for_update()).one_or_none()
             if row is None:
                 if owner is None:
-                    raise EventNotFound(event_id)
+                    raise EventNotFound(public_event_id(event_id))
                 return None
             self._finish(row, status, result=result, error=error)
             return self._record(session, row, with_position=False)
@@ -427,7 +454,7 @@ class EventStore:
     def _row(session: Session, event_id: str) -> EventRow:
         row = session.scalars(select(EventRow).where(EventRow.event_id == event_id)).one_or_none()
         if row is None:
-            raise EventNotFound(event_id)
+            raise EventNotFound(public_event_id(event_id))
         return row
 
     @staticmethod
@@ -460,7 +487,7 @@ class EventStore:
         if row.error_code is not None:
             error = EventError(code=row.error_code, message=row.error_message or "")
         return EventRecord(
-            event_id=row.event_id,
+            event_id=public_event_id(row.event_id),
             event_type=row.event_type,
             status=EventStatus(row.status),
             created_at=aware(row.created_at) or now(),

@@ -28,9 +28,11 @@ _CLIENT_CODES = frozenset(
 # OpenAI's codes for the statuses the web layer raises itself (auth, routing, parsing).
 _HTTP_CODES = {
     status.HTTP_401_UNAUTHORIZED: "invalid_api_key",
+    status.HTTP_403_FORBIDDEN: "permission_denied",
     status.HTTP_404_NOT_FOUND: "not_found",
     status.HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
     status.HTTP_413_CONTENT_TOO_LARGE: "request_too_large",
+    status.HTTP_429_TOO_MANY_REQUESTS: "rate_limit_exceeded",
 }
 
 

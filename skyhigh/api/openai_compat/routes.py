@@ -4,7 +4,9 @@ Each audio request is a durable `speech` event: accepted through `Intake.accept`
 limits and audio checks as `POST /events/upload`), its id in `X-Event-Id`, then awaited over
 the live-results channel and rendered in OpenAI's shapes. A client that goes away leaves the
 event running; it stays readable at `GET /events/{id}`. `Idempotency-Key` becomes the event id,
-so a retried call answers from the same event instead of transcribing again.
+so a retried call answers from the same event instead of transcribing again; like every event
+id it is scoped to the caller's principal (skyhigh.domain.tenancy), so two principals' keys never
+meet.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from skyhigh.api.dependencies import IntakeDep, RuntimeDep, StoreDep, StreamsDep
+from skyhigh.api.dependencies import IntakeDep, PrincipalDep, RuntimeDep, StoreDep, StreamsDep
 from skyhigh.api.openai_compat.errors import OpenAIError, from_failed_event
 from skyhigh.api.openai_compat.follow import FeedClosed, follow
 from skyhigh.api.openai_compat.formats import (
@@ -33,6 +35,7 @@ from skyhigh.api.openai_compat.formats import (
 )
 from skyhigh.domain.events import EventRecord, EventStatus, Segment, Transcript
 from skyhigh.domain.payloads import SpeechUpload
+from skyhigh.domain.tenancy import Principal, public_event_id
 from skyhigh.intake.service import Submission
 from skyhigh.live.streams import StreamBroker
 from skyhigh.store.events import EventStore
@@ -51,8 +54,10 @@ Granularity = Literal["segment", "word"]
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid field, unknown model, or audio that cannot be transcribed"},
     401: {"description": "Missing or invalid bearer token"},
+    403: {"description": "The credential lacks the events:write scope"},
     413: {"description": "Audio larger than MAX_AUDIO_BYTES"},
     422: {"description": "The Idempotency-Key was used for a different request"},
+    429: {"description": "The principal's rate or audio quota is used up; see Retry-After"},
     500: {"description": "Transcription failed on the server"},
     503: {"description": "Too many pending events; retry after the Retry-After delay"},
 }
@@ -104,6 +109,7 @@ Format = Annotated[ResponseFormat, Form()]
 async def create_transcription(
     request: Request,
     runtime: RuntimeDep,
+    principal: PrincipalDep,
     intake: IntakeDep,
     store: StoreDep,
     streams: StreamsDep,
@@ -140,15 +146,15 @@ async def create_transcription(
     options = _speech_options(
         task="transcribe", language=language, prompt=prompt, words="word" in granularities
     )
-    record = await _accept(intake, options, file, idempotency_key)
+    key, record = await _accept(intake, principal, options, file, idempotency_key)
     headers = {"X-Event-Id": record.event_id}
     if stream:
         return StreamingResponse(
-            _delta_stream(streams, store, record.event_id),
+            _delta_stream(streams, store, key),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    transcript = await _outcome(request, streams, store, record)
+    transcript = await _outcome(request, streams, store, key, record)
     if transcript is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return render(
@@ -169,6 +175,7 @@ async def create_transcription(
 async def create_translation(
     request: Request,
     runtime: RuntimeDep,
+    principal: PrincipalDep,
     intake: IntakeDep,
     store: StoreDep,
     streams: StreamsDep,
@@ -182,8 +189,8 @@ async def create_translation(
     """Transcribe into English text; stored as a `speech` event with task `translate`."""
     _check_model(model, runtime.settings.whisper_model)
     options = _speech_options(task="translate", language=None, prompt=prompt, words=False)
-    record = await _accept(intake, options, file, idempotency_key)
-    transcript = await _outcome(request, streams, store, record)
+    key, record = await _accept(intake, principal, options, file, idempotency_key)
+    transcript = await _outcome(request, streams, store, key, record)
     if transcript is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return render(
@@ -260,15 +267,22 @@ def _speech_options(
 
 
 async def _accept(
-    intake: IntakeDep, options: SpeechUpload, file: UploadFile, idempotency_key: str | None
-) -> EventRecord:
+    intake: IntakeDep,
+    principal: Principal,
+    options: SpeechUpload,
+    file: UploadFile,
+    idempotency_key: str | None,
+) -> tuple[str, EventRecord]:
+    """The stored key (to follow the event by) and the accepted event."""
     event_id = idempotency_key or f"oai-{uuid.uuid4().hex}"
-    submission = Submission(event_id, "speech", options, upload=file.file, fields=("body",))
-    return await intake.accept(submission)
+    submission = Submission(
+        principal, event_id, "speech", options, upload=file.file, fields=("body",)
+    )
+    return submission.key, await intake.accept(submission)
 
 
 async def _outcome(
-    request: Request, streams: StreamBroker, store: EventStore, record: EventRecord
+    request: Request, streams: StreamBroker, store: EventStore, key: str, record: EventRecord
 ) -> Transcript | None:
     """The finished event's transcript, awaited without holding a thread.
 
@@ -282,7 +296,7 @@ async def _outcome(
     async def await_outcome() -> None:
         nonlocal finished, failure
         try:
-            async for update in follow(streams, store, record.event_id):
+            async for update in follow(streams, store, key):
                 if isinstance(update, EventRecord):
                     finished = update
         except FeedClosed:
@@ -327,9 +341,7 @@ def _transcript(record: EventRecord) -> Transcript:
     return Transcript.model_validate(raw)
 
 
-async def _delta_stream(
-    streams: StreamBroker, store: EventStore, event_id: str
-) -> AsyncIterator[str]:
+async def _delta_stream(streams: StreamBroker, store: EventStore, key: str) -> AsyncIterator[str]:
     """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
 
     Errors after the response started travel as an SSE `{"error": {...}}`, which the SDKs raise
@@ -346,7 +358,7 @@ async def _delta_stream(
         return delta_event(text)
 
     try:
-        async for update in follow(streams, store, event_id):
+        async for update in follow(streams, store, key):
             if update is None:
                 yield ": keepalive\n\n"
             elif isinstance(update, Segment):
@@ -361,4 +373,4 @@ async def _delta_stream(
     except OpenAIError as exc:
         yield sse(exc.body())
     except FeedClosed:
-        yield sse(_shutting_down(event_id).body())
+        yield sse(_shutting_down(public_event_id(key)).body())
