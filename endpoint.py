@@ -51,7 +51,7 @@ from skyhigh.api.dependencies import (
 )
 from skyhigh.api.json_body import json_limits_route
 from skyhigh.domain.errors import EventNotFound
-from skyhigh.domain.events import EventRecord, EventStatus, Transcript
+from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
 from skyhigh.domain.tenancy import Forbidden, Scope
 from skyhigh.intake.service import Submission
@@ -63,7 +63,6 @@ from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
 # parsed off the event loop (skyhigh.api.json_body).
 router = APIRouter(route_class=json_limits_route(large_body_types={"speech"}))
 
-EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN, min_length=1, max_length=128)]
 
 

@@ -18,6 +18,10 @@ class EventStatus(enum.StrEnum):
 
 TERMINAL_STATUSES = frozenset({EventStatus.COMPLETED, EventStatus.FAILED})
 
+# What a client may use as an event_id (and so as an Idempotency-Key on /v1/audio/*): no `~`,
+# which skyhigh.domain.tenancy uses to keep one owner's ids apart from another's.
+EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
 
 class ErrorCode(enum.StrEnum):
     """Stable codes a failed event carries in `error.code` (documented in the README)."""

@@ -33,7 +33,7 @@ from skyhigh.api.openai_compat.formats import (
     render,
     sse,
 )
-from skyhigh.domain.events import EventRecord, EventStatus, Segment, Transcript
+from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Segment, Transcript
 from skyhigh.domain.payloads import SpeechUpload
 from skyhigh.domain.tenancy import Principal, public_event_id
 from skyhigh.intake.service import Submission
@@ -43,8 +43,6 @@ from skyhigh.store.events import EventStore
 router = APIRouter()
 
 WHISPER_1 = "whisper-1"  # OpenAI's model name; here an alias for the configured WHISPER_MODEL
-# The rule endpoint.EventId applies to event ids, for the Idempotency-Key that becomes one.
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # Logged for a client that left before its answer (nginx's code); nobody receives it.
 CLIENT_CLOSED_REQUEST = 499
 _STARTED = int(time.time())  # `created` of the models: when this process began serving them
@@ -78,7 +76,7 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
+        pattern=EVENT_ID_PATTERN,  # the Idempotency-Key becomes the event_id
         description="Becomes the event id (1-128 of A-Z a-z 0-9 . _ : -): a retry with the same "
         "key and file answers from the same event",
     ),
