@@ -220,6 +220,31 @@ def split_by_timestamps(
     return segments
 
 
+def chunk_segments(
+    results: Sequence[Decoded],
+    durations_s: Sequence[float],
+    policy: GatePolicy,
+    *,
+    timestamp_begin: int,
+    decode_text: Callable[[list[int]], str],
+    add_words: Callable[[int, list[ChunkSegment], float], None] | None = None,
+) -> list[list[ChunkSegment]]:
+    """Each chunk's accepted result as segments: empty for a chunk the gate finds silent, and
+    `add_words(index, segments, duration_s)` (the engine's alignment) when words were asked."""
+    batch: list[list[ChunkSegment]] = []
+    for index, (result, duration) in enumerate(zip(results, durations_s, strict=True)):
+        if is_silent(result, policy):
+            batch.append([])
+            continue
+        segments = split_by_timestamps(
+            result, timestamp_begin=timestamp_begin, duration_s=duration, decode_text=decode_text
+        )
+        if add_words is not None and segments:
+            add_words(index, segments, duration)
+        batch.append(segments)
+    return batch
+
+
 def as_words(raw: Sequence[Any]) -> list[ChunkWord]:
     """Word dicts ({word, start, end, probability}, as both libraries return them)."""
     return [

@@ -23,9 +23,8 @@ from skyhigh.speech.chunk_decoder import (
     FloatArray,
     GatePolicy,
     as_words,
+    chunk_segments,
     decode_with_fallback,
-    is_silent,
-    split_by_timestamps,
 )
 
 SAMPLE_RATE = 16_000
@@ -121,23 +120,19 @@ class FasterChunkDecoder:
             return decoded
 
         chosen = decode_with_fallback(len(audios), decode_once, self._policy)
-        batch: list[list[ChunkSegment]] = []
-        for index, result in enumerate(chosen):
-            if is_silent(result, self._policy):
-                batch.append([])
-                continue
-            duration = len(audios[index]) / SAMPLE_RATE
-            segments = split_by_timestamps(
-                result,
-                timestamp_begin=tokenizer.timestamp_begin,
-                duration_s=duration,
-                decode_text=tokenizer.decode,
-            )
-            if key.word_timestamps and segments:
-                output = ctranslate2.StorageView.from_array(encoded[index])
-                self._add_words(segments, tokenizer, output, duration)
-            batch.append(segments)
-        return batch
+
+        def add_words(index: int, segments: list[ChunkSegment], duration: float) -> None:
+            output = ctranslate2.StorageView.from_array(encoded[index])
+            self._add_words(segments, tokenizer, output, duration)
+
+        return chunk_segments(
+            chosen,
+            [len(audio) / SAMPLE_RATE for audio in audios],
+            self._policy,
+            timestamp_begin=tokenizer.timestamp_begin,
+            decode_text=tokenizer.decode,
+            add_words=add_words if key.word_timestamps else None,
+        )
 
     def _add_words(
         self, segments: list[ChunkSegment], tokenizer: Any, encoded: Any, duration: float
