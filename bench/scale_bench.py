@@ -64,7 +64,13 @@ from services import PostgresServer, RedisServer  # noqa: E402
 
 JFK = REPO / "tests" / "data" / "jfk.wav"
 JFK_WORDS = "ask not what your country can do for you"
-ONE_THREAD = {"WHISPER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# LANCE_CPU_THREADS: LanceDB's compute pool (the knowledge lookup) defaults to one thread per core.
+ONE_THREAD = {
+    "WHISPER_CPU_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "LANCE_CPU_THREADS": "1",
+}
 WORKER_KEYS = "skyhigh:workers:*"  # the heartbeat keys (skyhigh.processing.runtime)
 # Scale-mode API + one co-located worker process, per store: the nearest thing to the embedded
 # workers moved into a child process (with SQLite, the embedded default's store).
