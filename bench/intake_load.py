@@ -702,13 +702,17 @@ def main(argv: list[str] | None = None) -> int:
         report = {"environment": environment(args), "results": run_all(args)}
     report["summary"] = load_summary(report["results"])
     report["ratios"] = ratios(report["results"], args)
-    markdown = render_markdown(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    write_report(args.out, report, render_markdown(report))
     return 0
+
+
+def write_report(out: Path, report: dict[str, Any], markdown: str) -> None:
+    """<out>.json (raw) and <out>.md (tables), and the tables on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -84,20 +84,8 @@ class DurablePostgres(PostgresServer):
     """tests/services.py's throwaway Postgres, but durable (fsync on, the default): the 202
     promise should cost here what it costs in production, as SQLite's synchronous=FULL does."""
 
-    def start(self) -> None:
-        if self.as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust",
-            "--username", self.user, "--encoding=UTF8",
-        )  # fmt: skip
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        )
-        log = str(self.dir / "server.log")
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "start"
-        )
+    def __init__(self) -> None:
+        super().__init__(durable=True)
 
     def pids(self, table: dict[int, tuple[int, str]] | None = None) -> list[int]:
         """The postmaster and its children (backends, checkpointer, WAL writer, ...)."""
@@ -1080,12 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     report["environment"]["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
     report["environment"]["loadavg_at_end"] = loadavg()
-    markdown = render(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    intake_load.write_report(args.out, report, render(report))
     return 0
 
 

@@ -60,7 +60,11 @@ class RedisServer:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """A throwaway cluster; `durable=False` (tests) turns fsync off, `True` (benchmarks) keeps
+    Postgres's durable defaults so a commit costs what it costs in production."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="skyhigh-pg-"))
         self.data = self.dir / "data"
@@ -88,9 +92,10 @@ class PostgresServer:
             "--username", self.user, "--encoding=UTF8",
         )  # fmt: skip
         options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         log = str(self.dir / "server.log")
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "start"
