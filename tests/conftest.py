@@ -1,31 +1,64 @@
-"""Shared fixtures: one app (with real models) per test session, real servers."""
+"""Shared fixtures: one app (with real models) per test session, real servers, real services.
+
+Tiers: `pytest -m "not slow"` is the fast tier (in-process app, tiny.en, no browser, Redis or
+Postgres); the full suite adds `slow` tests, which start server processes, fleets, chromium,
+Redis or Postgres, or load the base model. A tool a selected test needs must be installed: a
+missing one fails that test (never skips it).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import AUTH, ServerProcess, make_settings, server_env
-from live_helpers import WEBHOOK_SECRET, WebhookReceiver
 from main import create_app
-from services import PostgresServer, RedisServer
+from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
+from tests.support.server import ServerProcess
+from tests.support.services import PostgresServer, RedisServer
+from tests.support.settings import AUTH, METRICS_TOKEN, make_settings, server_env
 
-# Every test runs on every machine: a missing tool fails the run instead of skipping tests.
-REQUIRED_TOOLS = (
-    "ffmpeg", "ffprobe", "sox", "espeak-ng", "openssl", "chromium", "redis-server", "runuser",
-)  # fmt: skip
+# Every test needs these (audio decoding and the fixtures tests make).
+BASE_TOOLS = ("ffmpeg", "ffprobe", "sox", "openssl")
+# A test that uses one of these shared server fixtures is slow, whatever else it does.
+SLOW_FIXTURES = {"live_server", "postgres", "redis_server"}
+# A fixture that starts a service needs its binaries.
+FIXTURE_TOOLS = {
+    "postgres": ("runuser",) if os.geteuid() == 0 else (),
+    "redis_server": ("redis-server",),
+}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the mark must be there by then
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tools = list(BASE_TOOLS)
+    for marker in item.iter_markers("needs"):
+        tools += marker.args
+    for fixture in getattr(item, "fixturenames", ()):
+        tools += FIXTURE_TOOLS.get(fixture, ())
+    missing = sorted({tool for tool in tools if shutil.which(tool) is None})
     if missing:
-        raise pytest.UsageError(
-            f"missing tools the tests need: {', '.join(missing)}; "
-            "./scripts/dev.sh test installs them"
+        pytest.fail(
+            f"missing tools this test needs: {', '.join(missing)}; "
+            "./scripts/dev.sh test installs them",
+            pytrace=False,
         )
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One converted-weights cache for the whole session: each conversion runs once."""
+    return tmp_path_factory.getbasetemp() / "model-cache"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +93,9 @@ def live_server(
     """One real server for the live-results tests (a model load is the slow part of a test).
 
     Every event's outcome also goes to the receiver's /global path (WEBHOOK_URL); retries are
-    fast so retry tests stay short. A test may kill and restart it (same port, same database).
+    fast so retry tests stay short. Audio URLs may name any host, private ones too (the edge
+    tests need it), and /metrics wants METRICS_TOKEN. A test may kill and restart it (same
+    port, same database).
     """
     tmp = tmp_path_factory.mktemp("live")
     env = server_env(
@@ -71,6 +106,9 @@ def live_server(
         WEBHOOK_BACKOFF_S="1",
         WEBHOOK_MAX_ATTEMPTS="3",
         WEBHOOK_TIMEOUT_S="5",
+        AUDIO_URL_ALLOWED_HOSTS="*",
+        AUDIO_URL_ALLOW_PRIVATE="true",
+        METRICS_TOKEN=METRICS_TOKEN,
     )
     server = ServerProcess(env, tmp / "server.log")
     server.start()

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from schemathesis.python import asgi
 
 import main
-from helpers import TOKENS, make_settings
+from tests.support.settings import TOKENS, make_settings
 
 # Fuzzing-phase examples per operation (hypothesis max_examples). The examples phase (the
 # schema's own examples) and the coverage phase (boundary values, each constraint broken once,

@@ -33,7 +33,7 @@ from skyhigh.net.policy import blocked_reason
 from skyhigh.speech import audio_url
 from skyhigh.speech.audio_url import check_audio_url, fetch_audio_url
 from skyhigh.speech.decode import SAMPLE_RATE, load_audio
-from speech_helpers import probe_duration_s
+from tests.speech_helpers import probe_duration_s
 
 PAYLOAD = os.urandom(50_000)
 STOP = threading.Event()  # lets slow handlers end early at teardown
@@ -521,6 +521,7 @@ def wav_seconds(path: Path) -> float:
         return float(wav.getnframes() / wav.getframerate())
 
 
+@pytest.mark.needs("espeak-ng")
 @pytest.mark.parametrize("suffix", [".mp3", ".ogg"])
 def test_compressed_speech_decodes_to_the_right_length(
     speech_wav: Path, tmp_path: Path, suffix: str

@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from helpers import TOKENS, make_settings, without_auth
 from main import create_app
 from skyhigh.api.tokens import InvalidToken, TokenVerifier
+from tests.support.client import without_auth
+from tests.support.settings import TOKENS, make_settings
 
 JWT_SECRET = "jwt-test-secret-that-is-long-enough-for-hs256"
 

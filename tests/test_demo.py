@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdp import Browser
-from helpers import DATA, ROOT, TOKENS, ServerProcess
+from tests.support.browser import Browser
+from tests.support.server import ServerProcess
+from tests.support.settings import DATA, ROOT, TOKENS
 
 ARTIFACTS = ROOT / "tests" / "artifacts"  # git-ignored: the latest screenshot, for humans
 
@@ -33,6 +34,7 @@ def test_demo_page_is_self_contained(live_server: ServerProcess) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", response.text)
 
 
+@pytest.mark.needs("chromium")
 @pytest.mark.slow
 def test_upload_jfk_and_watch_the_transcript_arrive(
     live_server: ServerProcess, tmp_path: Path

@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from helpers import AUTH, make_settings, wait_terminal, without_auth
 from main import create_app
 from skyhigh.processing.registry import EVENT_TYPES
+from tests.support.client import wait_terminal, without_auth
+from tests.support.settings import AUTH, make_settings
 
 
 def new_id(prefix: str = "evt") -> str:

@@ -1,4 +1,4 @@
-"""Hybrid ranking that respects exact matches (issue 13). Real LanceDB, real MiniLM.
+"""Hybrid ranking that respects exact matches. Real LanceDB, real MiniLM.
 
 The property: a document holding a unique code (booking reference, flight number, product code)
 comes first in a `hybrid` search for that code, among distractor documents of random short text,
@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import ROOT, model_cache_dir, wait_terminal
 from skyhigh.config import Settings
 from skyhigh.knowledge.embedder import Embedder, load_embedder
 from skyhigh.knowledge.fusion import Candidate, fuse, is_exact, tokens
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
+from tests.support.client import wait_terminal
+from tests.support.settings import ROOT, model_cache_dir
 
 SEEDS = range(40)
 # What an API fuzz run writes: short strings of letters, digits, punctuation and a few others.
@@ -117,7 +118,7 @@ def test_a_unique_code_ranks_first_among_random_distractors(
 
 
 def test_a_fuzzed_table_over_the_api_keeps_the_code_first(client: TestClient) -> None:
-    """The issue's own steps: nonsense documents written by events, then the code, then hybrid."""
+    """The reported steps: nonsense documents written by events, then the code, then hybrid."""
     table = f"fuzzed_{uuid.uuid4().hex[:8]}"
     rng = random.Random(13)
 

@@ -15,10 +15,11 @@ import lancedb
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import AUTH, ROOT, jfk_base64, make_settings, wait_terminal
 from main import create_app
 from skyhigh.cli.ingest import ingest
 from skyhigh.cli.seed import DEFAULT_SOURCE
+from tests.support.client import jfk_base64, wait_terminal
+from tests.support.settings import AUTH, ROOT, make_settings
 
 MEMO = (
     "Catering memo: from March the economy snack box on short routes switches to a vegan "

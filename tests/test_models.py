@@ -30,13 +30,6 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # One directory for the whole session (test_transcriber uses the same path), so each
-    # conversion runs once per session.
-    return tmp_path_factory.getbasetemp() / "model-cache"
-
-
-@pytest.fixture(scope="session")
 def jfk() -> np.ndarray[Any, np.dtype[np.float32]]:
     audio: np.ndarray[Any, np.dtype[np.float32]] = whisper.audio.load_audio(str(DATA / "jfk.wav"))
     return audio
@@ -143,6 +136,7 @@ def test_resolve_refuses_bundled_weights_with_wrong_pin(
         resolve_whisper_model("tiny.en", engine="faster-whisper", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_resolve_base_assembles_once_and_matches_pin(model_cache: Path) -> None:
     resolved = resolve_whisper_model("base", engine="faster-whisper", cache_dir=model_cache)
     assert resolved.source == "bundled"
@@ -158,6 +152,7 @@ def test_resolve_base_assembles_once_and_matches_pin(model_cache: Path) -> None:
     assert model_bin.stat().st_mtime_ns == mtime  # verified, not rebuilt
 
 
+@pytest.mark.slow
 def test_base_converts_to_a_multilingual_checkpoint(
     model_cache: Path, jfk: np.ndarray[Any, np.dtype[np.float32]]
 ) -> None:

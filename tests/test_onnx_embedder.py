@@ -1,4 +1,4 @@
-"""The int8 ONNX embedder against the torch one it replaces (issue 13): the documented export
+"""The int8 ONNX embedder against the torch one it replaces: the documented export
 command, agreement over the whole demo knowledge base, the same top-3 for test questions, and a
 damaged or missing export. Real MiniLM weights on both sides."""
 
@@ -14,7 +14,6 @@ import lancedb
 import numpy as np
 import pytest
 
-from helpers import ROOT
 from skyhigh.config import KnowledgeSettings
 from skyhigh.knowledge.embedder import load_embedder
 from skyhigh.knowledge.onnx_embedder import OnnxEmbedder
@@ -25,6 +24,7 @@ from skyhigh.knowledge.onnx_export import (
     weights_sha256,
 )
 from skyhigh.knowledge.torch_embedder import TorchEmbedder
+from tests.support.settings import ROOT
 
 MODEL = "all-MiniLM-L6-v2"
 QUESTIONS = (
@@ -82,6 +82,7 @@ def knowledge() -> tuple[list[str], list[str], np.ndarray]:
     return table["id"].to_pylist(), texts, vectors
 
 
+@pytest.mark.slow  # the documented export runs first (a torch + ONNX subprocess)
 def test_the_export_is_int8_and_checked(exported: OnnxModel) -> None:
     manifest = json.loads((exported.directory / "manifest.json").read_text())
     assert manifest["min_cosine_to_torch"] >= 0.99
@@ -90,6 +91,7 @@ def test_the_export_is_int8_and_checked(exported: OnnxModel) -> None:
     assert exported.model_path.stat().st_size < 35e6
 
 
+@pytest.mark.slow
 def test_vectors_agree_with_torch_over_the_whole_demo_knowledge_base(
     torch_embedder: TorchEmbedder,
     onnx_embedder: OnnxEmbedder,
@@ -105,6 +107,7 @@ def test_vectors_agree_with_torch_over_the_whole_demo_knowledge_base(
     assert cosine.min() >= 0.99, (texts[int(np.argmin(cosine))], float(cosine.min()))
 
 
+@pytest.mark.slow
 def test_questions_find_the_same_top_3(
     torch_embedder: TorchEmbedder,
     onnx_embedder: OnnxEmbedder,
@@ -125,6 +128,7 @@ def test_questions_find_the_same_top_3(
             assert set(got[:3]) == set(top), (question, [ids[i] for i in got[:3]])
 
 
+@pytest.mark.slow
 def test_batches_and_single_texts_give_the_same_vectors(onnx_embedder: OnnxEmbedder) -> None:
     texts = ["short", "a somewhat longer text about checked baggage " * 8, "ZQXB45249"]
     together = onnx_embedder.embed(texts)
@@ -133,6 +137,7 @@ def test_batches_and_single_texts_give_the_same_vectors(onnx_embedder: OnnxEmbed
     assert onnx_embedder.embed([]).shape == (0, 384)
 
 
+@pytest.mark.slow
 def test_a_damaged_export_is_not_loaded(exported: OnnxModel, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(exported.directory.parent, cache / "embeddings-onnx")

@@ -25,12 +25,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from whisper.tokenizer import LANGUAGES
 
-from helpers import AUTH, DATA, TOKENS, ServerProcess, server_env, wait_terminal
 from skyhigh.api.errors import install_error_handlers
 from skyhigh.api.openai_compat.formats import LANGUAGE_NAMES, compression_ratio, verbose_segment
 from skyhigh.domain.errors import QueueFull
 from skyhigh.domain.events import Segment
-from speech_helpers import ffmpeg, jfk_reference, wer
+from tests.speech_helpers import ffmpeg, jfk_reference, wer
+from tests.support.client import wait_terminal
+from tests.support.server import ServerProcess
+from tests.support.settings import AUTH, DATA, METRICS_TOKEN, TOKENS, server_env
 
 JFK = DATA / "jfk.wav"
 
@@ -60,7 +62,7 @@ def transcribe(sdk: openai.OpenAI, **options: Any) -> Any:
 
 
 def metric(http: httpx.Client, name: str, **labels: str) -> float:
-    text = http.get("/metrics").text
+    text = http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(selector)}\}} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
@@ -189,6 +191,8 @@ def test_timestamp_granularities_need_verbose_json(sdk: openai.OpenAI) -> None:
 # --------------------------------------------------------------------------- translation
 
 
+@pytest.mark.needs("espeak-ng")
+@pytest.mark.slow
 def test_translation_into_english_with_the_default_model(tmp_path: Path) -> None:
     """German speech, the default multilingual `base` model behind `whisper-1`."""
     raw = tmp_path / "german.raw.wav"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DATA, ROOT, TOKENS, ServerProcess
+from tests.support.server import ServerProcess
+from tests.support.settings import DATA, ROOT, TOKENS
 
 pytestmark = pytest.mark.slow
 

@@ -26,10 +26,12 @@ import openai
 import psycopg
 import pytest
 
-from helpers import AUTH, DATA, ROOT, TERMINAL, TOKENS, ServerProcess, server_env
-from services import PostgresServer, RedisServer
+from tests.support.client import TERMINAL
+from tests.support.server import ServerProcess
+from tests.support.services import PostgresServer, RedisServer
+from tests.support.settings import AUTH, DATA, ROOT, TOKENS, server_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs("redis-server")]
 
 
 class WorkerProcess:

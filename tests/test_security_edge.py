@@ -29,38 +29,22 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from helpers import (
-    AUTH,
-    DATA,
-    TOKENS,
-    ServerProcess,
-    make_settings,
-    server_env,
-    wait_terminal,
-)
 from main import create_app
 from skyhigh.domain.events import StepFailed
 from skyhigh.net.errors import TargetRefused, TargetUnreachable
 from skyhigh.net.policy import blocked_reason
 from skyhigh.net.resolve import resolve_checked
 from skyhigh.speech.decode import load_audio
-
-METRICS_TOKEN = "metrics-token-0123456789abcdef"
+from tests.support.client import wait_terminal
+from tests.support.server import ServerProcess
+from tests.support.settings import AUTH, DATA, METRICS_TOKEN, TOKENS, make_settings
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("edge")
-    env = server_env(
-        tmp,
-        AUDIO_URL_ALLOWED_HOSTS="*",
-        AUDIO_URL_ALLOW_PRIVATE="true",
-        METRICS_TOKEN=METRICS_TOKEN,
-    )
-    proc = ServerProcess(env, tmp / "server.log")
-    proc.start()
-    yield proc
-    proc.stop()
+def server(live_server: ServerProcess) -> ServerProcess:
+    """The shared live server (conftest): every audio URL host allowed, private addresses
+    too, and /metrics behind METRICS_TOKEN."""
+    return live_server
 
 
 @pytest.fixture(scope="module")

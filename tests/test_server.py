@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import DATA, TOKENS, ServerProcess, server_env, wait_terminal
-from speech_helpers import jfk_reference, wer
+from tests.speech_helpers import jfk_reference, wer
+from tests.support.client import wait_terminal
+from tests.support.server import ServerProcess
+from tests.support.settings import DATA, TOKENS, server_env
 
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
 # 53 s of real read speech: long enough to overlap probes and a shutdown, and not repetitive.
@@ -83,27 +85,21 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_health_answers_while_a_long_transcription_runs(tmp_path: Path) -> None:
+def test_health_answers_while_a_long_transcription_runs(live_server: ServerProcess) -> None:
     clip = LONG_SPEECH
-    server = ServerProcess(server_env(tmp_path), tmp_path / "server.log")
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-            files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
-            response = http.post(
-                "/events/upload", files=files, data={"event_id": "long", "lookup": "false"}
-            )
-            assert response.status_code == 202
-            while http.get("/events/long").json()["status"] != "processing":
-                time.sleep(0.02)
-            # Latency figures belong to bench/; here: every probe is answered, mid-work.
-            answered = [
-                httpx.get(f"{server.url}/health", timeout=10).status_code for _ in range(20)
-            ]
-            still = http.get("/events/long").json()["status"]
-            record = wait_terminal(http.get, "long", timeout_s=300)
-    finally:
-        server.stop()
+    server = live_server  # the shared one: this test only reads from it
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
+        response = http.post(
+            "/events/upload", files=files, data={"event_id": "long", "lookup": "false"}
+        )
+        assert response.status_code == 202
+        while http.get("/events/long").json()["status"] != "processing":
+            time.sleep(0.02)
+        # Latency figures belong to bench/; here: every probe is answered, mid-work.
+        answered = [httpx.get(f"{server.url}/health", timeout=10).status_code for _ in range(20)]
+        still = http.get("/events/long").json()["status"]
+        record = wait_terminal(http.get, "long", timeout_s=300)
     assert answered == [200] * 20
     assert still == "processing"  # the probes really overlapped the transcription
     assert record["status"] == "completed"

@@ -14,9 +14,11 @@ import srt
 import webvtt
 from fastapi.testclient import TestClient
 
-from helpers import AUTH, DATA, free_port, jfk_base64, make_settings, wait_terminal
 from main import create_app
-from speech_helpers import jfk_reference, synthesize, tone, wer
+from tests.speech_helpers import jfk_reference, synthesize, tone, wer
+from tests.support.client import jfk_base64, wait_terminal
+from tests.support.ports import free_port
+from tests.support.settings import AUTH, DATA, make_settings
 
 
 def new_id() -> str:
@@ -75,6 +77,7 @@ def test_jfk_faster_whisper_tiny_en(faster_client: TestClient) -> None:
     assert result["transcript"]["language"] == "en"
 
 
+@pytest.mark.slow
 def test_jfk_default_base_model(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, whisper_model="base")
     with TestClient(create_app(settings), headers=AUTH) as base_client:
@@ -85,6 +88,7 @@ def test_jfk_default_base_model(tmp_path: Path) -> None:
     assert record["result"]["model"]["name"] == "base"
 
 
+@pytest.mark.needs("espeak-ng")
 def test_spoken_question_finds_the_baggage_entry(client: TestClient, tmp_path: Path) -> None:
     audio = synthesize("How many bags can I check in for free?", tmp_path / "question.wav")
     event_id = new_id()

@@ -18,7 +18,7 @@ from skyhigh.processing.dispatch import InProcessDispatcher
 from skyhigh.store.events import EventStore, NewEvent
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'events.db'}"
@@ -175,7 +175,7 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path: Path) 
     store.close()
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+@pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def test_events_from_before_tenancy_belong_to_the_static_principal(
     request: pytest.FixtureRequest, tmp_path: Path, dialect: str
 ) -> None:

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import whisper
 
-from helpers import DATA, TOKENS, ServerProcess, model_cache_dir
-from live_helpers import final, segments_of, sse_messages, ws_messages
 from skyhigh.config import Settings
 from skyhigh.live.streams import Lagged, StreamBus
 from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
+from tests.support.server import ServerProcess
+from tests.support.settings import DATA, TOKENS, model_cache_dir
+from tests.support.streams import final, segments_of, sse_messages, ws_messages
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 # 53 s of read speech: more than one VAD chunk (more than one window without VAD), and not

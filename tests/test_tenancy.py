@@ -18,10 +18,12 @@ import httpx
 import jwt
 import pytest
 
-from helpers import DATA, ServerProcess, jfk_base64, server_env
-from live_helpers import ws_messages
 from skyhigh.domain.tenancy import event_key
 from skyhigh.processing.dispatch import FairQueue, InProcessDispatcher
+from tests.support.client import jfk_base64
+from tests.support.server import ServerProcess
+from tests.support.settings import DATA, server_env
+from tests.support.streams import ws_messages
 
 JWT_SECRET = "tenancy-test-secret-0123456789abcdef"  # 36 bytes: HS256 wants >= 32
 RATE_LIMIT_PER_MINUTE = 600
@@ -101,6 +103,7 @@ def listed(http: httpx.Client) -> set[str]:
 # --------------------------------------------------------------------------- ownership
 
 
+@pytest.mark.slow
 def test_another_principals_event_is_not_found(
     server: ServerProcess, alice: httpx.Client, bob: httpx.Client
 ) -> None:
@@ -132,6 +135,7 @@ def test_another_principals_event_is_not_found(
     assert bob.get("/events/alice-private-1", params={"owner": "jwt:alice"}).status_code == 403
 
 
+@pytest.mark.slow
 def test_two_principals_may_use_the_same_event_id(alice: httpx.Client, bob: httpx.Client) -> None:
     mine = {"text": "How many bags can I check in for free?", "k": 1}
     theirs = {"text": "Can I bring my dog in the cabin?", "k": 2}
@@ -144,6 +148,7 @@ def test_two_principals_may_use_the_same_event_id(alice: httpx.Client, bob: http
     assert post(alice, "shared-1", "query", theirs).status_code == 409  # her own id, reused
 
 
+@pytest.mark.slow
 def test_idempotency_keys_are_per_principal(alice: httpx.Client, bob: httpx.Client) -> None:
     def transcribe(http: httpx.Client) -> httpx.Response:
         with (DATA / "jfk.wav").open("rb") as audio:
@@ -161,6 +166,7 @@ def test_idempotency_keys_are_per_principal(alice: httpx.Client, bob: httpx.Clie
     assert finished(bob, "meeting-1")["result"]["transcript"]["text"] == first.json()["text"]
 
 
+@pytest.mark.slow
 def test_admin_sees_every_event_and_may_name_its_owner(
     server: ServerProcess, alice: httpx.Client, bob: httpx.Client
 ) -> None:
@@ -177,6 +183,7 @@ def test_admin_sees_every_event_and_may_name_its_owner(
         assert root.get("/events/alice-private-1").status_code == 404  # not in root's own space
 
 
+@pytest.mark.slow
 def test_scopes_and_subjects_are_enforced(server: ServerProcess) -> None:
     with client(server, "viewer", "events:read") as viewer:
         refused = post(viewer, "v-1", "query", {"text": "hello"})
@@ -194,6 +201,7 @@ def test_scopes_and_subjects_are_enforced(server: ServerProcess) -> None:
 # --------------------------------------------------------------------------- knowledge
 
 
+@pytest.mark.slow
 def test_knowledge_writes_need_the_scope(alice: httpx.Client, bob: httpx.Client) -> None:
     hijack = {
         "document_id": "baggage-prohibited-items",
@@ -229,6 +237,7 @@ def test_knowledge_writes_need_the_scope(alice: httpx.Client, bob: httpx.Client)
     assert finished(alice, "alice-doc-1")["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_a_query_never_creates_a_table(server: ServerProcess, alice: httpx.Client) -> None:
     assert (
         post(alice, "ghost-q", "query", {"text": "boo", "table": "ghost-table"}).status_code == 202
@@ -243,6 +252,7 @@ def test_a_query_never_creates_a_table(server: ServerProcess, alice: httpx.Clien
     assert not (Path(server.env["LANCEDB_URI"]) / "ghost-table.lance").exists()
 
 
+@pytest.mark.slow
 def test_metadata_columns_are_capped(alice: httpx.Client) -> None:
     def document(index: int, keys: list[str]) -> dict[str, Any]:
         return {
@@ -284,6 +294,7 @@ def test_metadata_columns_are_capped(alice: httpx.Client) -> None:
 # --------------------------------------------------------------------------- quotas
 
 
+@pytest.mark.slow
 def test_request_rate_is_limited_per_principal(server: ServerProcess, bob: httpx.Client) -> None:
     with client(server, "carol") as carol:
         statuses = []
@@ -301,6 +312,7 @@ def test_request_rate_is_limited_per_principal(server: ServerProcess, bob: httpx
     assert bob.get("/events/").status_code == 200  # carol's limit is hers alone
 
 
+@pytest.mark.slow
 def test_audio_minutes_are_limited_per_principal(server: ServerProcess) -> None:
     with client(server, "dave") as dave:
         speech = {"audio_base64": jfk_base64(), "language": "en", "lookup": False}

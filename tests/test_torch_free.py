@@ -1,4 +1,4 @@
-"""The torch-free serving path (issue 13): with faster-whisper and the ONNX embedder, a whole
+"""The torch-free serving path: with faster-whisper and the ONNX embedder, a whole
 service (lifespan, worker, a transcription and a query) runs without importing torch."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT, model_cache_dir
 from skyhigh.config import Settings
 from skyhigh.knowledge.onnx_export import ensure_onnx_model
+from tests.support.settings import ROOT, model_cache_dir
 
 # Runs in a fresh interpreter: the test process itself has torch loaded by other tests.
 SERVICE = r"""
 import json, sys, time
 from fastapi.testclient import TestClient
-from helpers import AUTH, jfk_base64, make_settings, wait_terminal
+from tests.support.settings import AUTH, make_settings
+from tests.support.client import jfk_base64, wait_terminal
 from main import create_app
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_faster_whisper_and_onnx_never_import_torch(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", SERVICE, str(tmp_path)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=300,

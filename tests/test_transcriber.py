@@ -44,12 +44,6 @@ def _settings(
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Same path as test_models' fixture: the converted checkpoint is reused across modules.
-    return tmp_path_factory.getbasetemp() / "model-cache"
-
-
-@pytest.fixture(scope="session")
 def jfk() -> Audio:
     audio: Audio = whisper.audio.load_audio(str(DATA / "jfk.wav"))
     return audio

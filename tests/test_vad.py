@@ -1,4 +1,4 @@
-"""Voice activity detection: only speech is decoded, and times map back to the clip (issue 12).
+"""Voice activity detection: only speech is decoded, and times map back to the clip.
 
 The clip (tests/paused_speech.py) is real speech of two speakers with 3-8 s pauses, low noise and
 a 10 s silent tail; where its speech is is known from measurements independent of Silero.
@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import whisper
 
-from paused_speech import PausedClip, paused_clip
 from skyhigh.config import Settings
 from skyhigh.domain.events import Transcript, Word
 from skyhigh.speech.chunk_decoder import Decoded, split_by_timestamps
@@ -27,7 +26,8 @@ from skyhigh.speech.transcriber import (
 )
 from skyhigh.speech.vad import SEAM_SILENCE_S, SpeechChunk, VadOptions, find_chunks, merge_spans
 from skyhigh.speech.weights import resolve_whisper_model
-from speech_helpers import normalise, wer
+from tests.paused_speech import PausedClip, paused_clip
+from tests.speech_helpers import normalise, wer
 
 ENGINES = ["openai-whisper", "faster-whisper"]
 SR = 16_000
@@ -62,6 +62,7 @@ def _words(transcript: Transcript) -> list[Word]:
     return [word for segment in transcript.segments for word in segment.words or []]
 
 
+@pytest.mark.slow
 def test_paused_speech_word_error_rate_with_base(
     base_transcript: Transcript, clip: PausedClip
 ) -> None:
@@ -70,6 +71,7 @@ def test_paused_speech_word_error_rate_with_base(
     assert base_transcript.language == "en"  # detected on speech (base is multilingual)
 
 
+@pytest.mark.slow
 def test_no_word_repeated_more_than_three_times(base_transcript: Transcript) -> None:
     words = normalise(base_transcript.text).split()
     runs = [len(list(group)) for group in _groups(words)]
@@ -86,6 +88,7 @@ def _groups(words: list[str]) -> list[list[str]]:
     return groups
 
 
+@pytest.mark.slow
 def test_no_text_in_the_silent_tail(base_transcript: Transcript, clip: PausedClip) -> None:
     tail = clip.tail_start_s + SLACK_S
     assert base_transcript.duration_s == pytest.approx(clip.duration_s)
@@ -93,6 +96,7 @@ def test_no_text_in_the_silent_tail(base_transcript: Transcript, clip: PausedCli
     assert all(word.end <= tail for word in _words(base_transcript))
 
 
+@pytest.mark.slow
 def test_words_lie_in_the_speech_they_belong_to(
     base_transcript: Transcript, clip: PausedClip
 ) -> None:
@@ -117,11 +121,6 @@ def test_words_lie_in_the_speech_they_belong_to(
 
 
 # --------------------------------------------------------------------------- VAD off
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp() / "model-cache"
 
 
 def _time_in_pauses(transcript: Transcript, clip: PausedClip) -> float:

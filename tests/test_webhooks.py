@@ -15,12 +15,13 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from helpers import TOKENS, ServerProcess, make_settings
-from live_helpers import WEBHOOK_KEY, WEBHOOK_SECRET, Received, WebhookReceiver
 from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.store.events import EventStore, NewEvent
 from skyhigh.webhooks.sender import Webhooks, backoff_s, check_callback_url, check_settings
 from skyhigh.webhooks.signing import Signer, signing_key
+from tests.support.receivers import WEBHOOK_KEY, WEBHOOK_SECRET, Received, WebhookReceiver
+from tests.support.server import ServerProcess
+from tests.support.settings import TOKENS, make_settings
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 

@@ -1,4 +1,4 @@
-"""Helpers for the live-results tests: a webhook receiver, WebSocket and SSE clients."""
+"""A real webhook receiver: an HTTP server on 127.0.0.1 that records every POST."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import httpx
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 WEBHOOK_KEY = b"skyhigh-test-webhook-signing-key"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
@@ -84,75 +79,25 @@ class WebhookReceiver:
 
     def for_event(self, event_id: str, prefix: str = "/") -> list[Received]:
         with self._lock:
-            return [
-                r
-                for r in self.received
-                if r.path.startswith(prefix) and r.json()["data"]["event_id"] == event_id
-            ]
+            return self._about(event_id, prefix)
+
+    def wait_for_event(self, event_id: str, prefix: str = "/", timeout_s: float = 60.0) -> Received:
+        """The first delivery about one event, waiting for it to arrive."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while not (hits := self._about(event_id, prefix)):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no webhook for {event_id} within {timeout_s} s")
+                self._lock.wait(max(0.0, deadline - time.monotonic()))
+            return hits[0]
+
+    def _about(self, event_id: str, prefix: str) -> list[Received]:
+        return [
+            r
+            for r in self.received
+            if r.path.startswith(prefix) and r.json()["data"]["event_id"] == event_id
+        ]
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def ws_url(base_url: str, event_id: str) -> str:
-    return base_url.replace("http://", "ws://") + f"/events/{event_id}/ws"
-
-
-def ws_messages(
-    base_url: str,
-    event_id: str,
-    *,
-    token: str | None = None,
-    subprotocol_token: str | None = None,
-    timeout_s: float = 120.0,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Every message of one WebSocket subscription and its close code."""
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    protocols = ["bearer", subprotocol_token] if subprotocol_token else None
-    messages: list[dict[str, Any]] = []
-    with connect(
-        ws_url(base_url, event_id),
-        additional_headers=headers,
-        subprotocols=protocols,  # type: ignore[arg-type]
-        open_timeout=30,
-        proxy=None,  # only ever 127.0.0.1
-    ) as socket:
-        try:
-            while True:
-                messages.append(json.loads(socket.recv(timeout=timeout_s)))
-        except ConnectionClosed as closed:
-            code = closed.rcvd.code if closed.rcvd is not None else None
-            return messages, code
-
-
-def sse_messages(
-    base_url: str, event_id: str, *, token: str, timeout_s: float = 120.0
-) -> Iterator[dict[str, Any]]:
-    """The SSE stream of one event, parsed; ends when the server ends it."""
-    headers = {"Authorization": f"Bearer {token}"}
-    url = f"{base_url}/events/{event_id}/stream"
-    with httpx.stream("GET", url, headers=headers, timeout=timeout_s) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        kind, data = None, []
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                kind = line.partition(":")[2].strip()
-            elif line.startswith("data:"):
-                data.append(line.partition(":")[2].strip())
-            elif not line and data:
-                message = json.loads("\n".join(data))
-                assert message["type"] == kind  # the SSE event name mirrors the message type
-                yield message
-                kind, data = None, []
-
-
-def segments_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m["segment"] for m in messages if m["type"] == "segment"]
-
-
-def final(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    last = messages[-1]
-    assert last["type"] == "status" and last["status"] in ("completed", "failed"), last
-    return last

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from helpers import free_port
+from tests.support.ports import free_port
 
 
 class RedisServer:

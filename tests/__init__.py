@@ -1,0 +1,1 @@
+"""Tests, their helpers, and the harness the benchmarks share (tests.support)."""
