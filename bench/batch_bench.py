@@ -1,4 +1,4 @@
-"""Speech throughput benchmark (issue 12): VAD, batched decoding, batching across requests.
+"""Speech throughput benchmark: VAD, batched decoding, batching across requests.
 
 Audio seconds transcribed per wall-clock second, on the same weights, in one run, for
 
@@ -7,7 +7,7 @@ Audio seconds transcribed per wall-clock second, on the same weights, in one run
 
 for each engine and each mode, every mode in a fresh real server (`uvicorn main:app`):
 
-  sequential  WHISPER_VAD=false: the libraries' sequential transcribe, as shipped before issue 12
+  sequential  WHISPER_VAD=false: the libraries' sequential transcribe, as shipped before VAD
   vad         WHISPER_VAD=true, WHISPER_BATCH_SIZE=1: speech chunks, one per model call
   batched     WHISPER_VAD=true, WHISPER_BATCH_SIZE=--batch-size: chunks of a clip together
   cross       batched + WHISPER_CROSS_REQUEST_BATCHING=true, WORKER_CONCURRENCY=8: chunks of
@@ -22,9 +22,9 @@ noise, the way tests/paused_speech.py builds its clip. `--batch-sweep` instead t
 transcriber in-process (on a worker thread, as in the service) on (b) per batch size, which is
 how WHISPER_BATCH_SIZE's default was chosen.
 
-    .venv/bin/python bench/batch_bench.py --out bench/out/batch.json
-    .venv/bin/python bench/batch_bench.py --scale 0.25 --engines faster-whisper   # quick look
-    .venv/bin/python bench/batch_bench.py --batch-sweep 1 2 4 8 --out bench/out/sweep.json
+    uv run python -m bench.batch_bench --out bench/out/batch.json
+    uv run python -m bench.batch_bench --scale 0.25 --engines faster-whisper   # quick look
+    uv run python -m bench.batch_bench --batch-sweep 1 2 4 8 --out bench/out/sweep.json
 
 Only 127.0.0.1 is contacted. Speech events run with lookup=false (speech alone is measured).
 """
@@ -35,7 +35,6 @@ import argparse
 import io
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -52,13 +51,11 @@ import jiwer
 import numpy as np
 import numpy.typing as npt
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from bench.speech_bench import AUTH, TOKEN, proc_memory, running
+from skyhigh.speech.decode import SAMPLE_RATE, load_audio
+from tests.speech_helpers import normalise
 
-from skyhigh.speech.decode import SAMPLE_RATE, load_audio  # noqa: E402
-from speech_bench import AUTH, TOKEN, proc_memory, running  # noqa: E402
-from speech_helpers import normalise  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT / "tests" / "data"
 Audio = npt.NDArray[np.float32]

@@ -8,9 +8,9 @@ the event's own `created_at`/`finished_at`.
 
 Usage (from the repository root; needs `wrk`, e.g. `apt-get install -y wrk`):
 
-    .venv/bin/python bench/intake_load.py
-    .venv/bin/python bench/intake_load.py --targets skyhigh bare skyhigh-normal --duration 20
-    .venv/bin/python bench/intake_load.py --targets skyhigh-scale bare \
+    uv run python -m bench.intake_load
+    uv run python -m bench.intake_load --targets skyhigh bare skyhigh-normal --duration 20
+    uv run python -m bench.intake_load --targets skyhigh-scale bare \
         --queue-url redis://127.0.0.1:6379/0 --database-url postgresql+psycopg://...
 
 `skyhigh-scale` is the API in scale-out mode (QUEUE_URL + a Postgres DATABASE_URL) with no
@@ -30,7 +30,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().parent / "intake_load.lua"
@@ -118,13 +119,6 @@ TARGET_NAMES = ("skyhigh", "bare", "skyhigh-normal")
 SCALE_TARGET = "skyhigh-scale"  # not a default: it needs a broker and Postgres
 
 # --- server process ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float) -> float:

@@ -1,4 +1,4 @@
-"""Knowledge-base benchmark (issue 4): ingestion, index build, query latency and recall@10.
+"""Knowledge-base benchmark: ingestion, index build, query latency and recall@10.
 
 On --rows (100k) distinct airline-support sentences (bench/knowledge_corpus.py, seeded):
 
@@ -20,7 +20,7 @@ On --rows (100k) distinct airline-support sentences (bench/knowledge_corpus.py, 
 
 Usage (repository root):
 
-    .venv/bin/python bench/knowledge_bench.py --rows 100000 --queries 200 \
+    uv run python -m bench.knowledge_bench --rows 100000 --queries 200 \
         --cache bench/cache/ --out bench/out/knowledge.json
 
 Writes JSON to --out and the markdown tables next to it (.md). Before the timed query runs it
@@ -46,21 +46,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from knowledge_corpus import QUESTION_TEMPLATES, STATEMENT_TEMPLATES, corpus, queries  # noqa: E402
-
-from skyhigh.config import Settings  # noqa: E402
-from skyhigh.knowledge.embedder import Embedder  # noqa: E402
-from skyhigh.knowledge.search import (  # noqa: E402
+from bench.knowledge_corpus import QUESTION_TEMPLATES, STATEMENT_TEMPLATES, corpus, queries
+from skyhigh.config import Settings
+from skyhigh.knowledge.embedder import Embedder
+from skyhigh.knowledge.search import (
     VECTOR_INDEX_CONFIGS,
     KnowledgeBase,
     create_vector_index,
 )
-from skyhigh.knowledge.torch_embedder import TorchEmbedder  # noqa: E402
-from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig  # noqa: E402
+from skyhigh.knowledge.torch_embedder import TorchEmbedder
+from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 Vectors = npt.NDArray[np.float32]
 BUSY_PATTERN = "speech_bench|docker build|pytest"
@@ -716,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    # torch, the reference: the cached corpus vectors and the issue-4 figures are torch's
+    # torch, the reference: the cached corpus vectors and the first knowledge figures are torch's
     # (bench/serving_bench.py compares the backends on this corpus).
     embedder = TorchEmbedder(settings.embedding_model)
 

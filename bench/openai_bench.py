@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoint benchmark (issue 11): one clip, one set of weights, one run.
+"""OpenAI-compatible endpoint benchmark: one clip, one set of weights, one run.
 
 Rows, each timed from the client's side, one of each per round (order rotated every round):
 
@@ -21,8 +21,8 @@ transcribe_s and `wall_over_transcribe`, medians over the rounds.
 
 Usage (repository root):
 
-    .venv/bin/python bench/openai_bench.py --engine openai-whisper --rounds 8
-    .venv/bin/python bench/openai_bench.py --engine faster-whisper --rounds 8 \
+    uv run python -m bench.openai_bench --engine openai-whisper --rounds 8
+    uv run python -m bench.openai_bench --engine faster-whisper --rounds 8 \
         --peer-python /tmp/peer/bin/python
 
 Writes JSON and a markdown table to --out (default bench/results/openai_bench[-ENGINE].json/.md).
@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,17 +50,16 @@ from typing import Any
 import httpx
 import openai
 
+from skyhigh.config import Settings
+from skyhigh.speech.decode import load_audio
+from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
+from skyhigh.speech.weights import resolve_whisper_model
+from tests.speech_helpers import jfk_reference, wer
+from tests.support.ports import HOST, free_port
+from tests.support.server import serve_command, wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from skyhigh.config import Settings  # noqa: E402
-from skyhigh.speech.decode import load_audio  # noqa: E402
-from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber  # noqa: E402
-from skyhigh.speech.weights import resolve_whisper_model  # noqa: E402
-from speech_helpers import jfk_reference, wer  # noqa: E402
-
-HOST = "127.0.0.1"
 TOKEN = "bench-openai-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DECODING = {  # the service's decoding options (skyhigh.speech.transcriber), for the peer
@@ -76,38 +74,23 @@ DECODING = {  # the service's decoding options (skyhigh.speech.transcriber), for
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
-def serving(command: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[str]:
+def serving(
+    command: Callable[[int], list[str]], env: dict[str, str], log: Path, ready: str
+) -> Iterator[str]:
     """Run a server process until it answers `ready` (a path) with 200; yield its base URL."""
     port = free_port()
     url = f"http://{HOST}:{port}"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [part.replace("{port}", str(port)) for part in command],
+            command(port),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + ready, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready")
-            time.sleep(0.2)
+        wait_ready(url, proc, log_path=log, timeout_s=300, path=ready)
         yield url
     finally:
         proc.terminate()
@@ -133,8 +116,11 @@ def skyhigh_server(args: argparse.Namespace, tmp: Path) -> Any:
         "WHISPER_INSTANCES": "1",
         "LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "uvicorn", "main:app", "--host", HOST, "--port", "{port}"]
-    return serving([*command, "--no-access-log"], env, tmp / "skyhigh.log", "/ready")
+
+    def command(port: int) -> list[str]:
+        return serve_command(port, extra=["--no-access-log"])
+
+    return serving(command, env, tmp / "skyhigh.log", "/ready")
 
 
 def peer_server(args: argparse.Namespace, tmp: Path, ct2_dir: Path) -> Any:
@@ -157,8 +143,11 @@ def peer_server(args: argparse.Namespace, tmp: Path, ct2_dir: Path) -> Any:
     }
     path = tmp / "peer.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
-    command = [args.peer_python, "-m", "faster_whisper_server", "--config", str(path)]
-    command += ["--host", HOST, "--port", "{port}"]
+
+    def command(port: int) -> list[str]:
+        server = [args.peer_python, "-m", "faster_whisper_server", "--config", str(path)]
+        return [*server, "--host", HOST, "--port", str(port)]
+
     return serving(command, {"HF_HUB_OFFLINE": "1"}, tmp / "peer.log", "/health")
 
 

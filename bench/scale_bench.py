@@ -1,7 +1,7 @@
-"""Scale-out benchmark (issue 10): worker scaling, intake in scale mode, latency, API memory.
+"""Scale-out benchmark: worker scaling, intake in scale mode, latency, API memory.
 
 One command measures, on this machine, against a throwaway Redis and Postgres (the classes of
-tests/services.py, with Postgres durable: fsync on, as in production):
+tests/support/services.py, with Postgres durable: fsync on, as in production):
 
 1. speech events per minute with 1 and with 2 worker processes (`python -m skyhigh.worker -Q
    events`, each limited to one inference thread: WHISPER_CPU_THREADS=1, OMP_NUM_THREADS=1,
@@ -20,9 +20,9 @@ tests/services.py, with Postgres durable: fsync on, as in production):
 Usage (from the repository root; needs wrk, redis-server and postgresql, which
 `apt-get install -y wrk redis-server postgresql` provides):
 
-    .venv/bin/python bench/scale_bench.py                      # everything, 3 intake rounds
-    .venv/bin/python bench/scale_bench.py --quiet-load 1.5     # first wait (<= 30 min) for calm
-    .venv/bin/python bench/scale_bench.py --speech-events 4 --query-events 10 --rounds 1 \\
+    uv run python -m bench.scale_bench                      # everything, 3 intake rounds
+    uv run python -m bench.scale_bench --quiet-load 1.5     # first wait (<= 30 min) for calm
+    uv run python -m bench.scale_bench --speech-events 4 --query-events 10 --rounds 1 \\
         --duration 5 --out /tmp/scale_dry                      # a dry run in a few minutes
 
 Writes <out>.json (raw) and <out>.md (tables); default bench/results/scale_bench.
@@ -53,14 +53,14 @@ from typing import Any
 import httpx
 import redis
 
+# bench/intake_load.py: targets, wrk, the completion phase
+from bench import intake_load
+from tests.support.ports import free_port
+from tests.support.server import serve_command, wait_ready
+from tests.support.services import PostgresServer, RedisServer
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-# tests/services.py (throwaway redis-server and Postgres) and the skyhigh package it imports
-sys.path[1:1] = [str(REPO / "tests"), str(REPO)]
-
-import intake_load  # noqa: E402  (bench/intake_load.py: targets, wrk, the completion phase)
-
-from services import PostgresServer, RedisServer  # noqa: E402
 
 JFK = REPO / "tests" / "data" / "jfk.wav"
 JFK_WORDS = "ask not what your country can do for you"
@@ -81,7 +81,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class DurablePostgres(PostgresServer):
-    """tests/services.py's throwaway Postgres, but durable (fsync on, the default): the 202
+    """tests/support/services.py's throwaway Postgres, but durable (fsync on, the default): the 202
     promise should cost here what it costs in production, as SQLite's synchronous=FULL does."""
 
     def __init__(self) -> None:
@@ -318,15 +318,9 @@ def wait_workers(queue_url: str, workers: list[Process], timeout_s: float) -> fl
     raise TimeoutError(f"{len(workers)} workers not ready after {timeout_s:.0f} s")
 
 
-def wait_ready(base: str, api: Process, timeout_s: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() < started + timeout_s:
-        api.check_alive()
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        time.sleep(0.25)
-    raise TimeoutError(f"{base}/ready did not answer 200 within {timeout_s:.0f} s")
+def api_ready(base: str, api: Process, timeout_s: float) -> float:
+    assert api.proc is not None
+    return wait_ready(base, api.proc, log_path=api.log, timeout_s=timeout_s)
 
 
 @contextmanager
@@ -334,18 +328,15 @@ def running_fleet(
     n_workers: int, workdir: Path, queue_url: str, database_url: str, args: argparse.Namespace
 ) -> Iterator[tuple[Fleet, dict[str, Any]]]:
     env = fleet_env(workdir, queue_url, database_url, args)
-    port = intake_load.free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "main:app", "--host", intake_load.HOST,
-        "--port", str(port), *intake_load.UVICORN_FLAGS,
-    ]  # fmt: skip
+    port = free_port()
+    command = serve_command(port, extra=intake_load.UVICORN_FLAGS)
     api = Process("api", command, env, workdir / "api.log")
     workers = [start_worker(env, workdir, index) for index in range(1, n_workers + 1)]
     fleet = Fleet(api, workers, f"http://{intake_load.HOST}:{port}")
     try:
         api.start()
         startup = {
-            "api_ready_s": round(wait_ready(fleet.base, api, args.startup_timeout), 1),
+            "api_ready_s": round(api_ready(fleet.base, api, args.startup_timeout), 1),
             "workers_ready_s": round(wait_workers(queue_url, workers, args.startup_timeout), 1),
         }
         yield fleet, startup
@@ -592,7 +583,7 @@ def intake_command(
     args: argparse.Namespace, targets: list[str], queue_url: str, database_url: str, out: Path
 ) -> list[str]:
     return [
-        sys.executable, str(BENCH / "intake_load.py"), "--targets", *targets, "--rounds", "1",
+        sys.executable, "-m", "bench.intake_load", "--targets", *targets, "--rounds", "1",
         "--queue-url", queue_url, "--database-url", database_url,
         "--duration", f"{args.duration:g}", "--connections", str(args.connections),
         "--threads", str(args.threads), "--warmup", f"{args.warmup:g}", "--wrk", args.wrk,
@@ -796,7 +787,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "code": intake_load.git_describe(),
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", "bench/scale_bench.py", *sys.argv[1:]]),
+        "command": " ".join(["uv run python -m bench.scale_bench", *sys.argv[1:]]),
         "model": args.model,
         "engine": args.engine,
         "embedding_backend": default_setting("embedding_backend"),

@@ -22,7 +22,7 @@ Configurations (--configs):
 Reported per configuration and phase: /health p50/p99/max in ms, probes that failed, the
 server's peak RSS during the phase, and the abusers' answers (status counts).
 
-    .venv/bin/python bench/security_edge_bench.py --out bench/results/security_edge.json
+    uv run python -m bench.security_edge_bench --out bench/results/security_edge.json
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,15 +42,11 @@ from typing import Any
 
 import httpx
 
+from tests.support.ports import free_port
+from tests.support.server import HTTP_PROTOCOL, serve_command, wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
-PROTOCOL = "skyhigh.api.http_server:HttpProtocol"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -68,22 +63,13 @@ class Server:
             "WHISPER_MODEL": "tiny.en",
             "LOG_LEVEL": "WARNING",
         }
-        command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)]
-        command += ["--no-access-log"]
-        if protocol is not None:
-            command += ["--http", protocol]
-        self.log = (data / "server.log").open("wb")
+        # The "before" build is served without the head-capping protocol; "after" is the
+        # documented command.
+        command = serve_command(self.port, http=protocol, extra=["--no-access-log"])
+        log_path = data / "server.log"
+        self.log = log_path.open("wb")
         self.proc = subprocess.Popen(command, cwd=root, env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (data / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("server did not start")
+        wait_ready(self.url, self.proc, log_path=log_path, timeout_s=300)
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -227,7 +213,7 @@ def main() -> None:
             elif name == "after-plain":
                 root, protocol = ROOT, None
             else:
-                root, protocol = ROOT, PROTOCOL
+                root, protocol = ROOT, HTTP_PROTOCOL
             result = run_config(name, root, protocol, args.seconds)
             print(json.dumps(result), flush=True)
             results.append(result)

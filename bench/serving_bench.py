@@ -1,4 +1,4 @@
-"""Serving footprint benchmark (issue 13): torch vs the int8 ONNX embedder, memory, images.
+"""Serving footprint benchmark: torch vs the int8 ONNX embedder, memory, images.
 
 In one run (each phase can be left out):
 
@@ -18,7 +18,7 @@ In one run (each phase can be left out):
    --cold-starts times each, when Docker and the images are there (scripts/docker-smoke.sh
    builds them).
 
-    .venv/bin/python bench/serving_bench.py --out bench/out/serving.json
+    uv run python -m bench.serving_bench --out bench/out/serving.json
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,20 +42,19 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from knowledge_corpus import queries  # noqa: E402
-
-from skyhigh.config import Settings  # noqa: E402
-from skyhigh.knowledge.embedder import Embedder, load_embedder  # noqa: E402
-from skyhigh.knowledge.search import (  # noqa: E402
+from bench.knowledge_corpus import queries
+from skyhigh.config import Settings
+from skyhigh.knowledge.embedder import Embedder, load_embedder
+from skyhigh.knowledge.search import (
     KnowledgeBase,
     create_text_index,
     create_vector_index,
     documents_schema,
 )
+from tests.support.ports import free_port
+from tests.support.server import serve_command, wait_ready
+
+ROOT = Path(__file__).resolve().parent.parent
 
 Vectors = npt.NDArray[np.float32]
 K = 10
@@ -201,12 +199,6 @@ def knowledge_phase(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2. rss
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def peak_rss(config: dict[str, str], queries_n: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="skyhigh-rss-"))
     shutil.copytree(ROOT / "lancedb_data", tmp / "lancedb_data")
@@ -223,7 +215,7 @@ def peak_rss(config: dict[str, str], queries_n: int) -> dict[str, Any]:
     }
     started = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
+        serve_command(port),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -233,15 +225,7 @@ def peak_rss(config: dict[str, str], queries_n: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit((tmp / "server.log").read_text()[-3000:])
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            wait_ready(url, server, log_path=tmp / "server.log", timeout_s=600)
             ready_s = time.perf_counter() - started
             audio = base64.b64encode((ROOT / "tests" / "data" / "jfk.wav").read_bytes()).decode()
             events = [("speech-0", "speech", {"audio_base64": audio, "k": 3})]

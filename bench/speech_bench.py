@@ -1,4 +1,4 @@
-"""Speech benchmark (issue 3): bare engines against the service, on the same weights, in one run.
+"""Speech benchmark: bare engines against the service, on the same weights, in one run.
 
 Configurations, all on ~60 s of real speech (tests/data/jfk.wav concatenated --repeats times):
 
@@ -19,7 +19,7 @@ Then /health latency while two long transcriptions run (WORKER_CONCURRENCY=2, WH
 
 Usage (repository root; needs ffmpeg):
 
-    .venv/bin/python bench/speech_bench.py --model base --repeats 6 --runs 2 \
+    uv run python -m bench.speech_bench --model base --repeats 6 --runs 2 \
         --out bench/out/speech.json
 
 RTF (real-time factor) = processing seconds / audio seconds (lower is better); `x realtime` is
@@ -38,7 +38,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,29 +55,26 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from skyhigh.config import Settings
+from skyhigh.speech.decode import SAMPLE_RATE, load_audio
+from skyhigh.speech.transcriber import (
+    _BEST_OF,
+    _COMPRESSION_RATIO_THRESHOLD,
+    _TEMPERATURES,
+    DecodingSettings,
+)
+from skyhigh.speech.weights import resolve_whisper_model
+from tests.speech_helpers import jfk_reference, wer
+from tests.support.server import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-HOST = "127.0.0.1"
 TOKEN = "bench-speech-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TERMINAL = {"completed", "failed"}
 BUSY_PATTERN = "intake_load|docker build|pytest"
 
 Audio = npt.NDArray[np.float32]
-
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from skyhigh.config import Settings  # noqa: E402
-from skyhigh.speech.decode import SAMPLE_RATE, load_audio  # noqa: E402
-from skyhigh.speech.transcriber import (  # noqa: E402
-    _BEST_OF,
-    _COMPRESSION_RATIO_THRESHOLD,
-    _TEMPERATURES,
-    DecodingSettings,
-)
-from skyhigh.speech.weights import resolve_whisper_model  # noqa: E402
-from speech_helpers import jfk_reference, wer  # noqa: E402
 
 # --------------------------------------------------------------------------- machine state
 
@@ -536,12 +532,6 @@ def git_state() -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def proc_memory(pid: int) -> dict[str, float]:
     """VmRSS / VmHWM (peak RSS) of a process, in MiB."""
     values: dict[str, float] = {}
@@ -552,63 +542,15 @@ def proc_memory(pid: int) -> dict[str, float]:
     return values
 
 
-class Server:
-    """A real `uvicorn main:app` subprocess (like tests/conftest.py ServerProcess)."""
-
-    def __init__(self, env: dict[str, str], workdir: Path, label: str) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.workdir = workdir
-        self.log_path = workdir / f"{label}.log"
-        self.env = {**os.environ, **env}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start_s = 0.0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout_s: float = 300.0) -> float:
-        started = time.perf_counter()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "main:app", "--host", HOST,
-                 "--port", str(self.port), "--no-access-log"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1.0).status_code == 200:
-                    self.start_s = time.perf_counter() - started
-                    return self.start_s
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-_LIVE: list[Server] = []
+_LIVE: list[ServerProcess] = []
 
 
 @contextmanager
-def running(env: dict[str, str], workdir: Path, label: str) -> Iterator[Server]:
-    server = Server(env, workdir, label)
+def running(env: dict[str, str], workdir: Path, label: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(env, workdir / f"{label}.log", extra_args=["--no-access-log"])
     _LIVE.append(server)
     try:
-        server.start()
+        server.start(timeout_s=300)
         yield server
     finally:
         server.stop()
@@ -659,7 +601,7 @@ def wait_done(http: httpx.Client, event_id: str, poll_s: float, timeout_s: float
     raise RuntimeError(f"{event_id} did not finish in {timeout_s}s")
 
 
-def client(server: Server) -> httpx.Client:
+def client(server: ServerProcess) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers=AUTH, timeout=60)
 
 
@@ -748,7 +690,7 @@ def bench_service(
     return list(results.values())
 
 
-def request_cpu_ms(server: Server, http: httpx.Client, path: str, count: int = 300) -> float:
+def request_cpu_ms(server: ServerProcess, http: httpx.Client, path: str, count: int = 300) -> float:
     """Server CPU milliseconds per sequential GET `path` (server otherwise idle)."""
     before = process_ticks(server.pid)
     for _ in range(count):

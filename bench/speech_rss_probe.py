@@ -1,7 +1,7 @@
 """Where the API process's memory goes: RSS after each import and model load, step by step.
 
-    .venv/bin/python bench/speech_rss_probe.py openai-whisper
-    .venv/bin/python bench/speech_rss_probe.py faster-whisper
+    uv run python -m bench.speech_rss_probe openai-whisper
+    uv run python -m bench.speech_rss_probe faster-whisper
 
 Prints VmRSS / VmHWM / RssAnon / RssFile (MiB) after importing torch, fastapi, whisper,
 faster-whisper, sentence-transformers and lancedb, loading MiniLM and the `base` Whisper model,
@@ -14,9 +14,6 @@ import ctypes
 import gc
 import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 

@@ -12,7 +12,7 @@
    under the per-subscriber buffer, so nobody is cut off). Reported: messages per second that
    every subscriber receives, and total deliveries per second.
 
-Usage (repository root): .venv/bin/python bench/stream_bench.py [--events 100] [--engine ...]
+Usage (repository root): uv run python -m bench.stream_bench [--events 100] [--engine ...]
 Prints a Markdown section; traffic goes to 127.0.0.1 only.
 """
 
@@ -25,13 +25,11 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,53 +38,20 @@ import uvicorn
 import websockets
 from websockets.sync.client import connect
 
+from tests.support.ports import free_port
+from tests.support.receivers import WebhookReceiver
+from tests.support.server import HTTP_PROTOCOL
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 TOKEN = "bench-token-0123456789"
 CLIP = REPO / "tests" / "data" / "jfk.wav"
 SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-32byte").decode()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Receiver:
-    """Records the arrival time of each webhook, by event id."""
-
-    def __init__(self) -> None:
-        self.arrivals: dict[str, float] = {}
-        self.ready = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                now = time.time()
-                body = self.rfile.read(int(self.headers["content-length"]))
-                event_id = json.loads(body)["data"]["event_id"]
-                with outer.ready:
-                    outer.arrivals[event_id] = now
-                    outer.ready.notify_all()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, event_id: str, timeout_s: float = 60) -> float:
-        with self.ready:
-            self.ready.wait_for(lambda: event_id in self.arrivals, timeout_s)
-            return self.arrivals[event_id]
-
-
-def start_server(tmp: Path, receiver: Receiver, engine: str) -> tuple[str, Any, dict[Any, float]]:
+def start_server(
+    tmp: Path, receiver: WebhookReceiver, engine: str
+) -> tuple[str, Any, dict[Any, float]]:
     """The app in this process; returns its URL, its runtime and the segment decode times."""
     os.environ.update(
         {
@@ -96,7 +61,7 @@ def start_server(tmp: Path, receiver: Receiver, engine: str) -> tuple[str, Any, 
             "LANCEDB_URI": str(tmp / "lancedb_data"),
             "WHISPER_ENGINE": engine,
             "WHISPER_MODEL": "tiny.en",
-            "WEBHOOK_URL": receiver.url,
+            "WEBHOOK_URL": f"{receiver.url}/hook",
             "WEBHOOK_SECRET": SECRET,
             "WEBHOOK_ALLOW_PRIVATE": "true",
             "LOG_LEVEL": "WARNING",
@@ -111,7 +76,7 @@ def start_server(tmp: Path, receiver: Receiver, engine: str) -> tuple[str, Any, 
 
     def timed_publish(self: StreamBus, event_id: str, message: dict[str, Any]) -> None:
         if message.get("type") == "segment":
-            decoded[(event_id, message["segment"]["id"])] = time.time()
+            decoded[(event_id, message["segment"]["id"])] = time.monotonic()
         original(self, event_id, message)
 
     StreamBus.publish = timed_publish  # type: ignore[method-assign]
@@ -120,7 +85,10 @@ def start_server(tmp: Path, receiver: Receiver, engine: str) -> tuple[str, Any, 
     main.start_runtime = lambda settings: runtimes.append(start_runtime(settings)) or runtimes[-1]
     app = main.create_app()
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    # The documented serve command's protocol, in this process (the bench wraps the app).
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=HTTP_PROTOCOL, log_level="warning"
+    )
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, daemon=True).start()
     url = f"http://127.0.0.1:{port}"
@@ -140,7 +108,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def latency(url: str, receiver: Receiver, decoded: dict[Any, float], events: int) -> dict[str, Any]:
+def latency(
+    url: str, receiver: WebhookReceiver, decoded: dict[Any, float], events: int
+) -> dict[str, Any]:
     ws_ms: list[float] = []
     hook_ms: list[float] = []
     audio = CLIP.read_bytes()
@@ -155,14 +125,14 @@ def latency(url: str, receiver: Receiver, decoded: dict[Any, float], events: int
             ws_url = url.replace("http", "ws") + f"/events/{event_id}/ws"
             with connect(ws_url, additional_headers=headers, proxy=None) as socket_:
                 for raw in socket_:
-                    now = time.time()
+                    now = time.monotonic()
                     message = json.loads(raw)
                     if message["type"] == "segment":
                         arrivals[message["segment"]["id"]] = now
             last = max(arrivals)
             decoded_at = decoded[(event_id, last)]
             ws_ms.append((arrivals[last] - decoded_at) * 1000)
-            hook_ms.append((receiver.wait(event_id) - decoded_at) * 1000)
+            hook_ms.append((receiver.wait_for_event(event_id).at - decoded_at) * 1000)
     return {
         "events": events,
         "ws_p50": percentile(ws_ms, 0.5),
@@ -182,8 +152,16 @@ def fan_out(url: str, runtime: Any, subscribers: int, bursts: int, burst: int) -
     # Stored but never dispatched: it stays queued, so the stream stays open.
     runtime.store.create(NewEvent(event_id, "query", "0" * 64, {"text": "fan-out"}))
     ws_url = url.replace("http", "ws") + f"/events/{event_id}/ws"
-    command = [sys.executable, __file__, "--clients", ws_url, str(subscribers), str(burst)]
-    clients = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "bench.stream_bench",
+        "--clients",
+        ws_url,
+        str(subscribers),
+        str(burst),
+    ]
+    clients = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert clients.stdout is not None
     assert clients.stdout.readline().strip() == "ready"
     streams = runtime.streams
@@ -247,7 +225,7 @@ def main() -> None:
         run_clients(args.clients[0], int(args.clients[1]), int(args.clients[2]))
         return
 
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     with tempfile.TemporaryDirectory() as tmp:
         url, runtime, decoded = start_server(Path(tmp), receiver, args.engine)
         lat = latency(url, receiver, decoded, args.events)
@@ -256,7 +234,7 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(f"\n## Live results: streams and webhooks ({time.strftime('%Y-%m-%d')})\n")
     print(
-        f"`.venv/bin/python bench/stream_bench.py --events {args.events} --engine {args.engine}` "
+        f"`uv run python -m bench.stream_bench --events {args.events} --engine {args.engine}` "
         f"on {os.cpu_count()} CPU cores ({cpu}, shared with other work), tiny.en, "
         "JFK clip (11 s), `lookup=false`, SQLite `synchronous=FULL`, one worker.\n"
     )

@@ -1,4 +1,4 @@
-"""Probe: is Whisper slower on a worker thread than on the main thread, and why? (issue 12)
+"""Probe: is Whisper slower on a worker thread than on the main thread, and why?
 
 Each configuration runs in a fresh child process (OpenMP reads its environment once, at load):
 the child loads one engine through the service's own loader (skyhigh.speech.transcriber), warms
@@ -6,7 +6,7 @@ it up, then times `transcribe(jfk)` --runs times on the thread the placement nam
 
 * `main`: everything on the main thread;
 * `worker-after-main`: a warm-up on the main thread, then the timed runs on a new thread (the
-  first probe in issue 12: the main thread has an OpenMP team of its own by then);
+  first worker-thread probe: the main thread has an OpenMP team of its own by then);
 * `worker`: the main thread only loads; warm-up and runs on one worker thread;
 * `worker+embed`: like `worker`, but another thread ran one MiniLM-sized torch op first and
   stays alive (as the lifespan's loading thread or a second worker does in the service);
@@ -14,14 +14,14 @@ it up, then times `transcribe(jfk)` --runs times on the thread the placement nam
   never touches torch (the only OpenMP team in the process is the worker's).
 
 With --env NAME=VALUE a configuration runs with that variable set as well. --load caller loads
-the model on the calling thread, as before issue 12; --load passing (the default) loads it the way
+the model on the calling thread (as first shipped); --load passing (the default) loads it the way
 the service does now, on a thread that ends (skyhigh.speech.transcriber.on_passing_thread).
 Prints one line per configuration (median seconds, every run, threads alive) and writes JSON to
 --out if given.
 
-    .venv/bin/python bench/thread_probe.py --engine openai-whisper --model base --runs 5
-    .venv/bin/python bench/thread_probe.py --engine openai-whisper --env OMP_WAIT_POLICY=PASSIVE
-    .venv/bin/python bench/thread_probe.py --engine faster-whisper --cpu-threads 0 2 4
+    uv run python -m bench.thread_probe --engine openai-whisper --model base --runs 5
+    uv run python -m bench.thread_probe --engine openai-whisper --env OMP_WAIT_POLICY=PASSIVE
+    uv run python -m bench.thread_probe --engine faster-whisper --cpu-threads 0 2 4
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ def _on_thread(fn: Callable[[], Any]) -> Any:
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
     from skyhigh.config import Settings
     from skyhigh.speech.decode import load_audio
     from skyhigh.speech.transcriber import TranscribeOptions, _build, _resolve, load_transcriber
@@ -66,7 +65,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     placement = args.placement
 
     def load() -> Any:
-        if args.load == "caller":  # as before issue 12: the loading thread keeps a team
+        if args.load == "caller":  # as first shipped: the loading thread keeps a team
             return _build(_resolve(settings.speech), settings.speech)
         return load_transcriber(settings.speech)  # on a thread that ends (the fix)
 
@@ -114,7 +113,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 def run_config(args: argparse.Namespace, placement: str, env: dict[str, str], threads: int) -> Any:
     command = [
         sys.executable,
-        __file__,
+        "-m",
+        "bench.thread_probe",
         "--child",
         "--engine",
         args.engine,
@@ -131,7 +131,9 @@ def run_config(args: argparse.Namespace, placement: str, env: dict[str, str], th
         args.load,
     ]
     child_env = {**os.environ, **env}
-    done = subprocess.run(command, env=child_env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=ROOT, env=child_env, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"child failed ({placement}, {env}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -150,7 +152,7 @@ def parse_args() -> argparse.Namespace:
         "--load",
         choices=("caller", "passing"),
         default="passing",
-        help="load on the calling thread (before issue 12) or on a passing thread (now)",
+        help="load on the calling thread (as first shipped) or on a passing thread (now)",
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

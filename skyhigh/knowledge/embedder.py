@@ -3,7 +3,7 @@
 - `torch`: sentence-transformers on PyTorch (skyhigh.knowledge.torch_embedder), the reference.
 - `onnx`: the same model exported to ONNX and quantised to int8, run by ONNX Runtime with the
   `tokenizers` package (skyhigh.knowledge.onnx_embedder). About 4× faster per query on two cores,
-  and it never imports torch (BENCHMARKS.md, issue 13).
+  and it never imports torch (BENCHMARKS.md, Knowledge).
 
 Nothing heavy is imported here, so choosing the onnx backend keeps torch out of the process.
 """

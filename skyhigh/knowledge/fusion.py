@@ -1,6 +1,6 @@
 """Hybrid ranking: one ordering from the vector and the full-text candidates of a query.
 
-Plain reciprocal-rank fusion (RRF) over two short lists lost exact matches (issue 13): for a
+Plain reciprocal-rank fusion (RRF) over two short lists lost exact matches: for a
 booking code among short nonsense documents, the vector side ranked nonsense first, the right
 document was not in the vector list at all, both ended at 1/61 and the tie fell the wrong way.
 Three changes fix the cause rather than the query:
