@@ -16,14 +16,16 @@ import whisper
 
 from skyhigh.config import Settings
 from skyhigh.domain.events import Segment, Transcript
+from skyhigh.speech.chunk_decoder import decode_with_fallback
 from skyhigh.speech.deadline import Deadline, TranscriptionTimeout
 from skyhigh.speech.decode import load_audio
+from skyhigh.speech.engines import faster_whisper, openai_whisper
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions, Transcriber
 from skyhigh.speech.registry import engine_class, engine_names
 from skyhigh.speech.weights import BUNDLED_SHA256, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting
-from speech_helpers import ffmpeg
+from speech_helpers import ffmpeg, jfk_reference, normalise, wer
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ["openai-whisper", "faster-whisper"]
@@ -254,6 +256,70 @@ def jfk_looped(tmp_path_factory: pytest.TempPathFactory) -> Audio:
     path = tmp_path_factory.mktemp("looped") / "jfk8.wav"
     ffmpeg("-stream_loop", "7", "-i", str(DATA / "jfk.wav"), "-ar", "16000", "-ac", "1", str(path))
     return load_audio(path, max_seconds=120)
+
+
+FallbackCalls = list[tuple[int, float]]
+
+
+@pytest.fixture
+def fallback_calls(monkeypatch: pytest.MonkeyPatch) -> FallbackCalls:
+    """(chunks, temperature) of every model call the engines' chunk decoders make."""
+    calls: FallbackCalls = []
+
+    def recording(count: int, decode_once: Any, policy: Any) -> Any:
+        def record(indices: list[int], temperature: float) -> Any:
+            calls.append((len(indices), temperature))
+            return decode_once(indices, temperature)
+
+        return decode_with_fallback(count, record, policy)
+
+    for module in (openai_whisper, faster_whisper):
+        monkeypatch.setattr(module, "decode_with_fallback", recording)
+    return calls
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_chunks_that_need_fallback_decode_together(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    model_cache: Path,
+    jfk: Audio,
+    fallback_calls: FallbackCalls,
+) -> None:
+    # Three chunks (JFK three times, 12 s chunks); the first goes alone, the other two share
+    # model calls. A 2-wide beam at temperature 0, and a log-prob threshold no text meets, so
+    # every chunk also runs best-of-5 sampling at every fallback temperature: openai-whisper's
+    # decode used to fail on both (tokens repeated per beam/sample, audio features not).
+    settings = _settings(
+        engine,
+        model_cache,
+        whisper_beam_size=2,
+        whisper_logprob_threshold=0.0,
+        whisper_vad_max_chunk_s=12,
+    )
+    pool = TranscriberPool.from_settings(settings.speech)
+    transcript = pool.transcribe(np.concatenate([jfk, jfk, jfk]), TranscribeOptions())
+    together = {t for count, t in fallback_calls if count >= 2}
+    assert together == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}, fallback_calls
+    assert wer(" ".join([jfk_reference()] * 3), transcript.text) <= 0.2, transcript.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fallback_heavy_audio_completes_with_base(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    model_cache: Path,
+    jfk_looped: Audio,
+    fallback_calls: FallbackCalls,
+) -> None:
+    # The default model and settings on JFK eight times over: repeated speech compresses well,
+    # so several chunks of one batch need the temperature fallback (this failed the event on
+    # openai-whisper).
+    settings = Settings(_env_file=None, model_cache_dir=model_cache, whisper_engine=engine)  # type: ignore[call-arg]
+    pool = TranscriberPool.from_settings(settings.speech)
+    transcript = pool.transcribe(jfk_looped, TranscribeOptions())
+    assert any(count >= 2 and t > 0 for count, t in fallback_calls), fallback_calls
+    assert wer(" ".join([jfk_reference()] * 8), transcript.text) <= 0.35, transcript.text
+    assert normalise(transcript.text).count("ask not what your country") >= 4, transcript.text
 
 
 class FirstSegmentDeadline(Deadline):

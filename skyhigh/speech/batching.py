@@ -85,8 +85,21 @@ class LocalBatches:
         first, size = 0, 1
         while first < len(audios):
             check(deadline)
-            yield from self._decoder.decode(audios[first : first + size], key)
+            yield from decode_batch(self._decoder, audios[first : first + size], key)
             first, size = first + size, self._batch_size
+
+
+def decode_batch(
+    decoder: ChunkDecoder, audios: Sequence[FloatArray], key: DecodeKey
+) -> list[list[ChunkSegment]]:
+    """`decoder.decode(audios, key)`; if the batch fails, each chunk decoded alone."""
+    try:
+        return decoder.decode(audios, key)
+    except Exception:
+        if len(audios) == 1:
+            raise
+        log.warning("decoding %d chunks together failed; each alone", len(audios), exc_info=True)
+        return [decoder.decode([audio], key)[0] for audio in audios]
 
 
 @dataclass
@@ -233,9 +246,13 @@ class MicroBatcher:
         try:
             results = self._decoder.decode([c.audio for c in batch], batch[0].key)
         except Exception as exc:  # the callers get it; the thread keeps serving
-            log.exception("batch decoding failed")
+            if len(batch) == 1:
+                log.exception("chunk decoding failed")
+                batch[0].result.set_exception(exc)
+                return
+            log.warning("decoding %d chunks together failed; each alone", len(batch), exc_info=True)
             for chunk in batch:
-                chunk.result.set_exception(exc)
+                self._decode([chunk])
             return
         clips = len({c.clip for c in batch})
         BATCH_CHUNKS.observe(len(batch))

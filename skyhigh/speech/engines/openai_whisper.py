@@ -5,11 +5,16 @@ downloaded by whisper itself (skyhigh.speech.weights). torch and whisper are imp
 functions, so a process that runs faster-whisper never loads torch.
 
 Batched chunks: `whisper.decode` takes a batch of 30-second log-mel windows and decodes them
-together; `whisper.transcribe` only ever hands it one.
+together; `whisper.transcribe` only ever hands it one. For beam search or best-of-N sampling,
+whisper's DecodingTask repeats each window's tokens per beam/sample but not its audio features,
+so a batch of two or more windows fails ("The size of tensor a (10) must match the size of tensor
+b (2)"). `_GroupedDecodingTask` repeats the features with the tokens; with that, chunks that need
+temperature fallback decode together like the others.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -222,7 +227,7 @@ class OpenAIChunkDecoder:
             prompt=prompt,
             fp16=self._fp16,
         )
-        results = whisper.decode(self._model, mels, options)
+        results = _grouped_task_class()(self._model, options).run(mels)
         return [
             Decoded(
                 tokens=[int(token) for token in result.tokens],
@@ -253,3 +258,26 @@ class OpenAIChunkDecoder:
         for segment, timed in zip(segments, raw, strict=True):
             segment.words = as_words(timed.get("words", []))
             segment.start, segment.end = float(timed["start"]), float(timed["end"])
+
+
+@functools.cache
+def _grouped_task_class() -> Any:
+    """whisper's DecodingTask, with the audio features repeated per beam/sample.
+
+    DecodingTask.run repeats each window's tokens n_group times (beams, or best-of samples) but
+    not its encoded audio, which only broadcasts for a batch of one window. Here the encoder
+    output is repeated the same way, and language detection sees one row per window, so a batch
+    of any size decodes with any beam_size/best_of. Greedy decoding (n_group 1) is unchanged.
+    """
+    from whisper.decoding import DecodingTask
+
+    class GroupedDecodingTask(DecodingTask):  # type: ignore[misc]  # whisper is untyped
+        def _get_audio_features(self, mel: torch.Tensor) -> torch.Tensor:
+            features: torch.Tensor = super()._get_audio_features(mel)
+            return features.repeat_interleave(self.n_group, dim=0)
+
+        def _detect_language(self, audio_features: torch.Tensor, tokens: torch.Tensor) -> Any:
+            # The language is always given here (DecodeKey), so this only lists it per window.
+            return super()._detect_language(audio_features[:: self.n_group], tokens)
+
+    return GroupedDecodingTask
