@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,10 @@ import jiwer
 import numpy as np
 import pytest
 import whisper
+from fastapi.testclient import TestClient
 
+from helpers import AUTH, make_settings, wait_terminal
+from main import create_app
 from skyhigh.config import Settings
 from skyhigh.domain.events import Segment, Transcript
 from skyhigh.speech.chunk_decoder import decode_with_fallback
@@ -312,12 +316,12 @@ def test_fallback_heavy_audio_completes_with_base(
     fallback_calls: FallbackCalls,
 ) -> None:
     # The default model and settings on JFK eight times over: repeated speech compresses well,
-    # so several chunks of one batch need the temperature fallback (this failed the event on
-    # openai-whisper).
+    # so chunks need the temperature fallback (on openai-whisper several in one batch, which
+    # failed the event; test_chunks_that_need_fallback_decode_together forces that on both).
     settings = Settings(_env_file=None, model_cache_dir=model_cache, whisper_engine=engine)  # type: ignore[call-arg]
     pool = TranscriberPool.from_settings(settings.speech)
     transcript = pool.transcribe(jfk_looped, TranscribeOptions())
-    assert any(count >= 2 and t > 0 for count, t in fallback_calls), fallback_calls
+    assert any(t > 0 for _, t in fallback_calls), fallback_calls
     assert wer(" ".join([jfk_reference()] * 8), transcript.text) <= 0.35, transcript.text
     assert normalise(transcript.text).count("ask not what your country") >= 4, transcript.text
 
@@ -373,3 +377,25 @@ def test_deadline_stops_between_decode_steps(
         assert received == []
     finally:
         pool.close()
+
+
+def test_a_long_clip_past_max_transcribe_seconds_fails_with_audio_too_long(
+    tmp_path: Path,
+) -> None:
+    # Through the app: 88 s of speech against a 0.5 s budget stops at the first check between
+    # decode steps, and the event fails with the code a client can act on.
+    path = tmp_path / "jfk8.wav"
+    ffmpeg("-stream_loop", "7", "-i", str(DATA / "jfk.wav"), str(path))
+    settings = make_settings(tmp_path, max_transcribe_seconds=0.5, max_audio_seconds=120)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        event = {
+            "event_id": "deadline-1",
+            "event_type": "speech",
+            "event_data": {"audio_base64": base64.b64encode(path.read_bytes()).decode()},
+        }
+        response = client.post("/events/", json=event)
+        assert response.status_code == 202, response.text
+        record = wait_terminal(client.get, "deadline-1", timeout_s=300)
+    assert record["status"] == "failed", record
+    assert record["error"]["code"] == "audio_too_long", record
+    assert "MAX_TRANSCRIBE_SECONDS" in record["error"]["message"]
