@@ -243,7 +243,8 @@ def env_view(env: dict[str, str]) -> dict[str, str]:
 
 def bench_sweep(args: argparse.Namespace, loads: dict[str, list[Clip]]) -> list[dict[str, Any]]:
     from skyhigh.config import Settings
-    from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
+    from skyhigh.speech.pool import TranscriberPool
+    from skyhigh.speech.protocol import TranscribeOptions
 
     clip = loads["long"][0]
     rows = []
@@ -256,7 +257,7 @@ def bench_sweep(args: argparse.Namespace, loads: dict[str, list[Clip]]) -> list[
                 whisper_batch_size=size,
                 model_cache_dir=args.cache_dir,
             )
-            transcriber = load_transcriber(settings.speech)
+            transcriber = TranscriberPool.from_settings(settings.speech)
 
             def transcribe(transcriber: Any = transcriber) -> tuple[float, str]:
                 started = time.perf_counter()

@@ -52,7 +52,8 @@ import openai
 
 from skyhigh.config import Settings
 from skyhigh.speech.decode import load_audio
-from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions
 from skyhigh.speech.weights import resolve_whisper_model
 from tests.speech_helpers import jfk_reference, wer
 from tests.support.ports import HOST, free_port
@@ -62,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TOKEN = "bench-openai-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DECODING = {  # the service's decoding options (skyhigh.speech.transcriber), for the peer
+DECODING = {  # the service's decoding options (skyhigh.speech.decoding), for the peer
     "beam_size": 1,
     "best_of": 5,
     "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
@@ -210,7 +211,7 @@ def bare_row(args: argparse.Namespace, clip_path: Path) -> Row:
         whisper_model=args.model,
         model_cache_dir=Path(args.cache_dir),
     )
-    transcriber = load_transcriber(settings.speech)
+    transcriber = TranscriberPool.from_settings(settings.speech)
     audio = load_audio(clip_path, max_seconds=3600)
     # On a worker thread, as the service's dispatcher runs it: on this busy 2-core machine the
     # same call on the main thread measured 2-2.5x slower (torch's OpenMP team there), which

@@ -9,7 +9,7 @@ Configurations, all on ~60 s of real speech (tests/data/jfk.wav concatenated --r
   POSTed to /events/upload (lookup=true), latency = the event's finished_at - created_at
   (accept → completed), plus the client's wall time from POST to seeing `completed` (polling).
 
-Every engine gets exactly the decoding options the service uses (skyhigh.speech.transcriber): greedy
+Every engine gets exactly the decoding options the service uses (skyhigh.speech.decoding): greedy
 (beam_size 1), best_of 5, the temperature fallback ladder, compression-ratio 2.4, logprob -1.0,
 no-speech 0.6, condition_on_previous_text False, language detection unless --language is given.
 Models are loaded once and warmed up on the 11 s clip; only transcription is timed.
@@ -57,10 +57,10 @@ import numpy.typing as npt
 
 from skyhigh.config import Settings
 from skyhigh.speech.decode import SAMPLE_RATE, load_audio
-from skyhigh.speech.transcriber import (
-    _BEST_OF,
-    _COMPRESSION_RATIO_THRESHOLD,
-    _TEMPERATURES,
+from skyhigh.speech.decoding import (
+    BEST_OF,
+    COMPRESSION_RATIO_THRESHOLD,
+    TEMPERATURES,
     DecodingSettings,
 )
 from skyhigh.speech.weights import resolve_whisper_model
@@ -398,8 +398,8 @@ def openai_engine(checkpoint: Path, language: str | None) -> Transcribe:
             model,
             audio,
             verbose=None,
-            temperature=_TEMPERATURES,
-            compression_ratio_threshold=_COMPRESSION_RATIO_THRESHOLD,
+            temperature=TEMPERATURES,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
             logprob_threshold=d.logprob_threshold,
             no_speech_threshold=d.no_speech_threshold,
             condition_on_previous_text=d.condition_on_previous_text,
@@ -408,7 +408,7 @@ def openai_engine(checkpoint: Path, language: str | None) -> Transcribe:
             language=language,
             task="transcribe",
             beam_size=d.beam_size if d.beam_size > 1 else None,
-            best_of=_BEST_OF,
+            best_of=BEST_OF,
             fp16=False,
         )
         segments = result["segments"]
@@ -432,9 +432,9 @@ def faster_engine(ct2_dir: Path, compute_type: str, language: str | None) -> Tra
             language=language,
             task="transcribe",
             beam_size=d.beam_size,
-            best_of=_BEST_OF,
-            temperature=list(_TEMPERATURES),
-            compression_ratio_threshold=_COMPRESSION_RATIO_THRESHOLD,
+            best_of=BEST_OF,
+            temperature=list(TEMPERATURES),
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
             log_prob_threshold=d.logprob_threshold,
             no_speech_threshold=d.no_speech_threshold,
             condition_on_previous_text=d.condition_on_previous_text,

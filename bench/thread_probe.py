@@ -1,7 +1,7 @@
 """Probe: is Whisper slower on a worker thread than on the main thread, and why?
 
 Each configuration runs in a fresh child process (OpenMP reads its environment once, at load):
-the child loads one engine through the service's own loader (skyhigh.speech.transcriber), warms
+the child loads one engine through the service's own loader (skyhigh.speech.pool), warms
 it up, then times `transcribe(jfk)` --runs times on the thread the placement names:
 
 * `main`: everything on the main thread;
@@ -15,7 +15,7 @@ it up, then times `transcribe(jfk)` --runs times on the thread the placement nam
 
 With --env NAME=VALUE a configuration runs with that variable set as well. --load caller loads
 the model on the calling thread (as first shipped); --load passing (the default) loads it the way
-the service does now, on a thread that ends (skyhigh.speech.transcriber.on_passing_thread).
+the service does now, on a thread that ends (skyhigh.speech.threads.on_passing_thread).
 Prints one line per configuration (median seconds, every run, threads alive) and writes JSON to
 --out if given.
 
@@ -53,7 +53,10 @@ def _on_thread(fn: Callable[[], Any]) -> Any:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     from skyhigh.config import Settings
     from skyhigh.speech.decode import load_audio
-    from skyhigh.speech.transcriber import TranscribeOptions, _build, _resolve, load_transcriber
+    from skyhigh.speech.pool import TranscriberPool
+    from skyhigh.speech.protocol import TranscribeOptions
+    from skyhigh.speech.registry import engine_class
+    from skyhigh.speech.weights import resolve_whisper_model
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -66,8 +69,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     def load() -> Any:
         if args.load == "caller":  # as first shipped: the loading thread keeps a team
-            return _build(_resolve(settings.speech), settings.speech)
-        return load_transcriber(settings.speech)  # on a thread that ends (the fix)
+            speech = settings.speech
+            resolved = resolve_whisper_model(
+                speech.whisper_model, engine=speech.whisper_engine, cache_dir=speech.model_cache_dir
+            )
+            return engine_class(speech.whisper_engine).load(resolved, speech)
+        return TranscriberPool.from_settings(settings.speech)  # on a thread that ends (the fix)
 
     transcriber = _on_thread(load) if placement == "worker-only" else load()
     audio = load_audio(ROOT / "tests" / "data" / "jfk.wav", max_seconds=60)

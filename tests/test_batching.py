@@ -19,9 +19,11 @@ import httpx
 import numpy as np
 import pytest
 
-from skyhigh.speech.batching import MicroBatcher
-from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey, FloatArray
+from skyhigh.speech.batching import LocalBatches, MicroBatcher
+from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey
+from skyhigh.speech.deadline import Deadline, TranscriptionTimeout
 from skyhigh.speech.decode import SAMPLE_RATE, load_audio
+from skyhigh.speech.samples import FloatArray
 from tests.paused_speech import PausedClip, write_wav
 from tests.support.client import wait_terminal
 from tests.support.server import ServerProcess
@@ -214,3 +216,50 @@ def test_results_stream_per_chunk_before_the_clip_is_done() -> None:
     release.set()
     assert [s[0].text for s in stream] == ["701", "702"]
     batcher.close()
+
+
+class TogetherFailingDecoder(RecordingDecoder):
+    """Fails any batch of several chunks that holds chunk 42, as an engine bug only batching
+    provokes would; alone, every chunk decodes."""
+
+    def decode(self, audios: Sequence[FloatArray], key: DecodeKey) -> list[list[ChunkSegment]]:
+        if len(audios) > 1 and 42 in [int(audio[0]) for audio in audios]:
+            raise RuntimeError("The size of tensor a (10) must match the size of tensor b (2)")
+        return super().decode(audios, key)
+
+
+def test_a_batch_that_fails_together_is_decoded_chunk_by_chunk() -> None:
+    chunks = [np.full(10, n, dtype=np.float32) for n in (40, 41, 42, 43)]
+    local = LocalBatches(TogetherFailingDecoder(), batch_size=4)
+    assert [s[0].text for s in local.run(chunks, KEY)] == ["40", "41", "42", "43"]
+
+    decoder = TogetherFailingDecoder()
+    batcher = MicroBatcher(decoder, max_batch=4, max_wait_s=0.2)
+    try:
+        assert [s[0].text for s in batcher.run(chunks, KEY)] == ["40", "41", "42", "43"]
+    finally:
+        batcher.close()
+    assert [40, 41, 42, 43] not in decoder.batches and [42] in decoder.batches
+
+
+def test_a_clip_past_its_deadline_stops_and_its_queued_chunks_are_dropped() -> None:
+    class SlowDecoder(RecordingDecoder):
+        def decode(self, audios: Sequence[FloatArray], key: DecodeKey) -> list[list[ChunkSegment]]:
+            time.sleep(0.3)
+            return super().decode(audios, key)
+
+    decoder = SlowDecoder()
+    batcher = MicroBatcher(decoder, max_batch=1, max_wait_s=0.0)
+    received = []
+    with pytest.raises(TranscriptionTimeout):
+        for segments in batcher.run(_chunks(8, 10), KEY, deadline=Deadline(0.1)):
+            received.append(segments)
+    batcher.close()
+    assert len(received) <= 1
+    assert sum(len(batch) for batch in decoder.batches) <= 2  # the rest were never decoded
+    with pytest.raises(TranscriptionTimeout):  # and LocalBatches checks before each batch
+        list(
+            LocalBatches(RecordingDecoder(), batch_size=1).run(
+                _chunks(9, 3), KEY, deadline=Deadline(0)
+            )
+        )

@@ -15,7 +15,8 @@ import whisper
 from faster_whisper import WhisperModel
 
 from skyhigh.speech.ct2_converter import ConversionError, read_ct2_model
-from skyhigh.speech.transcriber import DecodingSettings, OpenAIWhisperTranscriber
+from skyhigh.speech.decoding import DecodingSettings
+from skyhigh.speech.engines.openai_whisper import OpenAIWhisperTranscriber
 from skyhigh.speech.weights import (
     BUNDLED_SHA256,
     ModelChecksumError,

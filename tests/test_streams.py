@@ -15,7 +15,8 @@ import whisper
 
 from skyhigh.config import Settings
 from skyhigh.live.streams import Lagged, StreamBus
-from skyhigh.speech.transcriber import TranscribeOptions, load_transcriber
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions
 from tests.support.server import ServerProcess
 from tests.support.settings import DATA, TOKENS, model_cache_dir
 from tests.support.streams import final, segments_of, sse_messages, ws_messages
@@ -113,7 +114,7 @@ def test_engines_report_segments_while_decoding(
         whisper_model="tiny.en",
         model_cache_dir=model_cache_dir(),
     )
-    transcriber = load_transcriber(settings)
+    transcriber = TranscriberPool.from_settings(settings.speech)
     audio: np.ndarray[Any, np.dtype[np.float32]] = whisper.audio.load_audio(str(SPEECH_53S))
     arrivals: list[float] = []
     started = time.perf_counter()

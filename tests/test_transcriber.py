@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,19 +14,22 @@ import jiwer
 import numpy as np
 import pytest
 import whisper
+from fastapi.testclient import TestClient
 
+from helpers import AUTH, make_settings, wait_terminal
+from main import create_app
 from skyhigh.config import Settings
 from skyhigh.domain.events import Segment, Transcript
-from skyhigh.speech.transcriber import (
-    FasterWhisperTranscriber,
-    OpenAIWhisperTranscriber,
-    TranscribeOptions,
-    Transcriber,
-    TranscriberPool,
-    load_transcriber,
-)
+from skyhigh.speech.chunk_decoder import decode_with_fallback
+from skyhigh.speech.deadline import Deadline, TranscriptionTimeout
+from skyhigh.speech.decode import load_audio
+from skyhigh.speech.engines import faster_whisper, openai_whisper
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions, Transcriber
+from skyhigh.speech.registry import engine_class, engine_names
 from skyhigh.speech.weights import BUNDLED_SHA256, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting
+from speech_helpers import ffmpeg, jfk_reference, normalise, wer
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ["openai-whisper", "faster-whisper"]
@@ -51,7 +57,7 @@ def jfk() -> Audio:
 
 @pytest.fixture(scope="session", params=ENGINES)
 def transcriber(request: pytest.FixtureRequest, model_cache: Path) -> Transcriber:
-    return load_transcriber(_settings(request.param, model_cache))
+    return TranscriberPool.from_settings(_settings(request.param, model_cache).speech)
 
 
 @pytest.fixture(scope="session")
@@ -90,13 +96,27 @@ def test_transcript_metadata(
 
 
 def test_engines_report_the_weights_they_run(transcriber: Transcriber) -> None:
-    if isinstance(transcriber, FasterWhisperTranscriber):
-        assert transcriber.engine == "faster-whisper"
+    with _borrowed(transcriber) as instance:
+        assert type(instance) is engine_class(transcriber.engine)
+        assert instance.sha256 == transcriber.sha256
+    if transcriber.engine == "faster-whisper":
         assert transcriber.sha256 == BUNDLED_SHA256["tiny.en/model.bin"]
     else:
-        assert isinstance(transcriber, OpenAIWhisperTranscriber)
         assert transcriber.engine == "openai-whisper"
         assert transcriber.sha256 != BUNDLED_SHA256["tiny.en/model.bin"]  # the converted file
+
+
+@contextmanager
+def _borrowed(transcriber: Transcriber) -> Iterator[Transcriber]:
+    assert isinstance(transcriber, TranscriberPool)
+    with transcriber.borrow() as instance:
+        yield instance
+
+
+def test_engines_are_registered_by_name() -> None:
+    assert set(engine_names()) >= set(ENGINES)
+    with pytest.raises(ValueError, match="unknown speech engine 'nope'"):
+        engine_class("nope")
 
 
 def test_on_segment_receives_every_segment(
@@ -222,3 +242,154 @@ def test_cross_request_batching_needs_vad(model_cache: Path) -> None:
     )
     with pytest.raises(ValueError, match="WHISPER_VAD=true"):
         TranscriberPool.from_settings(settings.speech)
+
+
+# --------------------------------------------------------------------------- fallback, deadline
+
+
+@pytest.fixture(scope="session")
+def jfk_looped(tmp_path_factory: pytest.TempPathFactory) -> Audio:
+    """JFK eight times over (88 s): repeated speech that compresses well, so Whisper's
+    temperature fallback runs on several chunks of one batch."""
+    path = tmp_path_factory.mktemp("looped") / "jfk8.wav"
+    ffmpeg("-stream_loop", "7", "-i", str(DATA / "jfk.wav"), "-ar", "16000", "-ac", "1", str(path))
+    return load_audio(path, max_seconds=120)
+
+
+FallbackCalls = list[tuple[int, float]]
+
+
+@pytest.fixture
+def fallback_calls(monkeypatch: pytest.MonkeyPatch) -> FallbackCalls:
+    """(chunks, temperature) of every model call the engines' chunk decoders make."""
+    calls: FallbackCalls = []
+
+    def recording(count: int, decode_once: Any, policy: Any) -> Any:
+        def record(indices: list[int], temperature: float) -> Any:
+            calls.append((len(indices), temperature))
+            return decode_once(indices, temperature)
+
+        return decode_with_fallback(count, record, policy)
+
+    for module in (openai_whisper, faster_whisper):
+        monkeypatch.setattr(module, "decode_with_fallback", recording)
+    return calls
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_chunks_that_need_fallback_decode_together(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    model_cache: Path,
+    jfk: Audio,
+    fallback_calls: FallbackCalls,
+) -> None:
+    # Three chunks (JFK three times, 12 s chunks); the first goes alone, the other two share
+    # model calls. A 2-wide beam at temperature 0, and a log-prob threshold no text meets, so
+    # every chunk also runs best-of-5 sampling at every fallback temperature: openai-whisper's
+    # decode used to fail on both (tokens repeated per beam/sample, audio features not).
+    settings = _settings(
+        engine,
+        model_cache,
+        whisper_beam_size=2,
+        whisper_logprob_threshold=0.0,
+        whisper_vad_max_chunk_s=12,
+    )
+    pool = TranscriberPool.from_settings(settings.speech)
+    transcript = pool.transcribe(np.concatenate([jfk, jfk, jfk]), TranscribeOptions())
+    together = {t for count, t in fallback_calls if count >= 2}
+    assert together == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}, fallback_calls
+    assert wer(" ".join([jfk_reference()] * 3), transcript.text) <= 0.2, transcript.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fallback_heavy_audio_completes_with_base(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    model_cache: Path,
+    jfk_looped: Audio,
+    fallback_calls: FallbackCalls,
+) -> None:
+    # The default model and settings on JFK eight times over: repeated speech compresses well,
+    # so chunks need the temperature fallback (on openai-whisper several in one batch, which
+    # failed the event; test_chunks_that_need_fallback_decode_together forces that on both).
+    settings = Settings(_env_file=None, model_cache_dir=model_cache, whisper_engine=engine)  # type: ignore[call-arg]
+    pool = TranscriberPool.from_settings(settings.speech)
+    transcript = pool.transcribe(jfk_looped, TranscribeOptions())
+    assert any(t > 0 for _, t in fallback_calls), fallback_calls
+    assert wer(" ".join([jfk_reference()] * 8), transcript.text) <= 0.35, transcript.text
+    assert normalise(transcript.text).count("ask not what your country") >= 4, transcript.text
+
+
+class FirstSegmentDeadline(Deadline):
+    """A deadline that passes as soon as the first segment is reported."""
+
+    def __init__(self) -> None:
+        super().__init__(3600)
+        self.passed = False
+
+    def remaining(self) -> float:
+        return 0.0 if self.passed else super().remaining()
+
+
+@pytest.mark.parametrize(
+    ("engine", "overrides"),
+    [
+        ("openai-whisper", {}),
+        ("faster-whisper", {}),
+        ("openai-whisper", {"whisper_vad": False}),  # between 30-second windows
+        ("faster-whisper", {"whisper_vad": False}),
+        ("faster-whisper", {"whisper_cross_request_batching": True, "whisper_batch_size": 1}),
+    ],
+)
+def test_deadline_stops_between_decode_steps(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    overrides: dict[str, Any],
+    model_cache: Path,
+    jfk_looped: Audio,
+) -> None:
+    pool = TranscriberPool.from_settings(_settings(engine, model_cache, **overrides).speech)
+    try:
+        deadline = FirstSegmentDeadline()
+        received: list[Segment] = []
+
+        def on_segment(segment: Segment) -> None:
+            received.append(segment)
+            deadline.passed = True
+
+        with pytest.raises(TranscriptionTimeout):
+            pool.transcribe(
+                jfk_looped, TranscribeOptions(), on_segment=on_segment, deadline=deadline
+            )
+        # Only the first step's segments (one chunk, or one window) were decoded.
+        assert received and len({s.seek for s in received}) == 1, received
+        assert max(s.end for s in received) <= 31
+        received.clear()
+        with pytest.raises(TranscriptionTimeout):  # past it already: nothing is decoded
+            pool.transcribe(
+                jfk_looped, TranscribeOptions(), on_segment=on_segment, deadline=deadline
+            )
+        assert received == []
+    finally:
+        pool.close()
+
+
+def test_a_long_clip_past_max_transcribe_seconds_fails_with_audio_too_long(
+    tmp_path: Path,
+) -> None:
+    # Through the app: 88 s of speech against a 0.5 s budget stops at the first check between
+    # decode steps, and the event fails with the code a client can act on.
+    path = tmp_path / "jfk8.wav"
+    ffmpeg("-stream_loop", "7", "-i", str(DATA / "jfk.wav"), str(path))
+    settings = make_settings(tmp_path, max_transcribe_seconds=0.5, max_audio_seconds=120)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        event = {
+            "event_id": "deadline-1",
+            "event_type": "speech",
+            "event_data": {"audio_base64": base64.b64encode(path.read_bytes()).decode()},
+        }
+        response = client.post("/events/", json=event)
+        assert response.status_code == 202, response.text
+        record = wait_terminal(client.get, "deadline-1", timeout_s=300)
+    assert record["status"] == "failed", record
+    assert record["error"]["code"] == "audio_too_long", record
+    assert "MAX_TRANSCRIBE_SECONDS" in record["error"]["message"]

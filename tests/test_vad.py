@@ -16,14 +16,9 @@ import whisper
 from skyhigh.config import Settings
 from skyhigh.domain.events import Transcript, Word
 from skyhigh.speech.chunk_decoder import Decoded, split_by_timestamps
-from skyhigh.speech.transcriber import (
-    _BEST_OF,
-    _COMPRESSION_RATIO_THRESHOLD,
-    _TEMPERATURES,
-    TranscribeOptions,
-    Transcriber,
-    load_transcriber,
-)
+from skyhigh.speech.decoding import BEST_OF, COMPRESSION_RATIO_THRESHOLD, TEMPERATURES
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions, Transcriber
 from skyhigh.speech.vad import SEAM_SILENCE_S, SpeechChunk, VadOptions, find_chunks, merge_spans
 from skyhigh.speech.weights import resolve_whisper_model
 from tests.paused_speech import PausedClip, paused_clip
@@ -54,7 +49,7 @@ def clip() -> PausedClip:
 @pytest.fixture(scope="module", params=ENGINES)
 def base_transcript(request: pytest.FixtureRequest, clip: PausedClip) -> Transcript:
     """The default `base` weights, VAD at its defaults; one decode serves the checks below."""
-    transcriber = load_transcriber(_settings(request.param, "base").speech)
+    transcriber = TranscriberPool.from_settings(_settings(request.param, "base").speech)
     return transcriber.transcribe(clip.audio, TranscribeOptions(word_timestamps=True))
 
 
@@ -140,7 +135,7 @@ def test_vad_off_is_the_sequential_transcribe_of_before(
 ) -> None:
     settings = _settings("openai-whisper", "tiny.en", model_cache_dir=model_cache)
     vad_off = _settings("openai-whisper", "tiny.en", model_cache_dir=model_cache, whisper_vad=False)
-    off = load_transcriber(vad_off.speech).transcribe(clip.audio, TranscribeOptions())
+    off = TranscriberPool.from_settings(vad_off.speech).transcribe(clip.audio, TranscribeOptions())
 
     # Exactly whisper.transcribe with the service's options, window after window over silence.
     resolved = resolve_whisper_model("tiny.en", engine="openai-whisper", cache_dir=model_cache)
@@ -148,12 +143,12 @@ def test_vad_off_is_the_sequential_transcribe_of_before(
     plain = whisper.transcribe(
         model,
         clip.audio,
-        temperature=_TEMPERATURES,
-        compression_ratio_threshold=_COMPRESSION_RATIO_THRESHOLD,
+        temperature=TEMPERATURES,
+        compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
         logprob_threshold=-1.0,
         no_speech_threshold=0.6,
         condition_on_previous_text=False,
-        best_of=_BEST_OF,
+        best_of=BEST_OF,
         fp16=False,
     )
     assert [(s.start, s.end, s.text) for s in off.segments] == [
@@ -162,13 +157,13 @@ def test_vad_off_is_the_sequential_transcribe_of_before(
 
     # The setting does something: without VAD, segments run seconds into the pauses; with it,
     # they stay on the speech.
-    on = load_transcriber(settings.speech).transcribe(clip.audio, TranscribeOptions())
+    on = TranscriberPool.from_settings(settings.speech).transcribe(clip.audio, TranscribeOptions())
     assert _time_in_pauses(off, clip) > 2.0, off.segments
     assert _time_in_pauses(on, clip) < 0.25, on.segments
 
 
 def test_silence_is_not_decoded(model_cache: Path) -> None:
-    transcriber: Transcriber = load_transcriber(
+    transcriber: Transcriber = TranscriberPool.from_settings(
         _settings("faster-whisper", "tiny.en", model_cache_dir=model_cache).speech
     )
     rng = np.random.default_rng(1)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,10 @@ from skyhigh.knowledge.writer import WriteOp
 from skyhigh.live.publish import EventPublisher
 from skyhigh.observability.metrics import STEP_SECONDS
 from skyhigh.processing.services import Services
+
+if TYPE_CHECKING:
+    from skyhigh.speech.protocol import TranscribeOptions, Transcriber
+    from skyhigh.speech.samples import FloatArray
 
 log = logging.getLogger("skyhigh.processing.handlers")
 
@@ -121,7 +125,7 @@ def run_document_delete(payload: dict[str, Any], job: Job) -> dict[str, Any]:
 def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     # Imported here: a process that never transcribes (an API-only one) never loads torch.
     from skyhigh.speech.decode import load_audio
-    from skyhigh.speech.transcriber import TranscribeOptions
+    from skyhigh.speech.protocol import TranscribeOptions
 
     speech = SpeechJob.model_validate(payload)
     pool = job.services.transcribers
@@ -142,8 +146,7 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     )
 
     with job.step("transcribe"), pool.borrow() as transcriber:
-        on_segment = _segment_sink(job, limit_s=job.settings.max_transcribe_seconds)
-        transcript = transcriber.transcribe(samples, options, on_segment=on_segment)
+        transcript = _transcribe(job, transcriber, samples, options)
     job.publish({"type": "transcript", "transcript": transcript.model_dump(mode="json")})
     matches: list[Match] = []
     text = transcript.text.strip()
@@ -162,18 +165,30 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     }
 
 
-def _segment_sink(job: Job, *, limit_s: float) -> Callable[[Segment], None]:
-    """Publishes each segment; past `limit_s` of transcription it fails the event instead, so
-    one event cannot hold a Whisper instance for hours (checked as each segment is decoded)."""
-    deadline = time.monotonic() + limit_s
+def _transcribe(
+    job: Job, transcriber: Transcriber, samples: FloatArray, options: TranscribeOptions
+) -> Transcript:
+    """Transcribe, publishing segments; past MAX_TRANSCRIBE_SECONDS (checked between decode
+    steps: batches, chunks, windows) the event fails, so it cannot hold a model for hours."""
+    from skyhigh.speech.deadline import Deadline, TranscriptionTimeout
+
+    limit_s = job.settings.max_transcribe_seconds
+    try:
+        return transcriber.transcribe(
+            samples, options, on_segment=_segment_sink(job), deadline=Deadline(limit_s)
+        )
+    except TranscriptionTimeout:
+        raise StepFailed(
+            ErrorCode.AUDIO_TOO_LONG,
+            f"transcription took longer than {limit_s:g} s (MAX_TRANSCRIBE_SECONDS); "
+            "send shorter audio",
+        ) from None
+
+
+def _segment_sink(job: Job) -> Callable[[Segment], None]:
+    """Publishes each segment as soon as it is decoded."""
 
     def on_segment(segment: Segment) -> None:
-        if time.monotonic() > deadline:
-            raise StepFailed(
-                ErrorCode.AUDIO_TOO_LONG,
-                f"transcription took longer than {limit_s:g} s (MAX_TRANSCRIBE_SECONDS); "
-                "send shorter audio",
-            )
         job.publish({"type": "segment", "segment": segment.model_dump(mode="json")})
 
     return on_segment

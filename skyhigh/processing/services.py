@@ -14,7 +14,7 @@ from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.writer import KnowledgeWriter, WriterConfig
 
 if TYPE_CHECKING:
-    from skyhigh.speech.transcriber import TranscriberPool
+    from skyhigh.speech.pool import TranscriberPool
 
 log = logging.getLogger("skyhigh.processing.services")
 
@@ -48,7 +48,7 @@ def load_services(settings: Settings, *, speech: bool = True) -> Services:
     transcribers = None
     if speech:
         # Imported here: a process that does not transcribe never loads torch for it.
-        from skyhigh.speech.transcriber import TranscriberPool
+        from skyhigh.speech.pool import TranscriberPool
 
         transcribers = TranscriberPool.from_settings(settings.speech)
     log.info(

@@ -12,6 +12,12 @@ can report live segments as they come. Two runners:
   long clip cannot hold a short one back. Each result goes back to its own clip and chunk, in
   order. Language detection goes through the same thread, ahead of decoding.
 
+Both check the clip's deadline (skyhigh.speech.deadline) between decode steps: LocalBatches before
+each batch, MicroBatcher while a clip waits for each chunk (its chunks not yet decoded are then
+dropped). When a batch of several chunks fails in the engine, each of its chunks is decoded alone,
+so an engine fault that only batching provokes costs time, not the event; a chunk that fails alone
+fails its clip.
+
     batcher = MicroBatcher(decoder, max_batch=8, max_wait_s=0.03)
     for segments in batcher.run(audios, key):   # from any number of threads
         ...
@@ -27,12 +33,15 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import Histogram
 
-from skyhigh.speech.chunk_decoder import ChunkDecoder, ChunkSegment, DecodeKey, FloatArray
+from skyhigh.speech.chunk_decoder import ChunkDecoder, ChunkSegment, DecodeKey
+from skyhigh.speech.deadline import Deadline, TranscriptionTimeout, check, remaining
+from skyhigh.speech.samples import FloatArray
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +60,11 @@ BATCH_CLIPS = Histogram(
 class ChunkRunner(Protocol):
     def detect_language(self, audio: FloatArray) -> tuple[str, float]: ...
 
-    def run(self, audios: Sequence[FloatArray], key: DecodeKey) -> Iterator[list[ChunkSegment]]:
-        """Each chunk's segments, in the order of `audios`, as soon as they are decoded."""
+    def run(
+        self, audios: Sequence[FloatArray], key: DecodeKey, *, deadline: Deadline | None = None
+    ) -> Iterator[list[ChunkSegment]]:
+        """Each chunk's segments, in the order of `audios`, as soon as they are decoded;
+        TranscriptionTimeout once `deadline` passes between two decode steps."""
 
 
 class LocalBatches:
@@ -65,13 +77,29 @@ class LocalBatches:
     def detect_language(self, audio: FloatArray) -> tuple[str, float]:
         return self._decoder.detect_language(audio)
 
-    def run(self, audios: Sequence[FloatArray], key: DecodeKey) -> Iterator[list[ChunkSegment]]:
+    def run(
+        self, audios: Sequence[FloatArray], key: DecodeKey, *, deadline: Deadline | None = None
+    ) -> Iterator[list[ChunkSegment]]:
         # The first chunk goes alone: a batch reports only when all its chunks are done, so its
         # segments reach live listeners while the rest decode in full batches.
         first, size = 0, 1
         while first < len(audios):
-            yield from self._decoder.decode(audios[first : first + size], key)
+            check(deadline)
+            yield from decode_batch(self._decoder, audios[first : first + size], key)
             first, size = first + size, self._batch_size
+
+
+def decode_batch(
+    decoder: ChunkDecoder, audios: Sequence[FloatArray], key: DecodeKey
+) -> list[list[ChunkSegment]]:
+    """`decoder.decode(audios, key)`; if the batch fails, each chunk decoded alone."""
+    try:
+        return decoder.decode(audios, key)
+    except Exception:
+        if len(audios) == 1:
+            raise
+        log.warning("decoding %d chunks together failed; each alone", len(audios), exc_info=True)
+        return [decoder.decode([audio], key)[0] for audio in audios]
 
 
 @dataclass
@@ -129,7 +157,9 @@ class MicroBatcher:
             self._wake.notify()
         return job.result.result()
 
-    def run(self, audios: Sequence[FloatArray], key: DecodeKey) -> Iterator[list[ChunkSegment]]:
+    def run(
+        self, audios: Sequence[FloatArray], key: DecodeKey, *, deadline: Deadline | None = None
+    ) -> Iterator[list[ChunkSegment]]:
         clip = next(self._clip_ids)
         now = time.monotonic()
         jobs = [_Chunk(clip, audio, key, now) for audio in audios]
@@ -137,8 +167,17 @@ class MicroBatcher:
             self._check_open()
             self._chunks.extend(jobs)
             self._wake.notify()
-        for job in jobs:
-            yield job.result.result()
+        try:
+            for job in jobs:
+                check(deadline)
+                try:
+                    result = job.result.result(timeout=remaining(deadline))
+                except FutureTimeout:
+                    raise TranscriptionTimeout("transcription deadline passed") from None
+                yield result
+        finally:  # a clip that stops early (deadline, error, caller gone) leaves nothing queued
+            for job in jobs:
+                job.result.cancel()
 
     def close(self) -> None:
         """Finish what was submitted, then stop the thread."""
@@ -195,17 +234,25 @@ class MicroBatcher:
                     break
         taken = {id(chunk) for chunk in batch}
         self._chunks = deque(c for c in self._chunks if id(c) not in taken)
+        # A chunk its clip gave up on (cancelled) is dropped; the others can no longer be.
+        batch = [c for c in batch if c.result.set_running_or_notify_cancel()]
         # Results go back per clip in chunk order; a clip's chunks keep their order in the batch.
         batch.sort(key=lambda c: (c.clip, c.arrived))
         return batch
 
     def _decode(self, batch: list[_Chunk]) -> None:
+        if not batch:
+            return
         try:
             results = self._decoder.decode([c.audio for c in batch], batch[0].key)
         except Exception as exc:  # the callers get it; the thread keeps serving
-            log.exception("batch decoding failed")
+            if len(batch) == 1:
+                log.exception("chunk decoding failed")
+                batch[0].result.set_exception(exc)
+                return
+            log.warning("decoding %d chunks together failed; each alone", len(batch), exc_info=True)
             for chunk in batch:
-                chunk.result.set_exception(exc)
+                self._decode([chunk])
             return
         clips = len({c.clip for c in batch})
         BATCH_CHUNKS.observe(len(batch))

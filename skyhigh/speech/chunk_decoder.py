@@ -25,16 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-import numpy as np
-import numpy.typing as npt
+from skyhigh.speech.decoding import COMPRESSION_RATIO_THRESHOLD, TEMPERATURES, GatePolicy
+from skyhigh.speech.samples import FloatArray
 
-FloatArray = npt.NDArray[np.float32]
-
-# Both engines' default fallback: retry at rising temperature when greedy output looks like a
-# repetition loop (compression ratio) or is improbable (avg logprob).
-TEMPERATURES: Final = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COMPRESSION_RATIO_THRESHOLD: Final = 2.4
-BEST_OF: Final = 5
 TIME_PRECISION: Final = 0.02  # seconds per timestamp token (both engines)
 
 
@@ -46,15 +39,6 @@ class DecodeKey:
     task: str
     initial_prompt: str | None
     word_timestamps: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class GatePolicy:
-    """The decoding thresholds (WHISPER_* settings) the fallback and the gate apply."""
-
-    beam_size: int = 1
-    no_speech_threshold: float = 0.6
-    logprob_threshold: float = -1.0
 
 
 @dataclass(frozen=True)

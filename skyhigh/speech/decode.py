@@ -29,11 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.speech.samples import SAMPLE_RATE as SAMPLE_RATE  # the rate callers get
+from skyhigh.speech.samples import FloatArray
 
-SAMPLE_RATE = 16_000
 MIN_AUDIO_SECONDS = 0.1
 DEFAULT_FFMPEG_TIMEOUT_S = 60.0
 
@@ -46,8 +46,6 @@ ACCEPTED_HINT = (
     "WAV, MP3, FLAC, Ogg (Vorbis/Opus), M4A/MP4/MOV, WebM/Matroska, AAC, AMR, AIFF or CAF"
 )
 _NOT_ON_WHITELIST = re.compile(rb"\[([A-Za-z0-9_,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
-
-FloatArray = npt.NDArray[np.float32]
 
 
 def load_audio(

@@ -5,64 +5,57 @@ The path both engines take when WHISPER_VAD is on (the default):
 1. Silero VAD finds the speech; it is cut into chunks of at most 30 s (skyhigh.speech.vad).
 2. Unless the client named the language, it is detected on the first chunk, i.e. on speech,
    never on leading silence or music (English-only models are English).
-3. The chunks are decoded by a `ChunkRunner` (skyhigh.speech.batching), in batches.
+3. The chunks are decoded by a `ChunkRunner` (skyhigh.speech.batching), in batches; the
+   deadline is checked before each batch and each chunk's result.
 4. Segment and word times map back from chunk time to the clip's time; each segment is reported
    to `on_segment` as soon as its chunk is decoded, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from skyhigh.domain.events import Segment, Transcript, Word
+from skyhigh.speech.assembly import language_of, transcript_of
 from skyhigh.speech.batching import ChunkRunner
-from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey, FloatArray
-from skyhigh.speech.vad import SAMPLE_RATE, SpeechChunk, VadOptions, find_chunks
-
-FRAMES_PER_SECOND = 100  # whisper's `seek` unit (mel frames)
+from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey
+from skyhigh.speech.deadline import Deadline, check
+from skyhigh.speech.protocol import SegmentCallback, TranscribeOptions
+from skyhigh.speech.samples import FRAMES_PER_SECOND, FloatArray
+from skyhigh.speech.vad import SpeechChunk, VadOptions, find_chunks
 
 
 def transcribe_speech(
     audio: FloatArray,
+    options: TranscribeOptions,
     *,
-    language: str | None,
-    task: str,
-    word_timestamps: bool,
-    initial_prompt: str | None,
     runner: ChunkRunner,
     vad: VadOptions,
     multilingual: bool,
-    on_segment: Callable[[Segment], None] | None = None,
+    on_segment: SegmentCallback | None = None,
+    deadline: Deadline | None = None,
 ) -> Transcript:
     chunks = find_chunks(audio, vad)
-    probability: float | None = None
-    if not multilingual:
-        language = "en"
-    elif language is None:
-        # On the first chunk of speech; with none, on the clip itself (as without VAD).
-        sample = chunks[0].audio(audio) if chunks else audio
-        language, probability = runner.detect_language(sample)
+    # On the first chunk of speech; with none, on the clip itself (as without VAD).
+    sample = chunks[0].audio(audio) if chunks else audio
+    language, probability = language_of(
+        options.language, sample, multilingual=multilingual, detect=runner.detect_language
+    )
+    check(deadline)
     key = DecodeKey(
         language=language,
-        task=task,
-        initial_prompt=initial_prompt,
-        word_timestamps=word_timestamps,
+        task=options.task,
+        initial_prompt=options.initial_prompt,
+        word_timestamps=options.word_timestamps,
     )
     segments: list[Segment] = []
-    decoded = runner.run([chunk.audio(audio) for chunk in chunks], key) if chunks else iter(())
+    pieces = [chunk.audio(audio) for chunk in chunks]
+    decoded = runner.run(pieces, key, deadline=deadline) if chunks else iter(())
     for chunk, chunk_segments in zip(chunks, decoded, strict=True):
         for raw in chunk_segments:
             segment = _in_clip_time(len(segments), raw, chunk)
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)
-    return Transcript(
-        text="".join(segment.text for segment in segments).strip(),
-        language=language,
-        language_probability=probability,
-        duration_s=len(audio) / SAMPLE_RATE,
-        segments=segments,
-    )
+    return transcript_of(segments, language=language, probability=probability, audio=audio)
 
 
 def _in_clip_time(index: int, raw: ChunkSegment, chunk: SpeechChunk) -> Segment:

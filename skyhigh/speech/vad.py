@@ -26,18 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 
 from skyhigh.config import SpeechSettings
+from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
+from skyhigh.speech.samples import WINDOW_S as WHISPER_WINDOW_S
 
-SAMPLE_RATE: Final = 16_000
-WHISPER_WINDOW_S: Final = 30.0
 # Silence put between joined spans. Measured on tests' paused clip: with the pauses simply cut
 # out, Whisper ran an utterance into the one after the cut and timed its first word 6 s early.
 SEAM_SILENCE_S: Final = 1.0
 SEAM: Final = int(SEAM_SILENCE_S * SAMPLE_RATE)
-
-FloatArray = npt.NDArray[np.float32]
 
 _model_lock = threading.Lock()
 

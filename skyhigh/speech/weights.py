@@ -30,8 +30,13 @@ from skyhigh.durable_files import atomic_writer
 
 log = logging.getLogger(__name__)
 
-Engine = Literal["openai-whisper", "faster-whisper"]
 Source = Literal["bundled", "path", "download"]
+WeightsForm = Literal["ct2", "checkpoint"]  # a CTranslate2 directory, or a whisper checkpoint
+# The form each engine loads (here, not in the registry: the Docker build imports this alone).
+ENGINE_WEIGHTS: Final[dict[str, WeightsForm]] = {
+    "openai-whisper": "checkpoint",
+    "faster-whisper": "ct2",
+}
 
 _CHUNK = 4 * 1024 * 1024
 # Files in the model cache are shared with other service users (atomic_writer defaults to 0600).
@@ -84,7 +89,7 @@ class ResolvedModel:
     """
 
     name: str
-    engine: Engine
+    engine: str
     source: Source
     ct2_dir: Path | None = None
     checkpoint: Path | None = None
@@ -125,27 +130,27 @@ def resolve_whisper_model(name: str, *, engine: str, cache_dir: Path) -> Resolve
     download (faster-whisper downloads here; openai-whisper downloads in `whisper.load_model`,
     after which `downloaded` completes the result).
     """
-    checked = _check_engine(engine)
+    form = _weights_form(engine)
     bundled = _BUNDLED.get(name)
     if bundled is not None and bundled.installed():
         ct2_dir, digest = bundled.prepare(cache_dir)
-        return _from_ct2_dir(name, ct2_dir, digest, checked, "bundled", cache_dir)
+        return _from_ct2_dir(name, ct2_dir, digest, engine, form, "bundled", cache_dir)
     path = Path(name).expanduser()
     if path.exists():
-        return _from_path(path, checked, cache_dir)
+        return _from_path(path, engine, form, cache_dir)
     if _looks_like_path(name):
         raise ModelNotFoundError(f"model path {name} does not exist")
-    if checked == "faster-whisper":
-        return _download_ct2(name, cache_dir)
-    return _openai_download(name, cache_dir)
+    if form == "ct2":
+        return _download_ct2(name, engine, cache_dir)
+    return _openai_download(name, engine, cache_dir)
 
 
-def _check_engine(engine: str) -> Engine:
-    if engine == "openai-whisper":
-        return "openai-whisper"
-    if engine == "faster-whisper":
-        return "faster-whisper"
-    raise ValueError(f"unknown whisper engine {engine!r}: use openai-whisper or faster-whisper")
+def _weights_form(engine: str) -> WeightsForm:
+    try:
+        return ENGINE_WEIGHTS[engine]
+    except KeyError:
+        known = " or ".join(ENGINE_WEIGHTS)
+        raise ValueError(f"unknown whisper engine {engine!r}: use {known}") from None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -153,16 +158,16 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.endswith(".pt") or name.count("/") > 1
 
 
-def _from_path(path: Path, engine: Engine, cache_dir: Path) -> ResolvedModel:
+def _from_path(path: Path, engine: str, form: WeightsForm, cache_dir: Path) -> ResolvedModel:
     path = path.resolve()
     if path.is_dir():
         if not (path / "model.bin").is_file():
             raise ModelNotFoundError(f"{path} is a directory without a CTranslate2 model.bin")
         digest = sha256_file(path / "model.bin")
-        return _from_ct2_dir(str(path), path, digest, engine, "path", cache_dir)
-    if engine == "faster-whisper":
+        return _from_ct2_dir(str(path), path, digest, engine, form, "path", cache_dir)
+    if form == "ct2":
         raise ModelNotFoundError(
-            f"faster-whisper needs a CTranslate2 model directory, not the file {path}"
+            f"{engine} needs a CTranslate2 model directory, not the file {path}"
         )
     digest = sha256_file(path)
     return ResolvedModel(
@@ -176,7 +181,13 @@ def _from_path(path: Path, engine: Engine, cache_dir: Path) -> ResolvedModel:
 
 
 def _from_ct2_dir(
-    name: str, ct2_dir: Path, digest: str, engine: Engine, source: Source, cache_dir: Path
+    name: str,
+    ct2_dir: Path,
+    digest: str,
+    engine: str,
+    form: WeightsForm,
+    source: Source,
+    cache_dir: Path,
 ) -> ResolvedModel:
     resolved = ResolvedModel(
         name=name,
@@ -187,7 +198,7 @@ def _from_ct2_dir(
         source_sha256=digest,
         alignment_heads=_alignment_heads(ct2_dir),
     )
-    if engine == "faster-whisper":
+    if form == "ct2":
         return resolved
     # openai-whisper loads a converted checkpoint; its own digest is the one to report.
     checkpoint, checkpoint_digest = ensure_whisper_checkpoint(ct2_dir, digest, cache_dir)
@@ -206,7 +217,7 @@ def _alignment_heads(ct2_dir: Path) -> tuple[tuple[int, int], ...] | None:
     return tuple((int(layer), int(head)) for layer, head in heads)
 
 
-def _download_ct2(name: str, cache_dir: Path) -> ResolvedModel:
+def _download_ct2(name: str, engine: str, cache_dir: Path) -> ResolvedModel:
     from faster_whisper.utils import download_model
 
     try:
@@ -216,7 +227,7 @@ def _download_ct2(name: str, cache_dir: Path) -> ResolvedModel:
     digest = sha256_file(ct2_dir / "model.bin")
     return ResolvedModel(
         name=name,
-        engine="faster-whisper",
+        engine=engine,
         source="download",
         ct2_dir=ct2_dir,
         sha256=digest,
@@ -225,7 +236,7 @@ def _download_ct2(name: str, cache_dir: Path) -> ResolvedModel:
     )
 
 
-def _openai_download(name: str, cache_dir: Path) -> ResolvedModel:
+def _openai_download(name: str, engine: str, cache_dir: Path) -> ResolvedModel:
     import whisper
 
     if name not in whisper.available_models():
@@ -238,7 +249,7 @@ def _openai_download(name: str, cache_dir: Path) -> ResolvedModel:
     # `downloaded` can find and hash it once it is there.
     return ResolvedModel(
         name=name,
-        engine="openai-whisper",
+        engine=engine,
         source="download",
         download_root=cache_dir / "whisper" / name,
         sha256=None,

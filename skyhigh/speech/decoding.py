@@ -1,0 +1,59 @@
+"""The decoding settings both engines share, so that they behave alike.
+
+Greedy at temperature 0 (beam search with WHISPER_BEAM_SIZE > 1); whisper's temperature fallback
+when a result looks like a repetition loop or is improbable; whisper's no-speech gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from skyhigh.config import SpeechSettings
+from skyhigh.speech.vad import VadOptions
+
+# Both engines' default fallback: retry at rising temperature when greedy output looks like a
+# repetition loop (compression ratio) or is improbable (avg logprob).
+TEMPERATURES: Final = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+COMPRESSION_RATIO_THRESHOLD: Final = 2.4
+BEST_OF: Final = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatePolicy:
+    """The decoding thresholds (WHISPER_* settings) the fallback and the gate apply."""
+
+    beam_size: int = 1
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodingSettings:
+    """The model-wide decoding knobs, shared by both engines so they behave alike."""
+
+    beam_size: int = 1
+    condition_on_previous_text: bool = False  # the sequential path; chunks never condition
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    vad: VadOptions | None = VadOptions()  # None: the libraries' sequential transcribe
+    batch_size: int = 4  # speech chunks per model call
+
+    @classmethod
+    def from_settings(cls, settings: SpeechSettings) -> DecodingSettings:
+        return cls(
+            beam_size=settings.whisper_beam_size,
+            condition_on_previous_text=settings.whisper_condition_on_previous_text,
+            no_speech_threshold=settings.whisper_no_speech_threshold,
+            logprob_threshold=settings.whisper_logprob_threshold,
+            vad=VadOptions.from_settings(settings) if settings.whisper_vad else None,
+            batch_size=settings.whisper_batch_size,
+        )
+
+    @property
+    def policy(self) -> GatePolicy:
+        return GatePolicy(
+            beam_size=self.beam_size,
+            no_speech_threshold=self.no_speech_threshold,
+            logprob_threshold=self.logprob_threshold,
+        )
