@@ -16,7 +16,6 @@ import pytest
 import whisper
 from fastapi.testclient import TestClient
 
-from helpers import AUTH, make_settings, wait_terminal
 from main import create_app
 from skyhigh.config import Settings
 from skyhigh.domain.events import Segment, Transcript
@@ -29,7 +28,9 @@ from skyhigh.speech.protocol import TranscribeOptions, Transcriber
 from skyhigh.speech.registry import engine_class, engine_names
 from skyhigh.speech.weights import BUNDLED_SHA256, resolve_whisper_model
 from skyhigh.speech.whisper_hooks import transcribe_reporting
-from speech_helpers import ffmpeg, jfk_reference, normalise, wer
+from tests.speech_helpers import ffmpeg, jfk_reference, normalise, wer
+from tests.support.client import wait_terminal
+from tests.support.settings import AUTH, make_settings
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ["openai-whisper", "faster-whisper"]
