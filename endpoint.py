@@ -50,6 +50,7 @@ from skyhigh.api.dependencies import (
     resolve_event,
 )
 from skyhigh.api.json_body import json_limits_route
+from skyhigh.api.sse import KEEPALIVE, cancel_on_disconnect, sse_event, sse_response
 from skyhigh.domain.errors import EventNotFound
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
@@ -292,7 +293,9 @@ async def list_knowledge_tables(runtime: RuntimeDep) -> list[KnowledgeTable]:
 # `status` message shaped like GET /events/{id}), then `status`, `segment`, `transcript` and
 # `matches` messages as they happen; the stream ends after the terminal `status`. They are on
 # their own router, mounted without the router-wide bearer dependency: a browser cannot set
-# headers on a WebSocket, so that route authenticates itself (dependencies.websocket_auth).
+# headers on a WebSocket (it sends the token as a subprotocol), and a refused socket must be
+# accepted and then closed with 1008, so that route reads its outcome itself
+# (dependencies.websocket_auth; the edge middleware verified it).
 
 live_router = APIRouter()
 
@@ -330,21 +333,15 @@ async def stream_event(key: EventKeyDep, store: StoreDep, streams: StreamsDep) -
         async with stack:
             try:
                 async for message in feed:
-                    # A comment line keeps proxies from closing a quiet stream.
-                    yield ": keepalive\n\n" if message is None else _sse(message)
+                    if message is None:
+                        yield KEEPALIVE
+                    else:
+                        yield sse_event(message.data, event=message.type)
             except Lagged as exc:
                 error = {"type": "error", "code": "lagging", "message": str(exc)}
-                yield f"event: error\ndata: {json.dumps(error)}\n\n"
+                yield sse_event(json.dumps(error), event="error")
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-def _sse(message: StreamMessage) -> str:
-    return f"event: {message.type}\ndata: {message.data}\n\n"
+    return sse_response(body())
 
 
 @live_router.websocket("/{event_id}/ws", name="stream_event_ws")
@@ -390,8 +387,7 @@ async def _pump(
     """Send the feed; the close code and reason, or None when the client left first."""
     outcome: tuple[int, str] | None = None
     async with anyio.create_task_group() as tg:
-        # Watch for the client leaving, so a quiet event does not keep a dead socket open.
-        tg.start_soon(_cancel_on_disconnect, websocket, tg.cancel_scope)
+        tg.start_soon(cancel_on_disconnect, websocket.receive, tg.cancel_scope)
         try:
             async for message in feed:
                 if message is not None:
@@ -403,13 +399,3 @@ async def _pump(
             outcome = None
         tg.cancel_scope.cancel()
     return outcome
-
-
-async def _cancel_on_disconnect(websocket: WebSocket, scope: anyio.CancelScope) -> None:
-    try:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass  # clients have nothing to say; anything they send is ignored
-    except Exception:
-        pass  # the socket is gone either way
-    finally:
-        scope.cancel()
