@@ -33,7 +33,6 @@ from fastapi import (
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
-from starlette.websockets import WebSocketDisconnect
 
 from skyhigh.api.dependencies import (
     EventKeyDep,
@@ -50,13 +49,13 @@ from skyhigh.api.dependencies import (
     resolve_event,
 )
 from skyhigh.api.json_body import json_limits_route
-from skyhigh.api.sse import KEEPALIVE, cancel_on_disconnect, sse_event, sse_response
+from skyhigh.api.live import KEEPALIVE, pump_websocket, sse_event, sse_response
 from skyhigh.domain.errors import EventNotFound
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
 from skyhigh.domain.tenancy import Forbidden, Scope
 from skyhigh.intake.service import Submission
-from skyhigh.live.streams import Lagged, StreamMessage, open_feed
+from skyhigh.live.streams import Lagged, open_feed
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
 
@@ -301,7 +300,6 @@ live_router = APIRouter()
 
 WS_NOT_FOUND = 4404  # application close code (4000-4999): no such event
 WS_POLICY_VIOLATION = 1008  # RFC 6455: authentication failed
-WS_TRY_AGAIN_LATER = 1013  # RFC 6455: the subscriber fell behind; reconnect
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -374,28 +372,8 @@ async def stream_event_ws(
         return
     try:
         async with open_feed(streams, store, key) as feed:
-            outcome = await _pump(websocket, feed)
+            outcome = await pump_websocket(websocket, feed)
     except EventNotFound:
         outcome = (WS_NOT_FOUND, f"no event {event_id!r}")
     if outcome is not None and websocket.client_state.name == "CONNECTED":
         await websocket.close(outcome[0], reason=outcome[1])
-
-
-async def _pump(
-    websocket: WebSocket, feed: AsyncIterator[StreamMessage | None]
-) -> tuple[int, str] | None:
-    """Send the feed; the close code and reason, or None when the client left first."""
-    outcome: tuple[int, str] | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(cancel_on_disconnect, websocket.receive, tg.cancel_scope)
-        try:
-            async for message in feed:
-                if message is not None:
-                    await websocket.send_text(message.data)
-            outcome = (1000, "done")
-        except Lagged:
-            outcome = (WS_TRY_AGAIN_LATER, "subscriber fell behind; reconnect for the full state")
-        except (WebSocketDisconnect, OSError):
-            outcome = None
-        tg.cancel_scope.cancel()
-    return outcome

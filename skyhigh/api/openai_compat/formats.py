@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from skyhigh.api.sse import sse_event
+from skyhigh.api.live import sse_event
 from skyhigh.domain.events import Segment, Transcript
 from skyhigh.speech.subtitles import to_srt, to_text, to_vtt
 

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from skyhigh.api.dependencies import IntakeDep, PrincipalDep, RuntimeDep, StoreDep, StreamsDep
+from skyhigh.api.live import KEEPALIVE, cancel_on_disconnect, sse_response
 from skyhigh.api.openai_compat.errors import OpenAIError, from_failed_event
 from skyhigh.api.openai_compat.follow import FeedClosed, follow
 from skyhigh.api.openai_compat.formats import (
@@ -32,7 +33,6 @@ from skyhigh.api.openai_compat.formats import (
     render,
     sse,
 )
-from skyhigh.api.sse import KEEPALIVE, cancel_on_disconnect, sse_response
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Segment, Transcript
 from skyhigh.domain.payloads import SpeechUpload
 from skyhigh.domain.tenancy import Principal, public_event_id

@@ -1,4 +1,8 @@
-"""Server-Sent Events for /events and /v1 alike: the response, keep-alives, disconnects."""
+"""Live results over SSE and WebSocket, for /events and /v1 alike.
+
+The SSE response (no buffering), keep-alives, the event lines, watching for the client to
+leave, and sending a feed over a WebSocket.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+from fastapi import WebSocket
 from fastapi.responses import StreamingResponse
+from starlette.websockets import WebSocketDisconnect
+
+from skyhigh.live.streams import Lagged, StreamMessage
+
+WS_TRY_AGAIN_LATER = 1013  # RFC 6455: the subscriber fell behind; reconnect
 
 # A comment line: keeps proxies from closing a quiet stream, and clients ignore it.
 KEEPALIVE = ": keepalive\n\n"
@@ -43,3 +53,23 @@ async def cancel_on_disconnect(
         pass  # the connection is gone either way
     finally:
         scope.cancel()
+
+
+async def pump_websocket(
+    websocket: WebSocket, feed: AsyncIterator[StreamMessage | None]
+) -> tuple[int, str] | None:
+    """Send the feed; the close code and reason, or None when the client left first."""
+    outcome: tuple[int, str] | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancel_on_disconnect, websocket.receive, tg.cancel_scope)
+        try:
+            async for message in feed:
+                if message is not None:
+                    await websocket.send_text(message.data)
+            outcome = (1000, "done")
+        except Lagged:
+            outcome = (WS_TRY_AGAIN_LATER, "subscriber fell behind; reconnect for the full state")
+        except (WebSocketDisconnect, OSError):
+            outcome = None
+        tg.cancel_scope.cancel()
+    return outcome
