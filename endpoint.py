@@ -33,7 +33,6 @@ from fastapi import (
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
-from starlette.websockets import WebSocketDisconnect
 
 from skyhigh.api.dependencies import (
     EventKeyDep,
@@ -50,12 +49,13 @@ from skyhigh.api.dependencies import (
     resolve_event,
 )
 from skyhigh.api.json_body import json_limits_route
+from skyhigh.api.live import KEEPALIVE, pump_websocket, sse_event, sse_response
 from skyhigh.domain.errors import EventNotFound
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
 from skyhigh.domain.tenancy import Forbidden, Scope
 from skyhigh.intake.service import Submission
-from skyhigh.live.streams import Lagged, StreamMessage, open_feed
+from skyhigh.live.streams import Lagged, open_feed
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
 
@@ -292,13 +292,14 @@ async def list_knowledge_tables(runtime: RuntimeDep) -> list[KnowledgeTable]:
 # `status` message shaped like GET /events/{id}), then `status`, `segment`, `transcript` and
 # `matches` messages as they happen; the stream ends after the terminal `status`. They are on
 # their own router, mounted without the router-wide bearer dependency: a browser cannot set
-# headers on a WebSocket, so that route authenticates itself (dependencies.websocket_auth).
+# headers on a WebSocket (it sends the token as a subprotocol), and a refused socket must be
+# accepted and then closed with 1008, so that route reads its outcome itself
+# (dependencies.websocket_auth; the edge middleware verified it).
 
 live_router = APIRouter()
 
 WS_NOT_FOUND = 4404  # application close code (4000-4999): no such event
 WS_POLICY_VIOLATION = 1008  # RFC 6455: authentication failed
-WS_TRY_AGAIN_LATER = 1013  # RFC 6455: the subscriber fell behind; reconnect
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -330,21 +331,15 @@ async def stream_event(key: EventKeyDep, store: StoreDep, streams: StreamsDep) -
         async with stack:
             try:
                 async for message in feed:
-                    # A comment line keeps proxies from closing a quiet stream.
-                    yield ": keepalive\n\n" if message is None else _sse(message)
+                    if message is None:
+                        yield KEEPALIVE
+                    else:
+                        yield sse_event(message.data, event=message.type)
             except Lagged as exc:
                 error = {"type": "error", "code": "lagging", "message": str(exc)}
-                yield f"event: error\ndata: {json.dumps(error)}\n\n"
+                yield sse_event(json.dumps(error), event="error")
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-def _sse(message: StreamMessage) -> str:
-    return f"event: {message.type}\ndata: {message.data}\n\n"
+    return sse_response(body())
 
 
 @live_router.websocket("/{event_id}/ws", name="stream_event_ws")
@@ -377,39 +372,8 @@ async def stream_event_ws(
         return
     try:
         async with open_feed(streams, store, key) as feed:
-            outcome = await _pump(websocket, feed)
+            outcome = await pump_websocket(websocket, feed)
     except EventNotFound:
         outcome = (WS_NOT_FOUND, f"no event {event_id!r}")
     if outcome is not None and websocket.client_state.name == "CONNECTED":
         await websocket.close(outcome[0], reason=outcome[1])
-
-
-async def _pump(
-    websocket: WebSocket, feed: AsyncIterator[StreamMessage | None]
-) -> tuple[int, str] | None:
-    """Send the feed; the close code and reason, or None when the client left first."""
-    outcome: tuple[int, str] | None = None
-    async with anyio.create_task_group() as tg:
-        # Watch for the client leaving, so a quiet event does not keep a dead socket open.
-        tg.start_soon(_cancel_on_disconnect, websocket, tg.cancel_scope)
-        try:
-            async for message in feed:
-                if message is not None:
-                    await websocket.send_text(message.data)
-            outcome = (1000, "done")
-        except Lagged:
-            outcome = (WS_TRY_AGAIN_LATER, "subscriber fell behind; reconnect for the full state")
-        except (WebSocketDisconnect, OSError):
-            outcome = None
-        tg.cancel_scope.cancel()
-    return outcome
-
-
-async def _cancel_on_disconnect(websocket: WebSocket, scope: anyio.CancelScope) -> None:
-    try:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass  # clients have nothing to say; anything they send is ignored
-    except Exception:
-        pass  # the socket is gone either way
-    finally:
-        scope.cancel()

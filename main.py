@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -17,12 +16,9 @@ from router import PROTECTED_PREFIXES, router
 from skyhigh import __version__
 from skyhigh.api.docs import install_docs
 from skyhigh.api.errors import install_error_handlers
-from skyhigh.api.middleware import (
-    AuthenticateFirstMiddleware,
-    BodyLimitMiddleware,
-    HeaderLimitMiddleware,
-    RequestIdMiddleware,
-)
+from skyhigh.api.middleware import EdgeConfig, EdgeMiddleware, HeadLimits
+from skyhigh.api.state import AppState
+from skyhigh.api.tokens import load_verifier
 from skyhigh.config import Settings, get_settings
 from skyhigh.intake.batcher import IntakeBatcher
 from skyhigh.intake.permissions import KnowledgeGuard
@@ -43,13 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
+        # Refuses to start unprotected (ValueError) before anything is opened or loaded.
+        verifier = load_verifier(settings.auth)
         # Models load here, once, off the event loop; the server listens only afterwards.
         runtime = await anyio.to_thread.run_sync(start_runtime, settings)
         batcher = IntakeBatcher(runtime.store)
         batcher.start()
         try:
-            yield {"runtime": runtime, "intake": _intake(runtime, batcher)}
+            yield AppState(runtime=runtime, intake=_intake(runtime, batcher), verifier=verifier)
         finally:
             await batcher.stop()
             await anyio.to_thread.run_sync(stop_runtime, runtime)
@@ -66,15 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     install_docs(app)
     install_error_handlers(app, event_types=list(EVENT_TYPES))
-    # The last added runs first: request id, head size, who is asking, and only then the body.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthenticateFirstMiddleware, protected_prefixes=PROTECTED_PREFIXES)
-    app.add_middleware(
-        HeaderLimitMiddleware,
-        max_bytes=settings.max_header_bytes,
-        max_count=settings.max_header_count,
+    # One layer: request id, head size, who is asking, and only then the body.
+    edge = EdgeConfig(
+        head=HeadLimits(settings.max_header_bytes, settings.max_header_count),
+        max_body_bytes=settings.max_body_bytes,
+        protected=PROTECTED_PREFIXES,
+        metrics_token=settings.metrics_token,
     )
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(EdgeMiddleware, config=edge)
     return app
 
 

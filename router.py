@@ -12,19 +12,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import endpoint
 from skyhigh import __version__
-from skyhigh.api.dependencies import RuntimeDep, require_metrics_token, require_token
+from skyhigh.api.dependencies import RuntimeDep, require_token
 from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat.routes import router as openai_router
 from skyhigh.processing.registry import EVENT_TYPES
 
 router = APIRouter()
-# Every HTTP route under these needs the bearer token (below); main.py checks it before the
-# body is read (AuthenticateFirstMiddleware). Keep in step with the mounts here.
+# Every route under these needs the bearer token: the edge middleware (skyhigh.api.middleware)
+# verifies it once, before the body is read, and `require_token` (below) reads the outcome.
+# Keep in step with the mounts here.
 PROTECTED_PREFIXES = ("/events", "/knowledge", OPENAI_PREFIX)
 router.include_router(
     endpoint.router, prefix="/events", tags=["events"], dependencies=[Depends(require_token)]
 )
-# Live streams authenticate per route: a browser WebSocket carries its token as a subprotocol.
+# Live streams read the outcome per route: a refused WebSocket is accepted, then closed with 1008.
 router.include_router(endpoint.live_router, prefix="/events", tags=["events"])
 router.include_router(
     endpoint.knowledge_router,
@@ -107,12 +108,12 @@ async def read_ready(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
         200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
         401: {"description": "METRICS_TOKEN is set and was not sent as the bearer token"},
     },
-    dependencies=[Depends(require_metrics_token)],
 )
 async def read_metrics() -> Response:
     """Prometheus text format: events by type and outcome, queue depth, step durations.
 
-    Public unless METRICS_TOKEN is set; then send it as `Authorization: Bearer <token>`."""
+    Public unless METRICS_TOKEN is set; then send it as `Authorization: Bearer <token>` (the
+    edge middleware checks it: skyhigh.api.auth.check_metrics_token)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

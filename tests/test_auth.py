@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -130,3 +132,42 @@ def test_explicit_dev_mode_serves_without_a_token(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, api_tokens="", allow_insecure_dev_mode=True)
     with TestClient(create_app(settings)) as open_client:
         assert open_client.get("/events/").status_code == 200
+
+
+def test_a_jwt_is_decoded_once_per_request(
+    jwt_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edge middleware verifies; the route dependencies read its outcome from the scope."""
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting_decode(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    token = make_jwt()
+    headers = {"Authorization": f"Bearer {token}"}
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    event = {"event_id": "once-1", "event_type": "query", "event_data": {"text": "bags"}}
+    requests: dict[str, Callable[[], httpx.Response]] = {
+        "list": lambda: jwt_client.get("/events/", headers=headers),
+        "submit": lambda: jwt_client.post("/events/", json=event, headers=headers),
+        "read": lambda: jwt_client.get("/events/once-1", headers=headers),
+        "openai": lambda: jwt_client.get("/v1/models", headers=headers),
+    }
+    for name, send in requests.items():
+        decoded.clear()
+        response = send()
+        assert response.status_code in (200, 202), (name, response.text)
+        assert decoded == [token], name
+    decoded.clear()
+    # A browser's WebSocket: the token as a subprotocol, verified once at the handshake.
+    with jwt_client.websocket_connect(
+        "/events/once-1/ws", subprotocols=["bearer", token]
+    ) as socket:
+        assert socket.accepted_subprotocol == "bearer"
+        assert json.loads(socket.receive_text())["type"] == "status"
+    assert decoded == [token]
+    decoded.clear()
+    refused = jwt_client.get("/events/", headers={"Authorization": "Bearer not.a.jwt"})
+    assert refused.status_code == 401 and len(decoded) == 1

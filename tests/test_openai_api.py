@@ -355,6 +355,7 @@ def test_bad_fields_are_400s_naming_the_field(sdk: openai.OpenAI) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"language": "xx"}, "language"),
         ({"temperature": 1.5}, "temperature"),
+        ({"temperature": 0.4}, "temperature"),  # refused, not silently decoded at 0
         ({"response_format": "diarized_json"}, "response_format"),
         ({"extra_headers": {"Idempotency-Key": "no spaces allowed"}}, "Idempotency-Key"),
     ]

@@ -1,15 +1,16 @@
-"""FastAPI dependencies as Annotated aliases (the only skyhigh module that imports FastAPI)."""
+"""FastAPI dependencies as Annotated aliases: the lifespan state and the caller's principal."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated, NamedTuple
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, WebSocket, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from skyhigh.api.tokens import InvalidToken
+from skyhigh.api import auth
+from skyhigh.api.auth import Authentication, authentication_of
 from skyhigh.domain.errors import EventNotFound, QuotaExceeded
 from skyhigh.domain.tenancy import Principal, Scope, event_key
 from skyhigh.intake.service import Intake
@@ -17,11 +18,6 @@ from skyhigh.live.streams import StreamBroker
 from skyhigh.processing.runtime import Runtime
 from skyhigh.store.events import EventStore
 from skyhigh.webhooks.sender import Webhooks
-
-bearer_scheme = HTTPBearer(
-    auto_error=False,
-    description="An API token from API_TOKENS (or a signed JWT when AUTH_MODE=jwt).",
-)
 
 
 async def get_runtime(connection: HTTPConnection) -> Runtime:
@@ -48,40 +44,48 @@ async def get_store(runtime: RuntimeDep) -> EventStore:
 StoreDep = Annotated[EventStore, Depends(get_store)]
 
 
-def _unauthorized(detail: str, *, token_given: bool) -> HTTPException:
-    challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail=detail,
-        headers={"WWW-Authenticate": challenge},
-    )
+class BearerScheme(SecurityBase):
+    """The bearer scheme as OpenAPI shows it (the Authorize button); checks nothing itself.
+
+    The edge middleware (skyhigh.api.middleware) verified the credential before the body was
+    read and left the outcome in the scope, where `require_token` picks it up: nothing is
+    parsed or decoded twice.
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            description="An API token from API_TOKENS (or a signed JWT when AUTH_MODE=jwt)."
+        )
+        self.scheme_name = "HTTPBearer"
+
+    async def __call__(self) -> None:
+        return None
+
+
+bearer_scheme = BearerScheme()
 
 
 async def require_token(
     connection: HTTPConnection,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    runtime: RuntimeDep,
+    _scheme: Annotated[None, Depends(bearer_scheme)],
 ) -> Principal:
-    """Accept the request only with a valid `Authorization: Bearer <token>` header.
+    """The caller's principal, counted against its request rate (429 past it).
 
+    Without the middleware's outcome (an app built without it) the request is refused.
     Dependencies here are `async def`: they do microseconds of work, and a sync dependency
-    would cost a threadpool hop each (measured: ~2 ms apiece under load). It reads the verifier
-    from the connection itself: every dependency level is resolved on every request.
+    would cost a threadpool hop each (measured: ~2 ms apiece under load).
     """
-    runtime: Runtime = connection.state.runtime
-    verifier = runtime.verifier
-    if credentials is None:
-        if verifier.open_access:
-            return Principal.static(subject="dev", method="open")
-        raise _unauthorized(
-            "missing bearer token: send 'Authorization: Bearer <token>'", token_given=False
+    outcome = authentication_of(connection.scope)
+    if outcome is None or outcome.principal is None:
+        outcome = outcome or Authentication(None, auth.MISSING_TOKEN)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=outcome.error,
+            headers={"WWW-Authenticate": outcome.challenge},
         )
-    try:
-        principal = verifier.verify(credentials.credentials)
-    except InvalidToken as exc:
-        raise _unauthorized(str(exc), token_given=True) from None
-    # Every bearer route counts against the principal's request rate (429 past it).
-    await runtime.quotas.check_request(principal.owner)
-    return principal
+    await runtime.quotas.check_request(outcome.principal.owner)
+    return outcome.principal
 
 
 PrincipalDep = Annotated[Principal, Depends(require_token)]
@@ -135,57 +139,19 @@ async def get_webhooks(runtime: RuntimeDep) -> Webhooks:
 StreamsDep = Annotated[StreamBroker, Depends(get_streams)]
 WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
 
-# Browsers cannot set headers on a WebSocket: `new WebSocket(url, ["bearer", token])` sends
-# `Sec-WebSocket-Protocol: bearer, <token>`, and the server selects "bearer".
-WS_BEARER_PROTOCOL = "bearer"
+
+async def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> Authentication:
+    """The handshake's outcome from the middleware (header or `bearer, <token>` subprotocol),
+    with the request-rate quota applied; the route closes with 1008 when `error` is set."""
+    outcome = authentication_of(websocket.scope)
+    if outcome is None:
+        return Authentication(None, "missing bearer token")
+    if outcome.principal is not None:
+        try:
+            await runtime.quotas.check_request(outcome.principal.owner)
+        except QuotaExceeded as exc:
+            return outcome._replace(principal=None, error=str(exc))
+    return outcome
 
 
-class WebSocketAuth(NamedTuple):
-    principal: Principal | None
-    subprotocol: str | None  # to echo when accepting (a browser fails the socket otherwise)
-    error: str | None  # why the connection must be closed with 1008
-
-
-async def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> WebSocketAuth:
-    """The bearer token from `Authorization` or from `Sec-WebSocket-Protocol: bearer, <token>`."""
-    offered: list[str] = list(websocket.scope.get("subprotocols", []))
-    subprotocol = WS_BEARER_PROTOCOL if WS_BEARER_PROTOCOL in offered else None
-    token: str | None = None
-    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        token = value.strip()
-    elif subprotocol is not None:
-        index = offered.index(WS_BEARER_PROTOCOL)
-        token = offered[index + 1] if index + 1 < len(offered) else None
-    verifier = runtime.verifier
-    if token is None:
-        if verifier.open_access:
-            return WebSocketAuth(Principal.static(subject="dev", method="open"), subprotocol, None)
-        return WebSocketAuth(None, subprotocol, "missing bearer token")
-    try:
-        principal = verifier.verify(token)
-        await runtime.quotas.check_request(principal.owner)
-    except (InvalidToken, QuotaExceeded) as exc:
-        return WebSocketAuth(None, subprotocol, str(exc))
-    return WebSocketAuth(principal, subprotocol, None)
-
-
-WebSocketAuthDep = Annotated[WebSocketAuth, Depends(websocket_auth)]
-
-
-async def require_metrics_token(connection: HTTPConnection) -> None:
-    """With METRICS_TOKEN set, /metrics needs it as a bearer token; unset, /metrics is public.
-
-    A separate token: a scraper should not hold a key that can submit events. The header is read
-    here rather than through `bearer_scheme`, which would mark /metrics as always secured in the
-    OpenAPI schema while by default it is public.
-    """
-    runtime: Runtime = connection.state.runtime
-    expected = runtime.settings.metrics_token
-    if expected is None:
-        return
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("missing bearer token: /metrics needs METRICS_TOKEN", token_given=False)
-    if not hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode()):
-        raise _unauthorized("the bearer token is not the METRICS_TOKEN", token_given=True)
+WebSocketAuthDep = Annotated[Authentication, Depends(websocket_auth)]

@@ -1,17 +1,20 @@
-"""Domain exceptions and validation errors mapped to HTTP, once for the whole app.
+"""Domain exceptions and validation errors mapped to HTTP, once for the whole app, as a table.
+
+`ANSWERS` maps each domain exception to one `ErrorAnswer` (status, code, message, and whether
+it is a field error); `render` gives it the shape of the face that was asked: `{"detail": ...}`
+on /events (a field error as `[{"type", "loc", "msg"}]`), OpenAI's error object under `/v1`
+(skyhigh.api.openai_compat.errors).
 
 Validation errors never echo `input` (it may hold megabytes of base64 audio) and keep the
 locations clients know: the event-type tag that pydantic's discriminated union adds to a
 location is removed, and an unknown `event_type` is reported on `event_type` with the list of
 supported types.
-
-Requests under the OpenAI-compatible prefix (`/v1`) get OpenAI's error object instead
-(skyhigh.api.openai_compat.errors), from the same handlers, so both faces map each exception once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -21,8 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from skyhigh.api import openai_compat
+from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat import errors as openai_errors
+from skyhigh.api.paths import under
 from skyhigh.domain.errors import (
     EventConflict,
     EventNotFound,
@@ -34,9 +38,100 @@ from skyhigh.domain.errors import (
 from skyhigh.domain.events import ErrorCode
 from skyhigh.domain.tenancy import Forbidden
 
+# Validation errors rendered per answer; the rest are counted in one `too_many_errors` entry.
+MAX_ERRORS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How one exception is answered; the `openai_*` fields only where OpenAI's SDKs differ."""
+
+    status: int
+    code: str  # OpenAI's `code`; a field error's `type` on /events
+    message: str
+    loc: Sequence[Any] | None = None  # set: a field error (422 on /events, 400 under /v1)
+    retry_after_s: int | None = None
+    openai_status: int | None = None
+    openai_message: str | None = None
+    openai_param: str | None = None
+
+
+def _conflict(exc: EventConflict) -> ErrorAnswer:
+    event_id = exc.args[0]
+    return ErrorAnswer(
+        status.HTTP_409_CONFLICT,
+        "idempotency_key_reused",
+        f"event_id {event_id!r} was already used with a different body; "
+        "use a new event_id for a new event",
+        # 422 as the IETF Idempotency-Key draft says; the SDKs would retry a 409.
+        openai_status=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        openai_message=f"Idempotency-Key {event_id!r} was already used for a different request "
+        "(another file or other options); use a new key for a new request",
+        openai_param="Idempotency-Key",
+    )
+
+
+def _invalid_input(exc: InvalidInput) -> ErrorAnswer:
+    if exc.code == ErrorCode.AUDIO_TOO_LARGE:
+        return ErrorAnswer(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            exc.code,
+            exc.message,
+            openai_param=openai_errors.param_of(exc.loc),
+        )
+    return ErrorAnswer(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.code, exc.message, loc=exc.loc)
+
+
+def _retry_later(exc: QueueFull | QuotaExceeded, status_code: int, code: str) -> ErrorAnswer:
+    return ErrorAnswer(status_code, code, str(exc), retry_after_s=exc.retry_after_s)
+
+
+# The table: domain exception -> its answer. 503 (the server is busy) and 429 (the principal
+# is over its quota) both carry Retry-After; a foreign event is a 404, never a 403.
+ANSWERS: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
+    QueueFull: lambda e: _retry_later(e, status.HTTP_503_SERVICE_UNAVAILABLE, "queue_full"),
+    QuotaExceeded: lambda e: _retry_later(
+        e, status.HTTP_429_TOO_MANY_REQUESTS, "rate_limit_exceeded"
+    ),
+    EventNotFound: lambda e: ErrorAnswer(
+        status.HTTP_404_NOT_FOUND, "not_found", f"no event {e.args[0]!r}"
+    ),
+    Forbidden: lambda e: ErrorAnswer(status.HTTP_403_FORBIDDEN, "permission_denied", str(e)),
+    EventConflict: _conflict,
+    InvalidInput: _invalid_input,
+    InvalidCursor: lambda _e: ErrorAnswer(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        "invalid_cursor",
+        "cursor is not one this server issued; start without a cursor",
+        loc=("query", "cursor"),
+    ),
+}
+
+
+def render(answer: ErrorAnswer, *, openai: bool) -> JSONResponse:
+    """The answer in the shape of the face that was asked."""
+    headers = None if answer.retry_after_s is None else {"Retry-After": str(answer.retry_after_s)}
+    if openai:
+        field_error = answer.loc is not None
+        return openai_errors.OpenAIError(
+            answer.openai_status or (status.HTTP_400_BAD_REQUEST if field_error else answer.status),
+            answer.openai_message or answer.message,
+            param=answer.openai_param or (openai_errors.param_of(answer.loc or ())),
+            code=answer.code,
+            headers=headers,
+        ).response()
+    detail: Any = answer.message
+    if answer.loc is not None:
+        detail = [{"type": answer.code, "loc": list(answer.loc), "msg": answer.message}]
+    return JSONResponse({"detail": detail}, status_code=answer.status, headers=headers)
+
 
 def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> None:
-    """Register every mapping from a domain exception to an HTTP answer."""
+    """Register the table's answers, validation errors, HTTPException and OpenAIError."""
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        answer = next(ANSWERS[kind] for kind in type(exc).__mro__ if kind in ANSWERS)
+        return render(answer(exc), openai=_openai(request))
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -47,64 +142,12 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
         errors = [_client_error(error, event_types) for error in shown]
         if total > len(shown):
             errors.append(_more_errors(total - len(shown)))
-        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, jsonable_encoder(errors))
-
-    async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, InvalidInput)
-        if _openai(request):
-            return openai_errors.from_invalid_input(exc).response()
-        if exc.code == ErrorCode.AUDIO_TOO_LARGE:
-            return _answer(status.HTTP_413_CONTENT_TOO_LARGE, exc.message)
-        error = {"type": exc.code, "loc": list(exc.loc), "msg": exc.message}
-        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
-
-    async def queue_full(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, QueueFull)
-        if _openai(request):
-            return openai_errors.from_queue_full(exc).response()
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers=headers)
-
-    async def conflict(request: Request, exc: Exception) -> JSONResponse:
-        if _openai(request):
-            return openai_errors.from_conflict(exc.args[0]).response()
-        detail = (
-            f"event_id {exc.args[0]!r} was already used with a different body; "
-            "use a new event_id for a new event"
-        )
-        return _answer(status.HTTP_409_CONFLICT, detail)
-
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        if _openai(request):
-            return openai_errors.from_not_found(exc.args[0]).response()
-        return _answer(status.HTTP_404_NOT_FOUND, f"no event {exc.args[0]!r}")
-
-    async def forbidden(request: Request, exc: Exception) -> JSONResponse:
-        # Only for what the principal may not do at all; a foreign event is a 404 instead.
-        if _openai(request):
-            return openai_errors.from_http(status.HTTP_403_FORBIDDEN, str(exc)).response()
-        return _answer(status.HTTP_403_FORBIDDEN, str(exc))
-
-    async def quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, QuotaExceeded)
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        if _openai(request):
-            return openai_errors.from_http(
-                status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers
-            ).response()
-        return _answer(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers=headers)
-
-    async def invalid_cursor(_request: Request, _exc: Exception) -> JSONResponse:
-        error = {
-            "type": "invalid_cursor",
-            "loc": ["query", "cursor"],
-            "msg": "cursor is not one this server issued; start without a cursor",
-        }
-        return _answer(status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
+        detail = jsonable_encoder(errors)
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         # Auth (401), unknown routes (404), unparseable bodies (400) and the streaming body
-        # limit (413) arrive as HTTPException; outside /v1 FastAPI's own rendering stays.
+        # limit (413) arrive as HTTPException; outside /v1 FastAPI's own shape.
         assert isinstance(exc, HTTPException)
         if _openai(request):
             return openai_errors.from_http(exc.status_code, exc.detail, exc.headers).response()
@@ -114,20 +157,15 @@ def install_error_handlers(app: FastAPI, *, event_types: Collection[str]) -> Non
         assert isinstance(exc, openai_errors.OpenAIError)
         return exc.response()
 
+    for kind in ANSWERS:
+        app.add_exception_handler(kind, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(openai_errors.OpenAIError, openai_error)
-    app.add_exception_handler(InvalidInput, invalid_input)
-    app.add_exception_handler(QueueFull, queue_full)
-    app.add_exception_handler(EventConflict, conflict)
-    app.add_exception_handler(EventNotFound, not_found)
-    app.add_exception_handler(InvalidCursor, invalid_cursor)
-    app.add_exception_handler(Forbidden, forbidden)
-    app.add_exception_handler(QuotaExceeded, quota_exceeded)
 
 
-# Validation errors rendered per answer; the rest are counted in one `too_many_errors` entry.
-MAX_ERRORS_SHOWN = 10
+def _openai(request: Request) -> bool:
+    return under(request.url.path, OPENAI_PREFIX)
 
 
 def _more_errors(count: int) -> dict[str, Any]:
@@ -136,17 +174,6 @@ def _more_errors(count: int) -> dict[str, Any]:
         "loc": ["body"],
         "msg": f"{count} more errors not shown; fix the ones above and send again",
     }
-
-
-def _openai(request: Request) -> bool:
-    path: str = request.url.path
-    return path == openai_compat.PREFIX or path.startswith(openai_compat.PREFIX + "/")
-
-
-def _answer(
-    status_code: int, detail: Any, *, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
 def _client_error(error: dict[str, Any], event_types: Collection[str]) -> dict[str, Any]:

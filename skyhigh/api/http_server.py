@@ -11,7 +11,7 @@ do)::
 
     uvicorn main:app --http skyhigh.api.http_server:HttpProtocol
 
-Plain `uvicorn main:app` still answers 431 (skyhigh.api.middleware.HeaderLimitMiddleware), but
+Plain `uvicorn main:app` still answers 431 (skyhigh.api.middleware.EdgeMiddleware), but
 only after the parser has buffered the whole head.
 """
 

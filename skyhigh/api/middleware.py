@@ -1,119 +1,34 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer and slow every request)."""
+"""The one pure-ASGI layer in front of the routes (no BaseHTTPMiddleware: it would buffer).
+
+In order, for each request: a request id for the logs and the answer; 431 for an oversized
+head; who is asking (skyhigh.api.auth, verified once, the outcome in the scope) with a 401 for
+a protected path before any of the body is read; 413 for a body over MAX_BODY_BYTES, decided
+from Content-Length or while it streams. One layer instead of four stacked ones: each layer
+costs a call and a scope walk on every request.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from fastapi.security.utils import get_authorization_scheme_param
-from starlette.datastructures import Headers
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skyhigh.api import openai_compat
+from skyhigh.api import auth
+from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat import errors as openai_errors
-from skyhigh.api.tokens import InvalidToken, TokenVerifier
+from skyhigh.api.paths import under
+from skyhigh.api.tokens import TokenVerifier
 from skyhigh.observability.logs import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-class BodyTooLarge(HTTPException):
-    """Raised from `receive`; an HTTPException so FastAPI's body parser lets it through."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, detail=_too_large_message(max_bytes))
-
-
-def _too_large_message(max_bytes: int) -> str:
-    return (
-        f"request body is larger than MAX_BODY_BYTES ({max_bytes} bytes); "
-        "send less, or use POST /events/upload for audio files"
-    )
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over max_bytes, decided from Content-Length or while streaming.
-
-    The body is never read past the limit, so an oversized upload costs no memory.
-    """
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
-            return
-        received = 0
-        response_started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not response_started:
-                await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": _too_large_message(self.max_bytes)}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class RequestIdMiddleware:
-    """Carries X-Request-ID (the client's, if sane, else a new one) into logs and the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
+METRICS_PATH = "/metrics"
 
 
 class HeadLimits(NamedTuple):
@@ -128,86 +43,181 @@ def head_too_large_message(limits: HeadLimits) -> str:
     )
 
 
-class HeaderLimitMiddleware:
-    """431 for a request head over MAX_HEADER_BYTES or MAX_HEADER_COUNT, under any server.
+def too_large_message(max_bytes: int) -> str:
+    return (
+        f"request body is larger than MAX_BODY_BYTES ({max_bytes} bytes); "
+        "send less, or use POST /events/upload for audio files"
+    )
 
-    The server protocol (skyhigh.api.http_server) refuses such heads while they arrive; this
-    is the same rule for servers run without it (plain `uvicorn main:app`, test clients).
-    """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_count: int) -> None:
+class BodyTooLarge(HTTPException):
+    """Raised from `receive`; an HTTPException so FastAPI's body parser lets it through."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, detail=too_large_message(max_bytes))
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    head: HeadLimits  # 431 past either (also enforced while it arrives: api.http_server)
+    max_body_bytes: int
+    protected: tuple[str, ...]  # path prefixes that need the bearer credential
+    metrics_token: SecretStr | None  # unset: /metrics is public
+
+
+class _Head(NamedTuple):
+    """What the layer needs from the headers, gathered in one pass."""
+
+    size: int
+    header_count: int
+    request_id: str | None
+    authorization: str | None
+    content_length: int | None  # None: absent, not a number, or beside Transfer-Encoding
+
+
+def _read_head(scope: Scope) -> _Head:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+    request_id = authorization = length = None
+    chunked = False
+    for name, value in headers:
+        size += len(name) + len(value) + 4  # ": " and CRLF
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == REQUEST_ID_HEADER:
+            request_id = value.decode("latin-1")
+        elif name == b"transfer-encoding":
+            chunked = True
+    return _Head(size, len(headers), request_id, authorization, None if chunked else length)
+
+
+def _verifier(scope: Scope) -> TokenVerifier | None:
+    state = scope.get("state")
+    return None if state is None else state.get("verifier")
+
+
+class EdgeMiddleware:
+    """Request id, head limit, authentication and body limit in one pass over the scope."""
+
+    def __init__(self, app: ASGIApp, *, config: EdgeConfig) -> None:
         self.app = app
-        self.limits = HeadLimits(max_bytes, max_count)
+        self.config = config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = scope["headers"]
-        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
-        size += sum(len(name) + len(value) + 4 for name, value in headers)  # ": " and CRLF
-        if len(headers) > self.limits.max_count or size > self.limits.max_bytes:
-            body = {"detail": head_too_large_message(self.limits)}
-            await JSONResponse(body, status_code=431, headers={"connection": "close"})(
-                scope, receive, send
-            )
-            return
-        await self.app(scope, receive, send)
-
-
-class AuthenticateFirstMiddleware:
-    """The bearer check for protected paths, before anything reads the request body.
-
-    The route dependency (skyhigh.api.dependencies.require_token) still runs and stays the
-    source of the principal; this only makes sure an anonymous 30 MB body is answered 401
-    without being read or parsed. It accepts exactly what require_token accepts (same
-    verifier, same header parsing) and answers with the same 401: status, detail,
-    WWW-Authenticate, and OpenAI's error shape under /v1.
-    """
-
-    def __init__(self, app: ASGIApp, *, protected_prefixes: tuple[str, ...]) -> None:
-        self.app = app
-        self.prefixes = protected_prefixes
-
-    def _protected(self, path: str) -> bool:
-        return any(path == prefix or path.startswith(prefix + "/") for prefix in self.prefixes)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # WebSockets authenticate in their route (a browser sends the token as a subprotocol).
-        if scope["type"] != "http" or not self._protected(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        runtime = scope.get("state", {}).get("runtime")
-        if runtime is None:  # no lifespan state: nothing to check against; the route decides
-            await self.app(scope, receive, send)
-            return
-        failure = _bearer_failure(runtime.verifier, scope)
-        if failure is None:
-            await self.app(scope, receive, send)
-            return
-        detail, challenge = failure
-        headers = {"WWW-Authenticate": challenge}
-        if _under(scope["path"], openai_compat.PREFIX):
-            response: Response = openai_errors.from_http(401, detail, headers).response()
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
         else:
-            response = JSONResponse({"detail": detail}, status_code=401, headers=headers)
-        await response(scope, receive, send)
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head = _read_head(scope)
+        request_id = _request_id(head.request_id)
+        reset = request_id_var.set(request_id)
+        header = (REQUEST_ID_HEADER, request_id.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope, head)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+                return
+            try:
+                await self.app(scope, self._limited(receive, head), send_with_id)
+            except BodyTooLarge:
+                if not started:
+                    await self._body_too_large()(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(reset)
+
+    def _refusal(self, scope: Scope, head: _Head) -> Response | None:
+        """The answer that ends the request here (431, 401, 413), else None."""
+        limits = self.config.head
+        if head.header_count > limits.max_count or head.size > limits.max_bytes:
+            detail = {"detail": head_too_large_message(limits)}
+            return JSONResponse(detail, status_code=431, headers={"connection": "close"})
+        path: str = scope["path"]
+        outcome = self._authenticate(scope, path, head.authorization)
+        if outcome is not None and outcome.error is not None:
+            return _unauthorized(path, outcome)
+        declared = head.content_length
+        if declared is not None and declared > self.config.max_body_bytes:
+            return self._body_too_large()
+        return None
+
+    def _authenticate(
+        self, scope: Scope, path: str, authorization: str | None
+    ) -> auth.Authentication | None:
+        if under(path, *self.config.protected):
+            verifier = _verifier(scope)
+            if verifier is None:  # no lifespan ran: nothing to accept a credential with
+                return auth.Authentication(None, auth.MISSING_TOKEN)
+            outcome = auth.authenticate(verifier, auth.bearer_token(authorization))
+            scope[auth.AUTH_SCOPE_KEY] = outcome
+            return outcome
+        if path == METRICS_PATH and self.config.metrics_token is not None:
+            return auth.check_metrics_token(self.config.metrics_token, authorization)
+        return None
+
+    def _limited(self, receive: Receive, head: _Head) -> Receive:
+        """`receive`, refusing past MAX_BODY_BYTES; never read past it, so it costs no memory."""
+        if head.content_length is not None:
+            return receive  # already checked, and the server reads no more than declared
+        max_bytes = self.config.max_body_bytes
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
+            return message
+
+        return limited_receive
+
+    def _body_too_large(self) -> Response:
+        detail = {"detail": too_large_message(self.config.max_body_bytes)}
+        return JSONResponse(detail, status_code=413, headers={"connection": "close"})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate the handshake; the route accepts and closes with 1008 on a failure
+        (a refused handshake reaches a browser only as 1006, without a reason)."""
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        found = dict(headers)
+        reset = request_id_var.set(_request_id(found.get(REQUEST_ID_HEADER, b"").decode("latin-1")))
+        try:
+            verifier = _verifier(scope)
+            if verifier is not None and under(scope["path"], *self.config.protected):
+                authorization = found.get(b"authorization", b"").decode("latin-1") or None
+                offered = list(scope.get("subprotocols", []))
+                outcome = auth.authenticate_websocket(verifier, authorization, offered)
+                scope[auth.AUTH_SCOPE_KEY] = outcome
+            await self.app(scope, receive, send)
+        finally:
+            request_id_var.reset(reset)
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
+def _request_id(given: str | None) -> str:
+    """The client's X-Request-ID if it is sane, else a new one."""
+    return given if given and _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def _bearer_failure(verifier: TokenVerifier, scope: Scope) -> tuple[str, str] | None:
-    """(detail, WWW-Authenticate) when require_token would refuse the request, else None."""
-    authorization = Headers(scope=scope).get("authorization")
-    scheme, credentials = get_authorization_scheme_param(authorization)
-    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
-        if verifier.open_access:
-            return None
-        return "missing bearer token: send 'Authorization: Bearer <token>'", "Bearer"
-    try:
-        verifier.verify(credentials)
-    except InvalidToken as exc:
-        return str(exc), 'Bearer error="invalid_token"'
-    return None
+def _unauthorized(path: str, outcome: auth.Authentication) -> Response:
+    """The 401, in OpenAI's error shape under /v1."""
+    headers = {"WWW-Authenticate": outcome.challenge}
+    if under(path, OPENAI_PREFIX):
+        return openai_errors.from_http(401, outcome.error, headers).response()
+    return JSONResponse({"detail": outcome.error}, status_code=401, headers=headers)

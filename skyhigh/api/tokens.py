@@ -96,6 +96,12 @@ class TokenVerifier:
         return Principal.from_jwt(subject, claims.get("scope"))
 
 
+def load_verifier(settings: AuthSettings) -> TokenVerifier:
+    """The app's verifier; refuses (ValueError) settings that would leave the API unprotected."""
+    settings.validate_auth()
+    return TokenVerifier(settings)
+
+
 def _check_key_fits(key: str, algorithms: list[str]) -> None:
     """Refuse at start-up a key that one of the algorithms cannot use (ValueError)."""
     for name in algorithms:

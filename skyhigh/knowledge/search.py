@@ -1,7 +1,7 @@
 """The knowledge base in LanceDB: one connection per process, tables cached, safe filters.
 
 Reads (searches) run on any worker thread. Writes go through `KnowledgeWriter`
-(knowledge_writer.py), the one thread that commits to the tables.
+(skyhigh.knowledge.writer), the one thread that commits to the tables.
 """
 
 from __future__ import annotations

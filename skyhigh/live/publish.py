@@ -1,8 +1,8 @@
 """Where the pipeline announces progress: status changes, transcript segments, results.
 
 The pipeline only knows the `EventPublisher` protocol. In one process the stream bus
-(WebSocket/SSE subscribers) and the webhook sender implement it; across processes a
-Redis-backed publisher would, with no change to the pipeline.
+(WebSocket/SSE subscribers) and the webhook sender implement it; across processes the
+Redis-backed publisher (skyhigh.live.redis_streams) does, with no change to the pipeline.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Two sides, so the transport can change without touching the pipeline or the rout
 - producers call `EventPublisher.publish` (skyhigh.live.publish) from any worker thread;
 - routes call `StreamBroker.subscribe` on the event loop and read a `Feed`.
 
-`StreamBus` implements both inside one process. A Redis-backed broker would implement the
-same pair for Celery workers: `publish` appends to a per-event Redis stream (XADD, with a TTL)
-and `subscribe` replays it (XRANGE) before following it (XREAD BLOCK).
+`StreamBus` implements both inside one process. For Celery workers the Redis-backed pair in
+skyhigh.live.redis_streams implements the same protocols: `publish` appends to a per-event
+Redis stream (XADD, with a TTL) and `subscribe` replays it (XRANGE) before following it
+(XREAD BLOCK).
 
 Guarantees (see `open_feed`): a subscriber first gets the event's current state, then every
 message of the current attempt it has not seen yet, in publish order, and the stream ends after

@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 
-from skyhigh.api.tokens import TokenVerifier
 from skyhigh.config import Settings
 from skyhigh.intake.quotas import InProcessCounters, Quotas, RedisCounters
 from skyhigh.knowledge.search import KnowledgeBase
@@ -40,16 +39,16 @@ WORKER_KEY_PREFIX = "skyhigh:workers:"
 WORKER_HEARTBEAT_S = 10.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runtime:
-    """An API process: what the routes and the intake service use."""
+    """An API process: what the routes and the intake service use (the web layer adds the
+    token verifier itself: skyhigh.api.state)."""
 
     settings: Settings
     store: EventStore
     knowledge: KnowledgeBase
     services: Services | None  # loaded models; None in scale-out mode (workers have them)
     dispatcher: Dispatcher
-    verifier: TokenVerifier
     streams: StreamBroker  # live WS/SSE subscribers
     publisher: EventPublisher  # where intake announces `queued`
     webhooks: Webhooks
@@ -91,14 +90,12 @@ def open_knowledge(settings: Settings) -> KnowledgeBase:
 def start_runtime(settings: Settings) -> Runtime:
     """Open the store, then either load the models and start the in-process workers, or
     connect to the broker. Blocking: the lifespan runs it in a thread before serving."""
-    settings.auth.validate_auth()
-    verifier = TokenVerifier(settings.auth)
     store = open_store(settings)
     webhooks = Webhooks(settings.webhooks, store)  # checks the webhook settings before models load
     if settings.queue_url is not None:
-        runtime = _start_api_only(settings, store, webhooks, verifier)
+        runtime = _start_api_only(settings, store, webhooks)
     else:
-        runtime = _start_embedded(settings, store, webhooks, verifier)
+        runtime = _start_embedded(settings, store, webhooks)
     webhooks.start()
     # Everything loaded so far (model weights, libraries) lives as long as the process: move
     # it out of the collector's sight. Measured on intake: the collector walking the models'
@@ -109,9 +106,7 @@ def start_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
-def _start_embedded(
-    settings: Settings, store: EventStore, webhooks: Webhooks, verifier: TokenVerifier
-) -> Runtime:
+def _start_embedded(settings: Settings, store: EventStore, webhooks: Webhooks) -> Runtime:
     services = load_services(settings)
     streams = StreamBus()
     leases = LeaseKeeper(store, owner=new_owner(), lease_s=settings.event_lease_s)
@@ -130,23 +125,20 @@ def _start_embedded(
     # This process is the store's only worker: whatever a crash left processing is ours.
     dispatcher.start(store.recover())
     return Runtime(
-        settings,
-        store,
-        services.knowledge,
-        services,
-        dispatcher,
-        verifier,
-        streams,
-        publisher,
-        webhooks,
-        quotas,
+        settings=settings,
+        store=store,
+        knowledge=services.knowledge,
+        services=services,
+        dispatcher=dispatcher,
+        streams=streams,
+        publisher=publisher,
+        webhooks=webhooks,
+        quotas=quotas,
         leases=leases,
     )
 
 
-def _start_api_only(
-    settings: Settings, store: EventStore, webhooks: Webhooks, verifier: TokenVerifier
-) -> Runtime:
+def _start_api_only(settings: Settings, store: EventStore, webhooks: Webhooks) -> Runtime:
     from skyhigh.processing.celery_app import make_celery
     from skyhigh.processing.celery_dispatch import CeleryDispatcher
 
@@ -159,18 +151,17 @@ def _start_api_only(
     )
     dispatcher.start([])
     return Runtime(
-        settings,
-        store,
-        open_knowledge(settings),
-        None,
-        dispatcher,
-        verifier,
-        RedisStreamBroker(settings.queue_url),
+        settings=settings,
+        store=store,
+        knowledge=open_knowledge(settings),
+        services=None,
+        dispatcher=dispatcher,
+        streams=RedisStreamBroker(settings.queue_url),
         # Subscribers start from the store's state, so `queued` needs no live message here;
         # webhooks only act on outcomes, which workers publish.
-        FanOut(),
-        webhooks,
-        Quotas(RedisCounters(settings.queue_url), settings.intake),
+        publisher=FanOut(),
+        webhooks=webhooks,
+        quotas=Quotas(RedisCounters(settings.queue_url), settings.intake),
         redis=redis.Redis.from_url(settings.queue_url),
     )
 
@@ -197,7 +188,7 @@ def stop_runtime(runtime: Runtime) -> None:
 # --------------------------------------------------------------------------- workers
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WorkerRuntime:
     """A worker process (skyhigh.worker): models, the pipeline with leases, a heartbeat."""
 
@@ -214,8 +205,8 @@ class WorkerRuntime:
         pool = self.services.transcribers
         return {
             "id": self.leases.owner,
-            "engine": None if pool is None else pool.engine,
-            "model": None if pool is None else pool.model_name,
+            "engine": pool.engine,
+            "model": pool.model_name,
             "running": self.leases.held(),
         }
 
@@ -241,7 +232,15 @@ def start_worker_runtime(settings: Settings) -> WorkerRuntime:
     )
     leases.start()
     webhooks.start()  # deliveries are leased too: any process may send them
-    runtime = WorkerRuntime(settings, store, services, pipeline, leases, webhooks, client)
+    runtime = WorkerRuntime(
+        settings=settings,
+        store=store,
+        services=services,
+        pipeline=pipeline,
+        leases=leases,
+        webhooks=webhooks,
+        redis=client,
+    )
     threading.Thread(
         target=_heartbeat, args=(runtime,), name="skyhigh-heartbeat", daemon=True
     ).start()

@@ -25,13 +25,13 @@ class Services:
     embedder: Embedder
     knowledge: KnowledgeBase
     writer: KnowledgeWriter
-    transcribers: TranscriberPool | None
+    transcribers: TranscriberPool
 
     def close(self) -> None:
         self.writer.stop()
 
 
-def load_services(settings: Settings, *, speech: bool = True) -> Services:
+def load_services(settings: Settings) -> Services:
     """Load every model once (call from the lifespan or a worker's start, never per request)."""
     started = time.perf_counter()
     config = settings.knowledge
@@ -45,18 +45,16 @@ def load_services(settings: Settings, *, speech: bool = True) -> Services:
     writer = KnowledgeWriter(
         knowledge, WriterConfig.from_settings(config, dimension=embedder.dimension)
     )
-    transcribers = None
-    if speech:
-        # Imported here: a process that does not transcribe never loads torch for it.
-        from skyhigh.speech.pool import TranscriberPool
+    # Imported here: a process that loads no models (an API-only one) never loads torch for it.
+    from skyhigh.speech.pool import TranscriberPool
 
-        transcribers = TranscriberPool.from_settings(settings.speech)
+    transcribers = TranscriberPool.from_settings(settings.speech)
     log.info(
         "models loaded",
         extra={
             "duration_s": round(time.perf_counter() - started, 2),
-            "engine": settings.whisper_engine if speech else None,
-            "model": settings.whisper_model if speech else None,
+            "engine": settings.whisper_engine,
+            "model": settings.whisper_model,
         },
     )
     writer.start()

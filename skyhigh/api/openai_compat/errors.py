@@ -1,7 +1,7 @@
 """OpenAI's error object, `{"error": {"message", "type", "param", "code"}}`, with the statuses
 its SDKs map to exceptions (400 BadRequestError, 401 AuthenticationError, 413, 422, 503 ...).
 
-skyhigh.api.errors calls these for requests under the OpenAI prefix; /events keeps its shape.
+skyhigh.api.errors renders its table in this shape under the OpenAI prefix; /events keeps its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import status
 from fastapi.responses import JSONResponse
 
-from skyhigh.domain.errors import InvalidInput, QueueFull
 from skyhigh.domain.events import ErrorCode, EventError
 
 # Codes a failed event can carry that mean "your audio" rather than "our server".
@@ -78,7 +77,7 @@ def from_validation(
     Like /events, it never echoes the input (it may be an audio file); `total` (when more
     errors exist than are given) is stated as a count, so the message stays small.
     """
-    params = [_param(error.get("loc", ())) for error in errors]
+    params = [param_of(error.get("loc", ())) for error in errors]
     message = "; ".join(
         f"{param}: {error['msg']}" if param else str(error["msg"])
         for param, error in zip(params, errors, strict=True)
@@ -87,42 +86,6 @@ def from_validation(
         message += f"; and {total - len(errors)} more errors"
     code = str(errors[0]["type"]) if errors else None
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=params[0], code=code)
-
-
-def from_invalid_input(exc: InvalidInput) -> OpenAIError:
-    too_large = exc.code == ErrorCode.AUDIO_TOO_LARGE
-    status_code = status.HTTP_413_CONTENT_TOO_LARGE if too_large else status.HTTP_400_BAD_REQUEST
-    return OpenAIError(status_code, exc.message, param=_param(exc.loc), code=exc.code)
-
-
-def from_queue_full(exc: QueueFull) -> OpenAIError:
-    # 503 as on /events: the server is busy, not the client over a quota (that would be 429).
-    # The SDKs retry it after Retry-After.
-    return OpenAIError(
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        str(exc),
-        code="queue_full",
-        headers={"Retry-After": str(exc.retry_after_s)},
-    )
-
-
-def from_conflict(event_id: str) -> OpenAIError:
-    # 422 as the IETF Idempotency-Key draft says for a key reused with another request; the
-    # SDKs do not retry it (they would retry a 409).
-    message = (
-        f"Idempotency-Key {event_id!r} was already used for a different request "
-        "(another file or other options); use a new key for a new request"
-    )
-    return OpenAIError(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        message,
-        param="Idempotency-Key",
-        code="idempotency_key_reused",
-    )
-
-
-def from_not_found(event_id: str) -> OpenAIError:
-    return OpenAIError(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}", code="not_found")
 
 
 def from_http(
@@ -146,7 +109,7 @@ def from_failed_event(error: EventError, *, event_id: str) -> OpenAIError:
     return OpenAIError(status_code, error.message, param="file", code=error.code, headers=headers)
 
 
-def _param(loc: Sequence[Any]) -> str | None:
-    # ("body", "file") -> "file": OpenAI names the form field only.
+def param_of(loc: Sequence[Any]) -> str | None:
+    """("body", "file") -> "file": OpenAI names the form field only."""
     fields = [str(part) for part in loc if part not in ("body", "query", "header")]
     return fields[-1] if fields else None

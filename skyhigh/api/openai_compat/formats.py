@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from skyhigh.api.live import sse_event
 from skyhigh.domain.events import Segment, Transcript
 from skyhigh.speech.subtitles import to_srt, to_text, to_vtt
 
@@ -110,7 +111,7 @@ def compression_ratio(text: str) -> float:
 
 def sse(data: dict[str, Any]) -> str:
     """One Server-Sent Event as OpenAI sends them: a `data:` line, no event name."""
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return sse_event(json.dumps(data, separators=(",", ":")))
 
 
 def delta_event(delta: str) -> str:

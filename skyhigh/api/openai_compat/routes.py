@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from skyhigh.api.dependencies import IntakeDep, PrincipalDep, RuntimeDep, StoreDep, StreamsDep
+from skyhigh.api.live import KEEPALIVE, cancel_on_disconnect, sse_response
 from skyhigh.api.openai_compat.errors import OpenAIError, from_failed_event
 from skyhigh.api.openai_compat.follow import FeedClosed, follow
 from skyhigh.api.openai_compat.formats import (
@@ -91,8 +91,8 @@ Temperature = Annotated[
     Form(
         ge=0,
         le=1,
-        description="Accepted for compatibility; decoding starts at 0 and rises "
-        "on its own when the output looks wrong (see README)",
+        description="Only 0 (the default): decoding starts at 0 and rises on its own when the "
+        "output looks wrong; other values are refused with 400 (see README)",
     ),
 ]
 Format = Annotated[ResponseFormat, Form()]
@@ -126,6 +126,7 @@ async def create_transcription(
 ) -> Response:
     """Transcribe in the spoken language; stored as a `speech` event (id in `X-Event-Id`)."""
     _check_model(model, runtime.settings.whisper_model)
+    _check_temperature(temperature)
     granularities = set(timestamp_granularities or ())
     if granularities and response_format != "verbose_json":
         raise OpenAIError(
@@ -147,11 +148,7 @@ async def create_transcription(
     key, record = await _accept(intake, principal, options, file, idempotency_key)
     headers = {"X-Event-Id": record.event_id}
     if stream:
-        return StreamingResponse(
-            _delta_stream(streams, store, key),
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return sse_response(_delta_stream(streams, store, key), headers=headers)
     transcript = await _outcome(request, streams, store, key, record)
     if transcript is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
@@ -186,6 +183,7 @@ async def create_translation(
 ) -> Response:
     """Transcribe into English text; stored as a `speech` event with task `translate`."""
     _check_model(model, runtime.settings.whisper_model)
+    _check_temperature(temperature)
     options = _speech_options(task="translate", language=None, prompt=prompt, words=False)
     key, record = await _accept(intake, principal, options, file, idempotency_key)
     transcript = await _outcome(request, streams, store, key, record)
@@ -242,6 +240,20 @@ def _check_model(model: str, loaded: str) -> None:
             f"model {model!r} is not served here; use one of: {WHISPER_1}, {loaded}",
             param="model",
             code="model_not_found",
+        )
+
+
+def _check_temperature(temperature: float) -> None:
+    # Refused rather than ignored: a client asking for sampling would silently get greedy
+    # decoding. Whisper's own fallback (0 -> 0.2 -> ... when a window looks wrong) still runs.
+    if temperature != 0:
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            f"temperature {temperature} is not supported: decoding starts at 0 and raises the "
+            "temperature by itself only where a window's output looks wrong; send 0 or leave "
+            "temperature out",
+            param="temperature",
+            code="unsupported_value",
         )
 
 
@@ -304,15 +316,10 @@ async def _outcome(
         finally:
             tasks.cancel_scope.cancel()
 
-    async def watch_disconnect() -> None:
-        # The body has been read: the next ASGI message is the client leaving.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        tasks.cancel_scope.cancel()
-
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(await_outcome)
-        tasks.start_soon(watch_disconnect)
+        # The body has been read: the next ASGI message is the client leaving.
+        tasks.start_soon(cancel_on_disconnect, request.receive, tasks.cancel_scope)
     if failure is not None:
         raise failure
     return None if finished is None else _transcript(finished)
@@ -358,7 +365,7 @@ async def _delta_stream(streams: StreamBroker, store: EventStore, key: str) -> A
     try:
         async for update in follow(streams, store, key):
             if update is None:
-                yield ": keepalive\n\n"
+                yield KEEPALIVE
             elif isinstance(update, Segment):
                 yield delta(update)
             else:
