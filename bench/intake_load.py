@@ -12,10 +12,12 @@ Usage (from the repository root; needs `wrk`, e.g. `apt-get install -y wrk`):
     uv run python -m bench.intake_load --targets skyhigh bare skyhigh-normal --duration 20
     uv run python -m bench.intake_load --targets skyhigh-scale bare \
         --queue-url redis://127.0.0.1:6379/0 --database-url postgresql+psycopg://...
+    .venv/bin/python bench/intake_load.py --targets skyhigh-scale bare --throwaway-services
 
 `skyhigh-scale` is the API in scale-out mode (QUEUE_URL + a Postgres DATABASE_URL) with no
 worker running: it only authenticates, validates, stores and enqueues. bench/scale_bench.py
-starts a throwaway Redis and Postgres and drives this target.
+starts a throwaway Redis and Postgres and drives this target; so does `--throwaway-services`
+(tests/services.py's servers, Postgres durable as in production).
 
 Writes bench/results/intake_load.json and .md (see --out). Traffic goes to 127.0.0.1 only.
 """
@@ -53,6 +55,9 @@ HOST = "127.0.0.1"
 TOKEN = "bench-token-123456789"
 QUERY_TEXT = "How many checked bags are free on a Classic fare?"
 UVICORN_FLAGS = ["--log-level", "warning", "--no-access-log"]
+# SkyHigh is served as documented (README, Dockerfile): with the protocol that caps request
+# heads. The bare handler keeps plain uvicorn, as the seed ran it.
+SKYHIGH_HTTP = ["--http", "skyhigh.api.http_server:HttpProtocol"]
 TERMINAL = {"completed", "failed"}
 
 # --- targets -------------------------------------------------------------------------------
@@ -154,6 +159,8 @@ def running_server(
     """Start uvicorn for target; yield (base URL, process, startup seconds); always stop it."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", target.app, "--host", HOST, "--port", str(port)]
+    if target.skyhigh:
+        cmd += SKYHIGH_HTTP
     env = {**os.environ, **target.env}
     log_path = workdir / f"{target.name}.server.log"
     with log_path.open("wb") as log:
@@ -492,7 +499,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "wrk": wrk_version(args.wrk),
         "uvicorn": f"{sys.executable} -m uvicorn <app> --host {HOST} --port <free> "
-        + " ".join(UVICORN_FLAGS),
+        + " ".join(UVICORN_FLAGS)
+        + f" (SkyHigh targets add {' '.join(SKYHIGH_HTTP)})",
         "load": f"wrk --threads={args.threads} --connections={args.connections} "
         f"--duration={args.duration:g}s --latency -s bench/intake_load.lua "
         f"(warm-up {args.warmup:g} s first, same flags)",
@@ -669,6 +677,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--from-json", type=Path, help="measure nothing: re-render a report this script wrote"
     )
     parser.add_argument("--keep-workdir", action="store_true", help="keep DBs and server logs")
+    parser.add_argument(
+        "--throwaway-services",
+        action="store_true",
+        help="skyhigh-scale: start a private Redis and Postgres (needs the Debian packages)",
+    )
     return parser.parse_args(argv)
 
 
@@ -681,8 +694,32 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
 
 
+@contextmanager
+def throwaway_services(args: argparse.Namespace) -> Iterator[None]:
+    """A private redis-server and durable Postgres for skyhigh-scale (tests/services.py)."""
+    sys.path[1:1] = [str(REPO / "tests"), str(REPO)]
+    from services import PostgresServer, RedisServer
+
+    redis, postgres = RedisServer(), PostgresServer(durable=True)
+    try:
+        redis.start()
+        postgres.start()
+        args.queue_url, args.database_url = redis.url, postgres.new_database()
+        yield
+    finally:
+        redis.stop()
+        postgres.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.throwaway_services and args.from_json is None:
+        with throwaway_services(args):
+            return measure(args)
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     if args.from_json is None and shutil.which(args.wrk) is None:
         print(f"{args.wrk} not found: apt-get install -y wrk", file=sys.stderr)
         return 2
