@@ -173,6 +173,28 @@ async def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> WebSocket
 WebSocketAuthDep = Annotated[WebSocketAuth, Depends(websocket_auth)]
 
 
+async def sees_internals(connection: HTTPConnection) -> bool:
+    """Whether the caller may see worker ids (host:pid) and running event keys on /status: an
+    `admin` principal, or METRICS_TOKEN. Anyone else (the route is public) gets counts."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    runtime: Runtime = connection.state.runtime
+    expected = runtime.settings.metrics_token
+    if expected is not None and hmac.compare_digest(
+        token.encode(), expected.get_secret_value().encode()
+    ):
+        return True
+    try:
+        return runtime.verifier.verify(token).admin
+    except InvalidToken:
+        return False
+
+
+InternalsDep = Annotated[bool, Depends(sees_internals)]
+
+
 async def require_metrics_token(connection: HTTPConnection) -> None:
     """With METRICS_TOKEN set, /metrics needs it as a bearer token; unset, /metrics is public.
 
