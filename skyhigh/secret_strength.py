@@ -8,8 +8,9 @@ an `admin` token. Refused, whatever the case:
 * a single repeated character (`aaaa...`);
 * fewer estimated bits than the secret's minimum (`min_bits`).
 
-The estimate is length x log2(alphabet), where the alphabet is the smaller of the character
-classes used (lower, upper, digits, other) and twice the number of distinct characters: an
+The estimate is length x log2(alphabet). The length is that of the shortest piece the secret
+repeats (`abcdefgh` x 5 counts 8 characters); the alphabet is the smaller of the character
+classes used (lower, upper, digits, other) and twice the number of distinct characters. An
 upper bound for a human-made string, and never under the true strength of
 `secrets.token_urlsafe` or `token_hex` output (token_hex(16), 128 bits, passes 128).
 
@@ -46,7 +47,7 @@ def is_placeholder(value: str) -> bool:
 
 
 def estimated_bits(value: str) -> float:
-    """length x log2(alphabet): see the module docstring."""
+    """length (of the repeated piece) x log2(alphabet): see the module docstring."""
     classes = (
         string.ascii_lowercase,
         string.ascii_uppercase,
@@ -58,7 +59,15 @@ def estimated_bits(value: str) -> float:
     # Few distinct characters bound the alphabet too; twice their number, so that a random
     # token that happens not to use every character of its class is not underestimated.
     alphabet = min(alphabet, 2 * len(set(value)))
-    return len(value) * math.log2(alphabet) if alphabet > 1 else 0.0
+    return _period(value) * math.log2(alphabet) if alphabet > 1 else 0.0
+
+
+def _period(value: str) -> int:
+    """The length of the shortest piece `value` repeats ("abcabcab": 3): a repeat adds nothing."""
+    for length in range(1, len(value) // 2 + 1):
+        if all(value[i] == value[i - length] for i in range(length, len(value))):
+            return length
+    return len(value)
 
 
 def secret_problem(name: str, value: str, *, min_bits: int, how: str) -> str | None:
