@@ -114,9 +114,13 @@ def finish_row(
 def to_record(session: Session, row: EventRow, *, with_position: bool = True) -> EventRecord:
     position = None
     if with_position and row.status == EventStatus.QUEUED:
+        # The owner's own events only: other tenants' queues are none of its business (and
+        # the fair queue serves owners in turn, so theirs say little about the wait).
         ahead = session.scalar(
             select(func.count()).where(
-                EventRow.status == EventStatus.QUEUED, EventRow.seq < row.seq
+                EventRow.status == EventStatus.QUEUED,
+                EventRow.owner == row.owner,
+                EventRow.seq < row.seq,
             )
         )
         position = int(ahead or 0)
