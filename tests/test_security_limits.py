@@ -535,3 +535,37 @@ def test_a_placeholder_jwt_secret_does_not_start_a_server(tmp_path: Path) -> Non
     finally:
         process.stop()
     assert "JWT_SECRET still holds a placeholder" in (tmp_path / "server.log").read_text()
+
+
+# --------------------------------------------------------------------------- /status
+
+
+STATUS_METRICS_TOKEN = "status-metrics-" + "9f3c2a7d41b86e05"
+
+
+@pytest.mark.slow
+def test_status_shows_worker_internals_only_to_admins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the public /status listed running events' keys, hosts and pids in scale mode."""
+    from fastapi.testclient import TestClient
+
+    from helpers import make_settings
+    from main import create_app
+    from skyhigh.processing.runtime import Runtime
+
+    key = "0123456789abcdef0123456789abcdef~alice-secret-call"
+    workers = [{"id": "host-a:4242:abcd", "engine": "e", "model": "m", "running": [key]}]
+    monkeypatch.setattr(Runtime, "scale_out", property(lambda self: True))
+    monkeypatch.setattr(Runtime, "live_workers", lambda self: workers)
+    settings = make_settings(
+        tmp_path, auth_mode="jwt", jwt_secret=JWT_SECRET, metrics_token=STATUS_METRICS_TOKEN
+    )
+    with TestClient(create_app(settings)) as http:
+        public = http.get("/status").json()["dispatcher"]["live_workers"]
+        assert public == [{"engine": "e", "model": "m", "running": 1}]
+        user = {"Authorization": f"Bearer {token('alice')}"}
+        assert http.get("/status", headers=user).json()["dispatcher"]["live_workers"] == public
+        for bearer in (token("root", "admin"), STATUS_METRICS_TOKEN):
+            shown = http.get("/status", headers={"Authorization": f"Bearer {bearer}"})
+            assert shown.json()["dispatcher"]["live_workers"] == workers
