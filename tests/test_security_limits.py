@@ -44,7 +44,8 @@ from skyhigh.secret_strength import estimated_bits
 from skyhigh.store.cursors import decode_cursor
 
 JWT_SECRET = "limits-test-secret-0123456789abcdefghij"
-MAX_PENDING_EVENTS = 8  # a quarter, 2, per principal
+MAX_PENDING_EVENTS = 64
+MAX_PER_PRINCIPAL = 8  # room for eight parallel uploads: the audio quota must stop them
 MAX_STREAMS = 3
 HEAD_TIMEOUT_S = 3
 BODY_TIMEOUT_S = 3
@@ -96,6 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         AUTH_MODE="jwt",
         JWT_SECRET=JWT_SECRET,
         MAX_PENDING_EVENTS=str(MAX_PENDING_EVENTS),
+        MAX_PENDING_PER_PRINCIPAL=str(MAX_PER_PRINCIPAL),
         MAX_STREAMS_PER_PRINCIPAL=str(MAX_STREAMS),
         REQUEST_HEAD_TIMEOUT_S=str(HEAD_TIMEOUT_S),
         REQUEST_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
@@ -156,13 +158,13 @@ def test_one_principal_cannot_fill_the_queue_or_hold_streams(server: ServerProce
         try:
             # The one worker waits on the held download: everything after it stays queued.
             assert post(holder, "hold", "speech", {"audio_url": held.url}).status_code == 202
-            assert post(alice, "a1", "query", {"text": "bags"}).status_code == 202
-            assert post(alice, "a2", "query", {"text": "bags"}).status_code == 202
-            refused = post(alice, "a3", "query", {"text": "bags"})
+            for index in range(1, MAX_PER_PRINCIPAL + 1):
+                assert post(alice, f"a{index}", "query", {"text": "bags"}).status_code == 202
+            refused = post(alice, "a-over", "query", {"text": "bags"})
             assert refused.status_code == 429, refused.text
-            assert "MAX_PENDING_PER_PRINCIPAL=2" in refused.json()["detail"]
+            assert f"MAX_PENDING_PER_PRINCIPAL={MAX_PER_PRINCIPAL}" in refused.json()["detail"]
             assert "Retry-After" in refused.headers
-            assert alice.get("/events/a3").status_code == 404  # nothing was stored
+            assert alice.get("/events/a-over").status_code == 404  # nothing was stored
             assert post(alice, "a2", "query", {"text": "bags"}).status_code == 202  # a replay
             assert post(bob, "b1", "query", {"text": "bags"}).status_code == 202  # others pass
 
@@ -190,11 +192,11 @@ def test_one_principal_cannot_fill_the_queue_or_hold_streams(server: ServerProce
             streams.close()
             held.close()
         assert finished(holder, "hold")["status"] == "failed"
-        for event_id in ("a1", "a2"):
-            assert finished(alice, event_id)["status"] == "completed"
+        for index in range(1, MAX_PER_PRINCIPAL + 1):
+            assert finished(alice, f"a{index}")["status"] == "completed"
         # Streams closed and events finished: alice has her share back.
-        assert post(alice, "a4", "query", {"text": "bags"}).status_code == 202
-        with alice.stream("GET", "/events/a4/stream") as again:
+        assert post(alice, "a-again", "query", {"text": "bags"}).status_code == 202
+        with alice.stream("GET", "/events/a-again/stream") as again:
             assert again.status_code == 200
 
 
@@ -205,10 +207,10 @@ def test_one_principal_cannot_fill_the_queue_or_hold_streams(server: ServerProce
 def test_uploads_for_a_missing_lookup_table_are_not_transcribed(server: ServerProcess) -> None:
     """Was: six uploads with table "no_such_table" were transcribed and streamed for free."""
     with client(server, "eve") as eve:
-        for index in range(4):
+        for index in range(6):
             response = upload(eve, f"missing-{index}", lookup="true", table="no_such_table")
             assert response.status_code == 202, response.text
-        for index in range(4):
+        for index in range(6):
             record = finished(eve, f"missing-{index}")
             assert record["error"]["code"] == "table_not_found", record
             assert record["result"] is None  # no transcript was made
@@ -229,6 +231,9 @@ def test_concurrent_uploads_cannot_overshoot_the_audio_quota(server: ServerProce
         responses = list(pool.map(lambda i: upload(frank, f"burst-{i}"), range(8)))
         codes = sorted(response.status_code for response in responses)
         assert codes == [202, 202] + [429] * 6, [r.text for r in responses]
+        for response in responses:
+            if response.status_code == 429:  # the quota refused them, not the queue share
+                assert "AUDIO_MINUTES_PER_HOUR" in response.json()["detail"]
         for index, response in enumerate(responses):
             if response.status_code == 202:
                 assert finished(frank, f"burst-{index}")["status"] == "completed"
@@ -244,6 +249,12 @@ class RecordingCounters(InProcessCounters):
     def add_sync(self, key: str, amount: float, *, ttl_s: int) -> float:
         self.last = super().add_sync(key, amount, ttl_s=ttl_s)
         return self.last
+
+
+def test_the_default_share_is_a_quarter_of_the_queue() -> None:
+    for pending, share in ((1000, 250), (8, 2), (1, 1), (0, 1)):
+        settings = Settings(_env_file=None, max_pending_events=pending)  # type: ignore[call-arg]
+        assert settings.intake.pending_per_principal == share
 
 
 def test_holds_are_settled_with_the_decoded_length_on_every_outcome() -> None:
