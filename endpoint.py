@@ -30,10 +30,11 @@ from fastapi import (
     WebSocket,
     status,
 )
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
 
+from skyhigh.api.auth import Authentication
 from skyhigh.api.dependencies import (
     EventKeyDep,
     IntakeDep,
@@ -50,14 +51,15 @@ from skyhigh.api.dependencies import (
 )
 from skyhigh.api.json_body import json_limits_route
 from skyhigh.api.live import KEEPALIVE, pump_websocket, sse_event, sse_response
-from skyhigh.domain.errors import EventNotFound
+from skyhigh.domain.errors import EventNotFound, QuotaExceeded
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
 from skyhigh.domain.tenancy import Forbidden, Scope
 from skyhigh.intake.service import Submission
-from skyhigh.live.streams import Lagged, open_feed
+from skyhigh.live.streams import Lagged, StreamBroker, open_feed
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
+from skyhigh.store.events import EventStore
 
 # JSON bodies within MAX_JSON_BODY_BYTES, except events carrying base64 audio; big ones are
 # parsed off the event loop (skyhigh.api.json_body).
@@ -318,12 +320,20 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     dependencies=[Depends(require_events_read)],
     summary="Follow an event live (Server-Sent Events)",
 )
-async def stream_event(key: EventKeyDep, store: StoreDep, streams: StreamsDep) -> StreamingResponse:
+async def stream_event(
+    key: EventKeyDep,
+    store: StoreDep,
+    streams: StreamsDep,
+    principal: ReaderDep,
+    runtime: RuntimeDep,
+) -> StreamingResponse:
     """The current state, then every status change, segment and match, then the outcome."""
     stack = AsyncExitStack()
     try:
+        # MAX_STREAMS_PER_PRINCIPAL: QuotaExceeded (429) past it; freed when the stream ends.
+        stack.enter_context(runtime.quotas.streams.hold(principal.owner))
         feed = await stack.enter_async_context(open_feed(streams, store, key))
-    except EventNotFound:
+    except BaseException:
         await stack.aclose()
         raise
 
@@ -349,6 +359,7 @@ async def stream_event_ws(
     auth: WebSocketAuthDep,
     store: StoreDep,
     streams: StreamsDep,
+    runtime: RuntimeDep,
     owner: OwnerQuery = None,
 ) -> None:
     """The same messages as the SSE stream, one JSON text frame each.
@@ -356,6 +367,34 @@ async def stream_event_ws(
     Auth: `Authorization: Bearer <token>`, or from a browser the subprotocols
     `["bearer", "<token>"]` (the server selects "bearer"). A refused token is closed with 1008.
     """
+    slots = runtime.quotas.streams
+    if auth.principal is not None:
+        try:
+            slots.acquire(auth.principal.owner)
+        except QuotaExceeded as exc:  # answered over HTTP, as for SSE: 429 + Retry-After
+            denial = JSONResponse(
+                {"detail": str(exc)},
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
+            await websocket.send_denial_response(denial)
+            return
+        try:
+            await _serve_ws(websocket, event_id, auth, store, streams, owner)
+        finally:
+            slots.release(auth.principal.owner)
+    else:
+        await _serve_ws(websocket, event_id, auth, store, streams, owner)
+
+
+async def _serve_ws(
+    websocket: WebSocket,
+    event_id: str,
+    auth: Authentication,
+    store: EventStore,
+    streams: StreamBroker,
+    owner: str | None,
+) -> None:
     # Accept first, then close with a code: a refused handshake reaches a browser only as 1006.
     await websocket.accept(subprotocol=auth.subprotocol)
     if auth.error is not None or auth.principal is None:

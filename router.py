@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import endpoint
 from skyhigh import __version__
-from skyhigh.api.dependencies import RuntimeDep, require_token
+from skyhigh.api.dependencies import InternalsDep, RuntimeDep, require_token
 from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat.routes import router as openai_router
 from skyhigh.processing.registry import EVENT_TYPES
@@ -40,12 +40,16 @@ router.include_router(
 
 
 @router.get("/status", tags=["service"], summary="Service status, version and models")
-async def read_status(runtime: RuntimeDep) -> dict[str, Any]:
-    """Public: what this server runs (no secrets), and in scale-out mode its live workers."""
+async def read_status(runtime: RuntimeDep, internals: InternalsDep) -> dict[str, Any]:
+    """Public: what this server runs (no secrets), and in scale-out mode its live workers.
+
+    Workers are shown by engine, model and how many events each runs; their ids (host:pid)
+    and the running events' keys only to an `admin` token or METRICS_TOKEN."""
     settings = runtime.settings
     dispatcher: dict[str, Any] = {"kind": runtime.dispatcher.kind}
     if runtime.scale_out:
-        dispatcher["live_workers"] = await anyio.to_thread.run_sync(runtime.live_workers)
+        workers = await anyio.to_thread.run_sync(runtime.live_workers)
+        dispatcher["live_workers"] = workers if internals else [_counts(w) for w in workers]
     else:
         dispatcher["workers"] = settings.worker_concurrency
     dispatcher["pending"] = runtime.dispatcher.pending()
@@ -65,6 +69,15 @@ async def read_status(runtime: RuntimeDep) -> dict[str, Any]:
             else {"name": settings.embedding_model, "dimension": services.embedder.dimension},
         },
         "dispatcher": dispatcher,
+    }
+
+
+def _counts(worker: dict[str, Any]) -> dict[str, Any]:
+    running = worker.get("running")
+    return {
+        "engine": worker.get("engine"),
+        "model": worker.get("model"),
+        "running": len(running) if isinstance(running, list) else 0,
     }
 
 

@@ -9,7 +9,10 @@ during:
   the server reads many small pieces: httptools re-copies the growing header on each one),
   reconnecting whenever the server answers or closes;
 * bodies: 6 clients send unauthenticated 30 MB JSON bodies (2.4 M keys) to POST /events/,
-  one after another.
+  one after another;
+* held: 50 connections that send nothing and 50 that trickle a request head one byte a
+  second, each reconnecting as soon as the server closes it (so the server always holds 100
+  abusive connections, and its limits show as closes, not as fewer abusers).
 
 Configurations (--configs):
 
@@ -17,12 +20,18 @@ Configurations (--configs):
   temporary directory), run as `uvicorn main:app` (httptools, no header limit);
 * after-plain: this tree, plain `uvicorn main:app` (the app's header check only);
 * after: this tree, `uvicorn main:app --http skyhigh.api.http_server:HttpProtocol` (the
-  documented command).
+  documented command);
+* before-protocol: `--before-commit` run with that protocol (for the connection limits,
+  whose "before" already had the header cap).
+
+`--phases` picks phases (default headers,bodies; idle always runs first).
 
 Reported per configuration and phase: /health p50/p99/max in ms, probes that failed, the
 server's peak RSS during the phase, and the abusers' answers (status counts).
 
     uv run python -m bench.security_edge_bench --out bench/results/security_edge.json
+    uv run python -m bench.security_edge_bench --configs before-protocol,after \
+        --phases held --seconds 45 --before-commit 6c0381a --out bench/results/held.json
 """
 
 from __future__ import annotations
@@ -157,7 +166,58 @@ def body_abuser(server: Server, stop: threading.Event, answers: Counter[str], bo
                 answers[type(exc).__name__] += 1
 
 
-def run_config(name: str, root: Path, protocol: str | None, seconds: float) -> dict[str, Any]:
+def idle_abuser(server: Server, stop: threading.Event, answers: Counter[str]) -> None:
+    _hold(server, stop, answers, trickle=b"")
+
+
+def trickle_abuser(server: Server, stop: threading.Event, answers: Counter[str]) -> None:
+    _hold(
+        server, stop, answers, trickle=b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4096
+    )
+
+
+def _hold(server: Server, stop: threading.Event, answers: Counter[str], *, trickle: bytes) -> None:
+    """Hold a connection (sending `trickle` a byte a second); count who ended it."""
+    while not stop.is_set():
+        try:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        except OSError:
+            answers["connect failed"] += 1
+            time.sleep(0.1)
+            continue
+        with sock:
+            sock.settimeout(1.0)
+            sent = 0
+            while not stop.is_set():
+                try:
+                    if sock.recv(4096) == b"":
+                        answers["closed by server"] += 1
+                        break
+                    answers["answered"] += 1  # a 408 (the close follows)
+                except TimeoutError:
+                    pass
+                except OSError:
+                    answers["closed by server"] += 1
+                    break
+                if trickle and sent < len(trickle):
+                    try:
+                        sock.send(trickle[sent : sent + 1])
+                        sent += 1
+                    except OSError:
+                        answers["closed by server"] += 1
+                        break
+
+
+PHASES: dict[str, tuple[tuple[int, Any], ...]] = {
+    "headers": ((10, header_abuser),),
+    "bodies": ((6, body_abuser),),
+    "held": ((50, idle_abuser), (50, trickle_abuser)),
+}
+
+
+def run_config(
+    name: str, root: Path, protocol: str | None, seconds: float, phases: list[str]
+) -> dict[str, Any]:
     body = b'{"event_type":"query","event_data":{' + b'"k":1,' * (5 * 1024 * 1024) + b'"z":1}}'
     body = body[: 30 * 1000 * 1000 - 3] + b"1}}"  # about 30 MB, still JSON-shaped
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
@@ -165,17 +225,16 @@ def run_config(name: str, root: Path, protocol: str | None, seconds: float) -> d
         result: dict[str, Any] = {"config": name, "load_before": os.getloadavg()}
         try:
             result["idle"] = probe(server, seconds / 3, [])
-            for phase, count, target in (
-                ("headers", 10, header_abuser),
-                ("bodies", 6, body_abuser),
-            ):
+            for phase in phases:
                 stop = threading.Event()
                 answers: Counter[str] = Counter()
                 args: tuple[Any, ...] = (server, stop, answers)
                 if phase == "bodies":
                     args += (body,)
                 threads = [
-                    threading.Thread(target=target, args=args, daemon=True) for _ in range(count)
+                    threading.Thread(target=target, args=args, daemon=True)
+                    for count, target in PHASES[phase]
+                    for _ in range(count)
                 ]
                 result[phase] = probe(server, seconds, threads)
                 stop.set()
@@ -203,6 +262,7 @@ def main() -> None:
     parser.add_argument("--configs", default="before,after-plain,after")
     parser.add_argument("--before-commit", default="b809deb")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--phases", default="headers,bodies")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = []
@@ -210,11 +270,13 @@ def main() -> None:
         for name in args.configs.split(","):
             if name == "before":
                 root, protocol = checkout(args.before_commit, Path(before_dir)), None
+            elif name == "before-protocol":
+                root, protocol = checkout(args.before_commit, Path(before_dir)), HTTP_PROTOCOL
             elif name == "after-plain":
                 root, protocol = ROOT, None
             else:
                 root, protocol = ROOT, HTTP_PROTOCOL
-            result = run_config(name, root, protocol, args.seconds)
+            result = run_config(name, root, protocol, args.seconds, args.phases.split(","))
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.out is not None:

@@ -17,12 +17,15 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Tokens shipped in .env.example; the service refuses to start with them (see validate_auth).
-PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "your-token-here", "replace-me"})
+from skyhigh.secret_strength import GENERATE_32, GENERATE_48, secret_problem
 
 MiB = 1024 * 1024
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash (256 bits).
 MIN_JWT_SECRET_BYTES = 32
+# Estimated bits (skyhigh.secret_strength): a JWT secret signs `admin` tokens offline, so it
+# must resist offline guessing; API and metrics tokens are checked online, at request rate.
+MIN_JWT_SECRET_BITS = 128
+MIN_TOKEN_BITS = 64
 
 
 def _split_csv(value: object) -> object:
@@ -65,11 +68,10 @@ class AuthSettings(BaseModel):
                 "API_TOKENS is empty: set at least one token (or ALLOW_INSECURE_DEV_MODE=true "
                 "for local development)"
             )
-        if any(token in PLACEHOLDER_TOKENS for token in tokens):
-            raise ValueError(
-                "API_TOKENS still holds the placeholder from .env.example: generate a real one, "
-                "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-            )
+        for token in tokens:
+            problem = secret_problem("API_TOKENS", token, min_bits=MIN_TOKEN_BITS, how=GENERATE_32)
+            if problem is not None:
+                raise ValueError(problem)
 
     def _validate_jwt(self) -> None:
         # A misconfiguration here is a forgery risk, so it stops the start. Whether the key
@@ -96,11 +98,17 @@ class AuthSettings(BaseModel):
                     f"JWT_ALGORITHMS has {', '.join(others)} with JWT_SECRET; a shared secret "
                     "works with HS256/HS384/HS512 only (use JWT_PUBLIC_KEY for the others)"
                 )
-            if len(self.jwt_secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            secret = self.jwt_secret.get_secret_value()
+            if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
                 raise ValueError(
                     f"JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes; generate one with "
-                    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                    f"{GENERATE_48}"
                 )
+            problem = secret_problem(
+                "JWT_SECRET", secret, min_bits=MIN_JWT_SECRET_BITS, how=GENERATE_48
+            )
+            if problem is not None:
+                raise ValueError(problem)
 
 
 class IntakeSettings(BaseModel):
@@ -127,8 +135,25 @@ class IntakeSettings(BaseModel):
     # minutes of audio transcribed per hour (new speech events get 429 once used up).
     rate_limit_per_minute: int = Field(default=0, ge=0)
     audio_minutes_per_hour: float = Field(default=0.0, ge=0)
+    # --- what one principal or one connection may hold (README "Connection and fairness
+    # limits") ---
+    # Unfinished events per principal (429 past it); unset: a quarter of MAX_PENDING_EVENTS.
+    max_pending_per_principal: int | None = Field(default=None, ge=1)
+    # Live streams (SSE + WebSocket) open at once per principal, per API process; 429 past it.
+    max_streams_per_principal: int = Field(default=32, ge=1)
+    # A request head must arrive complete within this of the wait's start (a new or idle
+    # keep-alive connection); a body may pause at most this long. 408 and close past either
+    # (skyhigh.api.http_server).
+    request_head_timeout_s: float = Field(default=15.0, gt=0)
+    request_body_timeout_s: float = Field(default=15.0, gt=0)
 
     _split_hosts = field_validator("audio_url_allowed_hosts", mode="before")(_split_csv)
+
+    @property
+    def pending_per_principal(self) -> int:
+        if self.max_pending_per_principal is not None:
+            return self.max_pending_per_principal
+        return max(1, self.max_pending_events // 4)
 
 
 class ProcessingSettings(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, WebSocket, status
@@ -155,3 +156,25 @@ async def websocket_auth(websocket: WebSocket, runtime: RuntimeDep) -> Authentic
 
 
 WebSocketAuthDep = Annotated[Authentication, Depends(websocket_auth)]
+
+
+async def sees_internals(connection: HTTPConnection) -> bool:
+    """Whether the caller may see worker ids (host:pid) and running event keys on /status: an
+    `admin` principal, or METRICS_TOKEN. Anyone else (the route is public) gets counts.
+
+    /status is public, so the edge middleware does not authenticate it; an optional credential
+    is verified here, with the same parser and verifier.
+    """
+    credential = auth.bearer_token(connection.headers.get("authorization"))
+    if credential is None:
+        return False
+    expected = connection.state.runtime.settings.metrics_token
+    if expected is not None and hmac.compare_digest(
+        credential.encode(), expected.get_secret_value().encode()
+    ):
+        return True
+    principal = auth.authenticate(connection.state.verifier, credential).principal
+    return principal is not None and principal.admin
+
+
+InternalsDep = Annotated[bool, Depends(sees_internals)]

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat import errors as openai_errors
 from skyhigh.api.paths import under
+from skyhigh.domain.echo import shown
 from skyhigh.domain.errors import (
     EventConflict,
     EventNotFound,
@@ -183,7 +184,7 @@ def _client_error(error: dict[str, Any], event_types: Collection[str]) -> dict[s
         return {
             "type": "unknown_event_type",
             "loc": [*loc, "event_type"],
-            "msg": f"unknown event_type {tag!r}; supported types: {', '.join(event_types)}",
+            "msg": f"unknown event_type {shown(tag)}; supported types: {', '.join(event_types)}",
         }
     if error["type"] == "union_tag_not_found":
         return {"type": "missing", "loc": [*loc, "event_type"], "msg": "Field required"}

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from skyhigh.domain.echo import shown
+
 TABLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Document metadata keys become table columns: short, lower case, one spelling per name (no
@@ -49,7 +51,7 @@ def _check_filter(value: dict[str, FilterValue] | None) -> dict[str, FilterValue
         raise ValueError("filter may name at most 16 columns")
     for column, operand in value.items():
         if not COLUMN_NAME.match(column):
-            raise ValueError(f"filter column {column!r} is not a plain column name")
+            raise ValueError(f"filter column {shown(column)} is not a plain column name")
         if isinstance(operand, list) and not 1 <= len(operand) <= 100:
             raise ValueError(f"filter list for {column!r} must hold 1 to 100 values")
     return value
@@ -125,7 +127,7 @@ class SpeechOptions(LookupOptions):
         code = value.lower()
         if code not in WHISPER_LANGUAGES:
             raise ValueError(
-                f"unknown language {value!r}; use an ISO 639-1 code such as en, de, fr"
+                f"unknown language {shown(value)}; use an ISO 639-1 code such as en, de, fr"
             )
         return code
 
@@ -185,7 +187,7 @@ class DocumentPayload(EventPayload):
         for key, item in value.items():
             if not METADATA_KEY.match(key) or key in RESERVED_METADATA:
                 raise ValueError(
-                    f"metadata key {key!r} must be an identifier matching "
+                    f"metadata key {shown(key)} must be an identifier matching "
                     f"{METADATA_KEY.pattern} and not one of "
                     f"{', '.join(sorted(RESERVED_METADATA))}"
                 )
@@ -215,6 +217,8 @@ class SpeechJob(SpeechOptions):
 
     audio_file: str | None = None
     audio_url: str | None = None
+    # Audio seconds reserved at intake, settled when the event ends (skyhigh.intake.quotas).
+    audio_hold: dict[str, float] | None = None
 
 
 QUERY_EXAMPLE: dict[str, Any] = {

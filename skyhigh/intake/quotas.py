@@ -6,17 +6,25 @@ one counter operation. Counters live in this process (`InProcessCounters`) in th
 mode, and in Redis (`RedisCounters`: INCRBYFLOAT + EXPIRE in one round trip) when QUEUE_URL is
 set, so every API process and worker counts against the same totals.
 
-Audio is charged when a speech event completes, with the duration the decoder measured (the
-only trustworthy one: a file's size says little about its length), and checked at intake: a
-principal over its hourly minutes gets 429 for new speech until the window ends, so it can
-exceed the limit by at most the events it already has in flight.
+Audio is reserved at intake and settled when the event ends. Intake reserves the duration
+ffprobe reads from the spooled file (`hold_audio`), added to the window's total in the same
+counter operation that checks it, so concurrent uploads cannot pass the limit together; audio
+whose length is not known at intake (an `audio_url`, a file ffprobe cannot time) reserves
+MAX_AUDIO_SECONDS, or the whole hour's allowance if that is less. The hold travels in the
+stored payload (`audio_hold`: seconds and window); when the event ends, completed or failed,
+the worker charges the duration the decoder measured (the trustworthy one: a header can lie)
+and gives back the difference (`charge_audio_sync`), in the hold's window. A failure before
+decoding (a lookup table that does not exist, a download refused) charges nothing; audio
+past MAX_AUDIO_SECONDS is charged MAX_AUDIO_SECONDS, what was decoded. An event given up by
+MAX_ATTEMPTS keeps its hold until the window ends (refusing early, never late).
 
 Usage::
 
     quotas = Quotas(InProcessCounters(), settings.intake)
     await quotas.check_request(principal.owner)       # raises QuotaExceeded
-    await quotas.check_audio(principal.owner)
-    quotas.charge_audio_sync(principal.owner, 42.0)   # from a worker thread
+    hold = await quotas.hold_audio(owner, "speech", spooled_path, loc=("body", "file"))
+    await quotas.release_audio(owner, hold)           # the event was not stored after all
+    quotas.charge_audio_sync(owner, 42.0, hold.stored())  # from a worker thread, at the end
 """
 
 from __future__ import annotations
@@ -26,13 +34,20 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import anyio
 import redis
 import redis.asyncio as aioredis
 
 from skyhigh.config import IntakeSettings
-from skyhigh.domain.errors import QuotaExceeded
+from skyhigh.domain.errors import InvalidInput, QuotaExceeded
+from skyhigh.domain.events import ErrorCode
+from skyhigh.intake.stream_slots import StreamSlots
+from skyhigh.speech.decode import probe_seconds
 
 MINUTE = 60
 HOUR = 3600
@@ -97,13 +112,45 @@ class RedisCounters:
         return float(total)
 
 
+@dataclass(frozen=True)
+class AudioHold:
+    """Audio seconds reserved at intake in one hourly window."""
+
+    seconds: float
+    window: int
+
+    def stored(self) -> dict[str, float]:
+        return {"seconds": self.seconds, "window": self.window}
+
+    @classmethod
+    def from_stored(cls, value: object) -> AudioHold | None:
+        if not isinstance(value, Mapping):
+            return None
+        try:
+            return cls(float(value["seconds"]), int(value["window"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 class Quotas:
     """The limits of IntakeSettings applied to counters; 0 turns a limit off."""
 
-    def __init__(self, counters: Counters, settings: IntakeSettings) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        settings: IntakeSettings,
+        *,
+        max_audio_s: float = 1800.0,
+        probe_timeout_s: float = 60.0,
+    ) -> None:
         self._counters = counters
         self._requests_per_minute = settings.rate_limit_per_minute
         self._audio_s_per_hour = settings.audio_minutes_per_hour * 60
+        # What audio of unknown length reserves (MAX_AUDIO_SECONDS in the service).
+        self._unknown_audio_s = min(max_audio_s, self._audio_s_per_hour)
+        self._probe_timeout_s = probe_timeout_s
+        # Live streams per principal (skyhigh.intake.stream_slots), counted in this process.
+        self.streams = StreamSlots(limit=settings.max_streams_per_principal)
 
     @property
     def audio_limited(self) -> bool:
@@ -135,13 +182,61 @@ class Quotas:
                 retry_after_s=retry_after,
             )
 
-    def charge_audio_sync(self, owner: str, seconds: float) -> None:
-        """Count transcribed audio (worker thread); a counter outage never fails the event."""
-        if not self.audio_limited or seconds <= 0:
+    async def hold_audio(
+        self, owner: str, event_type: str, audio: Path | None, *, loc: tuple[str, ...]
+    ) -> AudioHold | None:
+        """Reserve a speech event's audio (None: nothing to reserve); raise QuotaExceeded when
+        it does not fit in what is left this hour, InvalidInput when it never could."""
+        if not self.audio_limited or event_type != "speech":
+            return None
+        seconds = None
+        if audio is not None:
+            path = audio
+            seconds = await anyio.to_thread.run_sync(
+                lambda: probe_seconds(path, timeout_s=self._probe_timeout_s)
+            )
+        seconds = self._unknown_audio_s if seconds is None else seconds
+        limit = self._audio_s_per_hour
+        if seconds > limit:
+            raise InvalidInput(
+                ErrorCode.AUDIO_TOO_LONG,
+                f"the audio is {seconds:.0f} s, more than the {limit:g} s one principal may "
+                "transcribe in an hour (AUDIO_MINUTES_PER_HOUR): split it",
+                loc=(*loc, "file" if audio is not None else "audio_url"),
+            )
+        key, retry_after = _window("audio", owner, HOUR)
+        window = int(key.rsplit(":", 1)[1])
+        total = await self._counters.add(key, seconds, ttl_s=2 * HOUR)
+        if total > limit + 1e-6:
+            await self._counters.add(key, -seconds, ttl_s=2 * HOUR)
+            used = total - seconds
+            raise QuotaExceeded(
+                f"this audio ({seconds:.1f} s) does not fit: {used / 60:.2f} of {limit / 60:g} "
+                "audio minutes are used or reserved this hour (AUDIO_MINUTES_PER_HOUR)",
+                retry_after_s=retry_after,
+            )
+        return AudioHold(seconds, window)
+
+    async def release_audio(self, owner: str, hold: AudioHold | None) -> None:
+        """Give a hold back whole: its event was not stored (a replay, a failed intake)."""
+        if hold is not None:
+            key = _window_key("audio", owner, hold.window)
+            await self._counters.add(key, -hold.seconds, ttl_s=2 * HOUR)
+
+    def charge_audio_sync(
+        self, owner: str, seconds: float, hold: Mapping[str, float] | None = None
+    ) -> None:
+        """Settle an ended event (worker thread): charge the decoded `seconds`, give back its
+        hold. A counter outage never fails the event."""
+        reserved = AudioHold.from_stored(hold)
+        if not self.audio_limited or (reserved is None and seconds <= 0):
             return
-        key, _ = _window("audio", owner, HOUR)
+        window = _window_index(HOUR) if reserved is None else reserved.window
+        change = max(0.0, seconds) - (0.0 if reserved is None else reserved.seconds)
+        if change == 0:
+            return
         try:
-            self._counters.add_sync(key, seconds, ttl_s=2 * HOUR)
+            self._counters.add_sync(_window_key("audio", owner, window), change, ttl_s=2 * HOUR)
         except Exception:
             log.warning("audio usage could not be counted", exc_info=True)
 
@@ -150,7 +245,15 @@ def _window(kind: str, owner: str, length_s: int) -> tuple[str, int]:
     """The counter key of the current window, and the seconds until it ends."""
     now = time.time()
     index = int(now // length_s)
+    retry_after = max(1, math.ceil((index + 1) * length_s - now))
+    return _window_key(kind, owner, index), retry_after
+
+
+def _window_index(length_s: int) -> int:
+    return int(time.time() // length_s)
+
+
+def _window_key(kind: str, owner: str, index: int) -> str:
     # A digest: bounded keys whatever the JWT `sub` holds.
     digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
-    retry_after = max(1, math.ceil((index + 1) * length_s - now))
-    return f"{_KEY_PREFIX}{kind}:{digest}:{index}", retry_after
+    return f"{_KEY_PREFIX}{kind}:{digest}:{index}"

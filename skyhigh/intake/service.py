@@ -7,12 +7,15 @@ an OpenAI-compatible one) calls `Intake.accept` once. The order matters and live
    document's metadata against the table's column cap; map (principal, event_id) to the
    stored key (skyhigh.domain.tenancy): from here on, intake uses only the key;
 1. check the URLs the client chose (`audio_url`, `callback_url`) without DNS;
-2. reserve room in the queue (MAX_PENDING_EVENTS), given back on every exit unless the event
-   was dispatched;
+2. reserve room in the queue (MAX_PENDING_EVENTS) and in the principal's share of it
+   (MAX_PENDING_PER_PRINCIPAL, skyhigh.intake.admission), given back on every exit unless the
+   event was dispatched;
 3. answer a replay (same event_id, same body) before spooling its audio again, and even when
    the queue is full; a different body under a used id is an `EventConflict`;
-4. spool audio durably, then store the event (group commit): the 202 goes out only once both
-   are on disk, because it promises the event will reach `completed` or `failed`;
+4. spool audio durably, reserve its seconds against the audio quota (skyhigh.intake.quotas,
+   given back unless the event is stored), then store the event (group commit): the 202 goes
+   out only once both are on disk, because it promises the event will reach `completed` or
+   `failed`;
 5. announce `queued` before dispatching, so no subscriber sees `processing` first;
 6. record webhook targets (also on replays: an intake that died between storing and
    scheduling is completed by the client's retry).
@@ -23,8 +26,8 @@ the web layer maps them to HTTP in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,9 +40,10 @@ from skyhigh.domain.errors import EventConflict, InvalidInput, QueueFull
 from skyhigh.domain.events import EventRecord, StepFailed
 from skyhigh.domain.payloads import SpeechPayload
 from skyhigh.domain.tenancy import Principal, event_key
+from skyhigh.intake.admission import PrincipalAdmission, Ticket
 from skyhigh.intake.batcher import IntakeBatcher
 from skyhigh.intake.permissions import KnowledgeGuard, authorize
-from skyhigh.intake.quotas import Quotas
+from skyhigh.intake.quotas import AudioHold, Quotas
 from skyhigh.intake.spool import (
     body_sha256,
     copy_upload,
@@ -88,14 +92,18 @@ class Submission:
 
 
 class _Reservation:
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, ticket: Ticket) -> None:
         self._dispatcher = dispatcher
-        self.held = dispatcher.reserve()
+        # The principal's share first: a refused principal takes no room in the queue.
+        self.refusal = ticket.refusal
+        self.held = self.refusal is None and dispatcher.reserve()
+        self.dispatched = False
 
     def dispatch(self, event_id: str, *, event_type: str) -> None:
         """The reservation becomes the dispatched event's place in the queue."""
         self._dispatcher.submit(event_id, event_type=event_type)
         self.held = False
+        self.dispatched = True
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,11 @@ class Intake:
         self._spool_dir = spool_dir
         self._knowledge = knowledge
         self._quotas = quotas
+        self._admission = PrincipalAdmission(
+            store.count_active_of,
+            limit=settings.pending_per_principal,
+            retry_after_s=settings.retry_after_s,
+        )
 
     async def accept(self, submission: Submission) -> EventRecord:
         """Store and dispatch the event, or return the stored one for a replay."""
@@ -149,7 +162,7 @@ class Intake:
             await self._quotas.check_audio(submission.principal.owner)
         key = submission.key
         self._check_urls(submission)
-        with self._reservation() as reservation:
+        async with self._reservation(submission.principal.owner) as reservation:
             # An upload's hash needs its bytes: it is known only after spooling.
             digest = None if submission.upload is not None else await self._digest(submission)
             spools = submission.upload is not None or _has_base64_audio(submission.payload)
@@ -160,24 +173,29 @@ class Intake:
                     await self._schedule_webhooks(key, submission)
                     return existing
             if not reservation.held:
-                raise QueueFull(
+                raise reservation.refusal or QueueFull(
                     max_pending=self._settings.max_pending_events,
                     retry_after_s=self._settings.retry_after_s,
                 )
             spooled = await self._spool(submission)
+            hold: AudioHold | None = None
             try:
+                hold = await self._hold_audio(submission, spooled)
                 if digest is None:
                     digest = _upload_digest(submission, spooled.audio_sha256)
                 new = NewEvent(
                     key,
                     submission.event_type,
                     digest,
-                    spooled.stored,
+                    spooled.stored
+                    if hold is None
+                    else {**spooled.stored, "audio_hold": hold.stored()},
                     request_id_var.get(),
                     owner=submission.principal.owner,
                 )
                 outcome = await self._batcher.create(new)
             except BaseException:
+                await self._quotas.release_audio(submission.principal.owner, hold)
                 await _discard(spooled.path)
                 raise
             if outcome.created:
@@ -186,18 +204,25 @@ class Intake:
                 reservation.dispatch(new.event_id, event_type=new.event_type)
                 EVENTS_ACCEPTED.labels(new.event_type).inc()
             else:
+                await self._quotas.release_audio(submission.principal.owner, hold)
                 await _discard(spooled.path)
         await self._schedule_webhooks(key, submission)
         return outcome.record
 
-    @contextmanager
-    def _reservation(self) -> Iterator[_Reservation]:
-        reservation = _Reservation(self._dispatcher)
+    @asynccontextmanager
+    async def _reservation(self, owner: str) -> AsyncIterator[_Reservation]:
+        ticket = await self._admission.admit(owner)
+        reservation = _Reservation(self._dispatcher, ticket)
         try:
             yield reservation
         finally:
             if reservation.held:
                 self._dispatcher.release()
+            ticket.done(created=reservation.dispatched)
+
+    async def _hold_audio(self, submission: Submission, spooled: _Spooled) -> AudioHold | None:
+        owner, event_type = submission.principal.owner, submission.event_type
+        return await self._quotas.hold_audio(owner, event_type, spooled.path, loc=submission.fields)
 
     def _check_urls(self, submission: Submission) -> None:
         payload = submission.payload

@@ -10,8 +10,11 @@ Cloud's metadata lives), multicast, reserved or unspecified addresses, and never
 ALWAYS_REFUSED, whatever the settings. The checks here look at addresses only: `skyhigh.net.resolve`
 applies them to every DNS answer and `skyhigh.net.pinned` connects to exactly the address
 that was checked, so a DNS answer cannot change between the check and the connection (DNS
-rebinding). IPv6 forms that carry an IPv4 address (mapped, 6to4, NAT64) are judged by the
-IPv4 address they really reach.
+rebinding). IPv6 forms that carry an IPv4 address are judged by the IPv4 address they really
+reach: IPv4-compatible `::/96`, mapped `::ffff:0:0/96`, translated `::ffff:0:0:0/96`, NAT64
+`64:ff9b::/96`, 6to4 `2002::/16` and ISATAP interface ids (`...:0:5efe:a.b.c.d`). Forms whose
+IPv4 address sits where the operator chose, or is obfuscated, are refused outright
+(EMBEDDING_REFUSED: local-use NAT64 `64:ff9b:1::/48`, Teredo `2001::/32`).
 """
 
 from __future__ import annotations
@@ -48,8 +51,24 @@ PRIVATE_ALLOWED = tuple(
         "fc00::/7",  # IPv6 unique local
     )
 )  # fmt: skip
-# NAT64 maps an IPv4 address into IPv6; Python 3.11 does not classify the embedded address.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 ranges carrying an IPv4 address in their last 32 bits; Python does not classify the
+# embedded address for most of them. (`::` and `::1` in ::/96 keep their IPv6 meaning.)
+_LAST32_EMBEDDING = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "::/96",  # IPv4-compatible (deprecated): ::a9fe:a9fe is 169.254.169.254
+        "::ffff:0:0/96",  # IPv4-mapped
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
+        "64:ff9b::/96",  # NAT64 well-known prefix
+    )
+)
+# The IPv4 address sits at an operator-chosen offset (RFC 6052 prefixes of any length), or is
+# XOR-obfuscated (Teredo): no one mapping is right, so no address there is contacted.
+EMBEDDING_REFUSED = tuple(
+    ipaddress.ip_network(network) for network in ("64:ff9b:1::/48", "2001::/32")
+)
+# ISATAP interface identifiers (RFC 5214): bits 64-95 are 0000:5efe or 0200:5efe (the u bit).
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)
 
 
 def parse_target(url: str | httpx.URL, *, name: str = "the URL") -> httpx.URL:
@@ -72,7 +91,17 @@ def blocked_reason(address: str | IPAddress, *, allow_private: bool = False) -> 
     ALWAYS_REFUSED stays refused with `allow_private`: reaching an intranet host is a
     deployment choice, handing out the instance's credentials never is.
     """
-    ip = _embedded_ipv4(ipaddress.ip_address(address))
+    original = ipaddress.ip_address(address)
+    if any(original in network for network in EMBEDDING_REFUSED):
+        return f"an IPv6 address that hides an IPv4 address (NAT64 local-use or Teredo: {original})"
+    for ip in _judged(original):
+        reason = _reason(ip, allow_private=allow_private)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _reason(ip: IPAddress, *, allow_private: bool) -> str | None:
     if _always_refused(ip):
         return f"a cloud metadata or reserved address ({ip})"
     if ip.is_global and not ip.is_multicast:
@@ -113,16 +142,31 @@ def check_literal_host(url: str | httpx.URL, *, allow_private: bool) -> httpx.UR
 
 
 def _embedded_ipv4(ip: IPAddress) -> IPAddress:
-    """The IPv4 address a mapped, 6to4 or NAT64 IPv6 address really reaches."""
+    """The IPv4 address an IPv6 address carrying one really reaches (see the module docstring)."""
     if isinstance(ip, ipaddress.IPv4Address):
         return ip
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    value = int(ip)
+    last32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if value <= 1:  # :: and ::1, unspecified and loopback in their own right
+        return ip
+    if any(ip in network for network in _LAST32_EMBEDDING):
+        return last32
+    if _isatap(ip):
+        return last32
     return ip
+
+
+def _isatap(ip: IPAddress) -> bool:
+    return isinstance(ip, ipaddress.IPv6Address) and (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP_IDS
+
+
+def _judged(ip: IPAddress) -> tuple[IPAddress, ...]:
+    """What must be allowed for `ip` to be: an ISATAP address is routed by its IPv6 prefix to
+    its IPv4 address, so both; any other form carrying IPv4 by its IPv4 address alone."""
+    embedded = _embedded_ipv4(ip)
+    return (ip, embedded) if _isatap(ip) else (embedded,)
 
 
 def _private_kind(ip: IPAddress) -> str | None:

@@ -77,6 +77,8 @@ class Job:
     settings: Settings
     publisher: EventPublisher
     step: StepTimer
+    # What the run consumed, for quotas: "audio_s", the seconds of audio decoded.
+    usage: dict[str, float] = field(default_factory=dict)
 
     def publish(self, message: dict[str, Any]) -> None:
         self.publisher.publish(self.event_id, message)
@@ -126,18 +128,27 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     # Imported here: a process that never transcribes (an API-only one) never loads torch.
     from skyhigh.speech.decode import load_audio
     from skyhigh.speech.protocol import TranscribeOptions
+    from skyhigh.speech.samples import SAMPLE_RATE
 
     speech = SpeechJob.model_validate(payload)
     pool = job.services.transcribers
     if pool is None:
         raise StepFailed(ErrorCode.INTERNAL_ERROR, "speech is disabled on this server")
+    if speech.lookup:  # table_not_found before any audio is transcribed (or charged)
+        job.services.knowledge.table(speech.table)
     with job.step("decode"):
         path = _audio_path(job, speech)
-        samples = load_audio(
-            path,
-            max_seconds=job.settings.max_audio_seconds,
-            timeout_s=job.settings.ffmpeg_timeout_s,
-        )
+        try:
+            samples = load_audio(
+                path,
+                max_seconds=job.settings.max_audio_seconds,
+                timeout_s=job.settings.ffmpeg_timeout_s,
+            )
+        except StepFailed as failure:
+            if failure.code == ErrorCode.AUDIO_TOO_LONG:  # decoded up to the limit: charged
+                job.usage["audio_s"] = job.settings.max_audio_seconds
+            raise
+        job.usage["audio_s"] = len(samples) / SAMPLE_RATE
     options = TranscribeOptions(
         language=speech.language,
         task=speech.task,

@@ -34,14 +34,15 @@ class Pipeline:
         *,
         leases: LeaseKeeper,
         publisher: EventPublisher | None = None,
-        on_audio: Callable[[str, float], None] | None = None,
+        on_audio: Callable[[str, float, dict[str, float] | None], None] | None = None,
     ) -> None:
         self.store = store
         self.services = services
         self.settings = services.settings
         self.leases = leases
         self.publisher: EventPublisher = publisher or FanOut()
-        # Told (owner, seconds) for each transcribed clip: audio quotas (skyhigh.intake.quotas).
+        # Told (owner, decoded seconds, the intake hold) for each ended speech event, completed
+        # or failed: audio quotas (skyhigh.intake.quotas).
         self.on_audio = on_audio
 
     def process(self, event_id: str) -> None:
@@ -87,12 +88,11 @@ class Pipeline:
             )
         else:
             concluded = self._complete(event_id, claimed.event_type, result)
-            if concluded:
-                self._count_audio(claimed.owner, result)
         finally:
             event_id_var.reset(event_token)
             request_id_var.reset(request_token)
         if concluded:  # else the event's new lease holder still needs the audio
+            self._count_audio(claimed, job)
             self._discard_spooled_audio(event_id, claimed.payload)
 
     def _complete(self, event_id: str, event_type: str, result: dict[str, Any]) -> bool:
@@ -126,10 +126,13 @@ class Pipeline:
         log.info("failed", extra={"event_type": event_type, "status": "failed", "code": code})
         return True
 
-    def _count_audio(self, owner: str, result: dict[str, Any]) -> None:
-        transcript = result.get("transcript")
-        if self.on_audio is not None and isinstance(transcript, dict):
-            self.on_audio(owner, float(transcript.get("duration_s") or 0.0))
+    def _count_audio(self, claimed: ClaimedEvent, job: Job) -> None:
+        if self.on_audio is None or claimed.event_type != "speech":
+            return
+        hold = claimed.payload.get("audio_hold")
+        self.on_audio(
+            claimed.owner, job.usage.get("audio_s", 0.0), hold if isinstance(hold, dict) else None
+        )
 
     def _discard_spooled_audio(self, event_id: str, payload: dict[str, Any]) -> None:
         # Called once the event is terminal: its audio is never needed again.

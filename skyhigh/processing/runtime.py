@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from skyhigh.config import Settings
-from skyhigh.intake.quotas import InProcessCounters, Quotas, RedisCounters
+from skyhigh.intake.quotas import Counters, InProcessCounters, Quotas, RedisCounters
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.live.publish import EventPublisher, FanOut
 from skyhigh.live.redis_streams import RedisPublisher, RedisStreamBroker
@@ -72,6 +72,16 @@ class Runtime:
         return sorted(workers, key=lambda worker: str(worker.get("id")))
 
 
+def open_quotas(counters: Counters, settings: Settings) -> Quotas:
+    # Audio of unknown length reserves MAX_AUDIO_SECONDS; the intake probe has FFMPEG's limit.
+    return Quotas(
+        counters,
+        settings.intake,
+        max_audio_s=settings.max_audio_seconds,
+        probe_timeout_s=settings.ffmpeg_timeout_s,
+    )
+
+
 def open_store(settings: Settings) -> EventStore:
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     return EventStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
@@ -112,7 +122,7 @@ def _start_embedded(settings: Settings, store: EventStore, webhooks: Webhooks) -
     leases = LeaseKeeper(store, owner=new_owner(), lease_s=settings.event_lease_s)
     # The bus first: live subscribers see the outcome before webhook bookkeeping runs.
     publisher = FanOut([streams, webhooks])
-    quotas = Quotas(InProcessCounters(), settings.intake)
+    quotas = open_quotas(InProcessCounters(), settings)
     pipeline = Pipeline(
         store, services, leases=leases, publisher=publisher, on_audio=quotas.charge_audio_sync
     )
@@ -222,7 +232,7 @@ def start_worker_runtime(settings: Settings) -> WorkerRuntime:
         client, maxlen=settings.live_stream_maxlen, ttl_s=settings.live_stream_ttl_s
     )
     leases = LeaseKeeper(store, owner=new_owner(), lease_s=settings.event_lease_s)
-    quotas = Quotas(RedisCounters(settings.queue_url), settings.intake)
+    quotas = open_quotas(RedisCounters(settings.queue_url), settings)
     pipeline = Pipeline(
         store,
         services,

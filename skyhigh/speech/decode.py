@@ -123,6 +123,31 @@ def _probe(path: Path, *, timeout_s: float) -> str:
     return name
 
 
+def probe_seconds(path: Path, *, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S) -> float | None:
+    """The duration a file declares, read by ffprobe under the same whitelists as decoding;
+    None when it declares none or is not accepted audio (decoding will say why). A header can
+    lie: this is for estimates (quota holds), the decoded length is the truth."""
+    if path.stat().st_size == 0:
+        return None
+    # fmt: off
+    command = [
+        "ffprobe", "-hide_banner", "-loglevel", "error",
+        "-protocol_whitelist", "file", "-format_whitelist", _WHITELIST,
+        "-show_entries", "format=duration", "-of", "json", "file:input",
+    ]
+    # fmt: on
+    with _private_copy(path) as private:
+        try:
+            result = _run(command, private, timeout_s=timeout_s)
+        except StepFailed:
+            return None
+    try:
+        seconds = float(json.loads(result.stdout)["format"]["duration"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return seconds if result.returncode == 0 and 0 <= seconds < 1e7 else None
+
+
 def _run_ffmpeg(path: Path, container: str, *, limit_s: float, timeout_s: float) -> bytes:
     # fmt: off
     command = [

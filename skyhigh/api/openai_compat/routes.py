@@ -33,6 +33,7 @@ from skyhigh.api.openai_compat.formats import (
     render,
     sse,
 )
+from skyhigh.domain.echo import shown
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Segment, Transcript
 from skyhigh.domain.payloads import SpeechUpload
 from skyhigh.domain.tenancy import Principal, public_event_id
@@ -215,7 +216,7 @@ async def read_model(model_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     if model_id not in served:
         raise OpenAIError(
             status.HTTP_404_NOT_FOUND,
-            f"model {model_id!r} is not served here; the models are: {', '.join(served)}",
+            f"model {shown(model_id)} is not served here; the models are: {', '.join(served)}",
             param="model",
             code="model_not_found",
         )
@@ -237,7 +238,7 @@ def _check_model(model: str, loaded: str) -> None:
     if model not in (WHISPER_1, loaded):
         raise OpenAIError(
             status.HTTP_400_BAD_REQUEST,
-            f"model {model!r} is not served here; use one of: {WHISPER_1}, {loaded}",
+            f"model {shown(model)} is not served here; use one of: {WHISPER_1}, {loaded}",
             param="model",
             code="model_not_found",
         )
