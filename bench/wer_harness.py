@@ -1,0 +1,226 @@
+"""Speech accuracy harness: WER and real-time factor per setting, per engine, per recording.
+
+Rerunnable evaluation for choosing speech defaults from measurements. Each grid entry is a set
+of existing WHISPER_* settings over the service's own (Settings() from the environment); every
+(engine, setting) pair is loaded through `TranscriberPool.from_settings`, exactly as the service
+loads it, warmed up once on jfk.wav, then transcribes each recording (bench.wer_recordings says
+what they are and where they come from). Text is normalised by openai-whisper's
+`EnglishTextNormalizer` (one normaliser for references and hypotheses) and scored by jiwer.
+
+    uv run python -m bench.wer_harness --model base                    # the full sweep
+    uv run python -m bench.wer_harness --model tiny.en --settings defaults beam5 \
+        --recordings jfk-phone jfk-noisy --out bench/results/wer_smoke-tiny.en.json  # smoke
+
+RTF = transcription seconds / audio seconds (lower is better), the median of --runs. The
+1-minute load average is printed beside every row: figures taken at load > 1.5 are not quiet.
+The overall WER of a setting pools the words of all its recordings (errors / reference words).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import jiwer
+from whisper.normalizers import EnglishTextNormalizer
+
+from bench.wer_recordings import RECORDINGS, Recording, recording
+from skyhigh.config import Settings, SpeechSettings
+from skyhigh.speech.pool import TranscriberPool
+from skyhigh.speech.protocol import TranscribeOptions
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+ENGINES: Final = ("openai-whisper", "faster-whisper")
+
+# Each factor of the accuracy question on its own, as the WHISPER_* settings that express it.
+GRID: Final[dict[str, dict[str, Any]]] = {
+    "defaults": {},
+    "beam5": {"whisper_beam_size": 5},
+    "vad-threshold-0.5": {"whisper_vad_threshold": 0.5},
+    "min-silence-2000ms": {"whisper_vad_min_silence_ms": 2000},
+    "pad-200ms": {"whisper_vad_speech_pad_ms": 200},
+    "pad-800ms": {"whisper_vad_speech_pad_ms": 800},
+    # Chunks are always merged up to WHISPER_VAD_MAX_CHUNK_S; 10 s shows what merging buys.
+    "chunks-10s": {"whisper_vad_max_chunk_s": 10.0},
+    # The peer's VAD (threshold 0.5, 2 s minimum silence, 400 ms padding, 30 s chunks).
+    "peer-vad": {"whisper_vad_threshold": 0.5, "whisper_vad_min_silence_ms": 2000},
+    "peer-vad-beam5": {
+        "whisper_vad_threshold": 0.5,
+        "whisper_vad_min_silence_ms": 2000,
+        "whisper_beam_size": 5,
+    },
+    # condition_on_previous_text acts only on the sequential path (VAD off): chunks never condition.
+    "no-vad": {"whisper_vad": False},
+    "no-vad-condition": {"whisper_vad": False, "whisper_condition_on_previous_text": True},
+}
+# Factors the issue names that no setting expresses yet; the harness lists them, it does not
+# patch code to vary them.
+NOT_YET_SETTINGS: Final = (
+    "temperature fallback on/off (skyhigh.speech.decoding.TEMPERATURES, always the full ladder)",
+    "condition_on_previous_text within a merged VAD chunk (chunks never condition)",
+    "prompt carried from the previous chunk (only a per-clip initial_prompt exists)",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    engine: str
+    setting: str
+    recording: str
+    audio_s: float
+    wer: float
+    errors: int
+    reference_words: int
+    rtf: float
+    load_1min: float
+    hypothesis: str
+
+
+def load_1min() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def speech_settings(base: SpeechSettings, engine: str, model: str, name: str) -> SpeechSettings:
+    """The service's speech settings with one grid entry applied (validated like the env)."""
+    values = {**base.model_dump(), **GRID[name], "whisper_engine": engine, "whisper_model": model}
+    return SpeechSettings.model_validate(values)
+
+
+def score(normalise: EnglishTextNormalizer, reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word errors, reference words) after normalising both texts."""
+    out = jiwer.process_words(normalise(reference), normalise(hypothesis) or "<empty>")
+    errors = out.substitutions + out.deletions + out.insertions
+    return errors, out.substitutions + out.deletions + out.hits
+
+
+def run_setting(
+    settings: SpeechSettings, name: str, recordings: list[Recording], args: argparse.Namespace
+) -> list[Row]:
+    """Load one (engine, setting) pool as production does and score every recording."""
+    normalise = EnglishTextNormalizer()
+    options = TranscribeOptions(language=args.language)
+    pool = TranscriberPool.from_settings(settings)
+    rows = []
+    try:
+        pool.transcribe(recordings[0].audio[: 16_000 * 5], options)  # warm-up, not timed
+        for rec in recordings:
+            times, text = [], ""
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                text = pool.transcribe(rec.audio, options).text
+                times.append(time.perf_counter() - started)
+            errors, words = score(normalise, rec.reference, text)
+            rtf = statistics.median(times) / rec.duration_s
+            row = Row(
+                settings.whisper_engine,
+                name,
+                rec.name,
+                round(rec.duration_s, 2),
+                round(errors / words, 4),
+                errors,
+                words,
+                round(rtf, 4),
+                load_1min(),
+                text,
+            )
+            print(
+                f"{row.engine:15} {name:20} {rec.name:14} {row.audio_s:7.1f} "
+                f"{row.wer:7.3f} {row.rtf:7.3f} {row.load_1min:5.2f}",
+                flush=True,
+            )
+            rows.append(row)
+    finally:
+        pool.close()
+    return rows
+
+
+def summary(rows: list[Row]) -> list[dict[str, Any]]:
+    """Per (engine, setting): pooled WER over all recordings and the overall RTF."""
+    out = []
+    for key in dict.fromkeys((r.engine, r.setting) for r in rows):
+        group = [r for r in rows if (r.engine, r.setting) == key]
+        errors, words = sum(r.errors for r in group), sum(r.reference_words for r in group)
+        seconds = sum(r.rtf * r.audio_s for r in group)
+        audio = sum(r.audio_s for r in group)
+        out.append(
+            {
+                "engine": key[0],
+                "setting": key[1],
+                "wer": round(errors / words, 4),
+                "rtf": round(seconds / audio, 4),
+                "max_load_1min": max(r.load_1min for r in group),
+            }
+        )
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="base", help="WHISPER_MODEL (base, tiny.en, ...)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--settings", nargs="+", choices=list(GRID), default=list(GRID))
+    parser.add_argument("--recordings", nargs="+", choices=RECORDINGS, default=list(RECORDINGS))
+    parser.add_argument("--runs", type=int, default=1, help="timed runs per recording (median)")
+    parser.add_argument("--language", default="en", help="forced language ('' to detect)")
+    parser.add_argument(
+        "--out", type=Path, help="JSON path (default bench/results/wer-<model>.json)"
+    )
+    args = parser.parse_args()
+    args.language = args.language or None
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    base = Settings().speech
+    recordings = [recording(name) for name in args.recordings]
+    for rec in recordings:
+        print(f"recording {rec.name:14} {rec.duration_s:6.1f} s  {rec.source}")
+    print("not yet a setting: " + "; ".join(NOT_YET_SETTINGS))
+    print(
+        f"{'engine':15} {'setting':20} {'recording':14} {'audio s':>7} {'WER':>7} {'RTF':>7} load"
+    )
+    rows: list[Row] = []
+    for engine in args.engines:
+        for name in args.settings:
+            settings = speech_settings(base, engine, args.model, name)
+            rows += run_setting(settings, name, recordings, args)
+    totals = summary(rows)
+    print(f"\n{'engine':15} {'setting':20} {'WER (pooled)':>12} {'RTF':>7} max load")
+    for t in totals:
+        print(
+            f"{t['engine']:15} {t['setting']:20} {t['wer']:12.3f} {t['rtf']:7.3f} "
+            f"{t['max_load_1min']:5.2f}"
+        )
+    out = args.out or RESULTS / f"wer-{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "model": args.model,
+        "language": args.language,
+        "runs": args.runs,
+        "normaliser": "whisper.normalizers.EnglishTextNormalizer",
+        "grid": {name: GRID[name] for name in args.settings},
+        "not_yet_settings": list(NOT_YET_SETTINGS),
+        "recordings": {
+            r.name: {"seconds": r.duration_s, "source": r.source, "reference": r.reference}
+            for r in recordings
+        },
+        "summary": totals,
+        "rows": [asdict(r) for r in rows],
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
