@@ -31,8 +31,6 @@ import anyio
 import httpx
 import jwt
 import pytest
-from helpers import DATA, TOKENS, ServerProcess, server_env
-from live_helpers import ws_url
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -42,6 +40,9 @@ from skyhigh.intake.quotas import InProcessCounters, Quotas
 from skyhigh.net.policy import blocked_reason
 from skyhigh.secret_strength import estimated_bits
 from skyhigh.store.cursors import decode_cursor
+from tests.support.server import ServerProcess
+from tests.support.settings import DATA, TOKENS, server_env
+from tests.support.streams import ws_url
 
 JWT_SECRET = "limits-test-secret-0123456789abcdefghij"
 MAX_PENDING_EVENTS = 64
