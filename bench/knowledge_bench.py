@@ -54,11 +54,8 @@ from knowledge_corpus import QUESTION_TEMPLATES, STATEMENT_TEMPLATES, corpus, qu
 
 from skyhigh.config import Settings  # noqa: E402
 from skyhigh.knowledge.embedder import Embedder  # noqa: E402
-from skyhigh.knowledge.search import (  # noqa: E402
-    VECTOR_INDEX_CONFIGS,
-    KnowledgeBase,
-    create_vector_index,
-)
+from skyhigh.knowledge.search import KnowledgeBase  # noqa: E402
+from skyhigh.knowledge.tables import VECTOR_INDEX_CONFIGS, create_vector_index  # noqa: E402
 from skyhigh.knowledge.torch_embedder import TorchEmbedder  # noqa: E402
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig  # noqa: E402
 

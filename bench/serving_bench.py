@@ -51,8 +51,8 @@ from knowledge_corpus import queries  # noqa: E402
 
 from skyhigh.config import Settings  # noqa: E402
 from skyhigh.knowledge.embedder import Embedder, load_embedder  # noqa: E402
-from skyhigh.knowledge.search import (  # noqa: E402
-    KnowledgeBase,
+from skyhigh.knowledge.search import KnowledgeBase  # noqa: E402
+from skyhigh.knowledge.tables import (  # noqa: E402
     create_text_index,
     create_vector_index,
     documents_schema,
