@@ -21,6 +21,7 @@ from skyhigh.domain.events import StepFailed
 from skyhigh.domain.payloads import RESERVED_METADATA
 from skyhigh.domain.tenancy import event_key, owner_namespace
 from skyhigh.knowledge.documents import document_rows
+from skyhigh.knowledge.embedding import Backend
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.sql import Reader, build_where
 from skyhigh.knowledge.tables import (
@@ -46,7 +47,7 @@ class FixedEmbedder:
     """Stands in for MiniLM where only the row shape matters (the model is tested elsewhere)."""
 
     name = "fixed"
-    backend = "onnx"
+    backend: Backend = "onnx"
     dimension = DIM
 
     def embed(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray[Any, Any]:
