@@ -110,10 +110,14 @@ class KnowledgeBase:
         handle = self.table(name)
         query_vector = np.asarray(vector, dtype=np.float32)
         # Checked before LanceDB sees anything: a bad filter is the client's invalid_filter.
-        where = where_clause(filter, handle.schema, reader)
+        schema = handle.schema  # read once: each read asks LanceDB for the current version
+        where = where_clause(filter, schema, reader)
+        id_column = public_id_column(schema)
         try:
             if mode == "hybrid":
-                return self._hybrid(handle, name, query_vector, text, where, k, min_score)
+                return self._hybrid(
+                    handle, name, query_vector, text, where, k, min_score, id_column=id_column
+                )
             query = (
                 handle.search(text, query_type="fts")
                 if mode == "fulltext"
@@ -126,7 +130,7 @@ class KnowledgeBase:
             if mode != "vector":
                 self._explain_text_failure(handle, name, text, exc)
             raise
-        matches = [self._match(row, name, mode, handle.schema) for row in rows]
+        matches = [self._match(row, name, mode, id_column) for row in rows]
         if min_score is not None:
             matches = [m for m in matches if m.score >= min_score]
         return matches
@@ -166,6 +170,8 @@ class KnowledgeBase:
         where: str | None,
         k: int,
         min_similarity: float | None,
+        *,
+        id_column: str,
     ) -> list[Match]:
         """Both searches propose candidates, both score every candidate, fusion orders them."""
         rows, bm25 = self._hybrid_candidates(handle, vector, text, where, depth=max(4 * k, 20))
@@ -189,7 +195,7 @@ class KnowledgeBase:
                 if ranked.candidate.similarity < min_similarity:
                     continue
             row = {**rows[ranked.id], "_fused": ranked.score}
-            matches.append(self._match(row, name, "hybrid", handle.schema))
+            matches.append(self._match(row, name, "hybrid", id_column))
             if len(matches) == k:
                 break
         return matches
@@ -226,7 +232,7 @@ class KnowledgeBase:
         return rows, bm25
 
     @staticmethod
-    def _match(row: dict[str, Any], table: str, mode: SearchMode, schema: pa.Schema) -> Match:
+    def _match(row: dict[str, Any], table: str, mode: SearchMode, id_column: str) -> Match:
         metadata = {
             key: value
             for key, value in row.items()
@@ -240,7 +246,7 @@ class KnowledgeBase:
             # Cosine distance is in [0, 2]; report similarity so higher means closer.
             score = 1.0 - float(row["_distance"])
         return Match(
-            id=str(row[public_id_column(schema)]),
+            id=str(row[id_column]),
             title=str(row.get("title") or ""),
             text=str(row["text"]),
             score=round(score, 6),
