@@ -57,13 +57,13 @@ from skyhigh.domain.payloads import EventPayload, SpeechUpload
 from skyhigh.domain.tenancy import Forbidden, Scope
 from skyhigh.intake.service import Submission
 from skyhigh.live.streams import Lagged, StreamBroker, open_feed
-from skyhigh.processing.registry import EVENT_TYPES
+from skyhigh.processing.registry import AUDIO_TYPES, EVENT_TYPES, UPLOAD_TYPE
 from skyhigh.speech.subtitles import MEDIA_TYPES, RENDERERS
 from skyhigh.store.events import EventStore
 
 # JSON bodies within MAX_JSON_BODY_BYTES, except events carrying base64 audio; big ones are
 # parsed off the event loop (skyhigh.api.json_body).
-router = APIRouter(route_class=json_limits_route(large_body_types={"speech"}))
+router = APIRouter(route_class=json_limits_route(large_body_types=AUDIO_TYPES))
 
 EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN, min_length=1, max_length=128)]
 
@@ -182,7 +182,7 @@ async def upload_speech(
 ) -> Accepted:
     """Same contract as POST /events/ with event_type `speech`, for curl -F users."""
     submission = Submission(
-        principal, event_id, "speech", options, upload=file.file, fields=("body",)
+        principal, event_id, UPLOAD_TYPE.name, options, upload=file.file, fields=("body",)
     )
     return _accepted(await intake.accept(submission), response)
 

@@ -49,11 +49,8 @@ import numpy.typing as npt
 from bench.knowledge_corpus import QUESTION_TEMPLATES, STATEMENT_TEMPLATES, corpus, queries
 from skyhigh.config import Settings
 from skyhigh.knowledge.embedder import Embedder
-from skyhigh.knowledge.search import (
-    VECTOR_INDEX_CONFIGS,
-    KnowledgeBase,
-    create_vector_index,
-)
+from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.tables import VECTOR_INDEX_CONFIGS, create_vector_index
 from skyhigh.knowledge.torch_embedder import TorchEmbedder
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
 

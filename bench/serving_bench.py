@@ -45,8 +45,8 @@ import pyarrow as pa
 from bench.knowledge_corpus import queries
 from skyhigh.config import Settings
 from skyhigh.knowledge.embedder import Embedder, load_embedder
-from skyhigh.knowledge.search import (
-    KnowledgeBase,
+from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.tables import (
     create_text_index,
     create_vector_index,
     documents_schema,

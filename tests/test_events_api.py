@@ -42,7 +42,7 @@ def test_query_event_is_accepted_then_answered_from_the_knowledge_base(client: T
     assert record["error"] is None
     matches = record["result"]["matches"]
     assert len(matches) == 3
-    assert matches[0]["id"] == "baggage-checked-allowance"
+    assert matches[0]["id"] == "baggage-checked-allowance#0"
     assert matches[0]["table"] == "knowledge"
     assert matches[0]["metadata"]["category"] == "baggage"
     assert matches[0]["score"] > matches[2]["score"]

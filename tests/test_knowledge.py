@@ -160,7 +160,7 @@ def test_hybrid_finds_an_exact_code_that_vector_search_misses(kb: TestClient) ->
         assert top[0]["metadata"]["document_id"] == "catering-memo", (mode, top)
         assert top[0]["table"] == "knowledge"
     strict = search(kb, "How many bags can I check in for free?", k=5, min_score=0.6)
-    assert [m["id"] for m in strict] == ["baggage-checked-allowance"]
+    assert [m["id"] for m in strict] == ["baggage-checked-allowance#0"]
 
 
 def test_twenty_concurrent_documents_lose_and_duplicate_nothing(kb: TestClient) -> None:
@@ -213,7 +213,7 @@ def test_vector_index_appears_past_the_threshold_and_results_stay_right(kb: Test
     assert "FTS" in kinds and kinds & {"IvfHnswSq", "IVF_HNSW_SQ"}, knowledge["indexes"]
     assert knowledge["embedding_model"] == "all-MiniLM-L6-v2"
     matches = search(kb, "How many bags can I check in for free?", k=3)
-    assert matches[0]["id"] == "baggage-checked-allowance"
+    assert matches[0]["id"] == "baggage-checked-allowance#0"
 
 
 def test_transcripts_become_searchable(kb: TestClient) -> None:

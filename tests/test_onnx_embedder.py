@@ -17,7 +17,7 @@ import pytest
 from skyhigh.config import KnowledgeSettings
 from skyhigh.knowledge.embedder import load_embedder
 from skyhigh.knowledge.onnx_embedder import OnnxEmbedder
-from skyhigh.knowledge.onnx_export import (
+from skyhigh.knowledge.onnx_model import (
     OnnxModel,
     OnnxModelError,
     find_onnx_model,

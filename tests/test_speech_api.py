@@ -99,7 +99,7 @@ def test_spoken_question_finds_the_baggage_entry(client: TestClient, tmp_path: P
     assert "bags" in result["transcript"]["text"].lower(), result["transcript"]
     top3 = [match["id"] for match in result["matches"]]
     assert any(match_id.startswith("baggage-") for match_id in top3), top3
-    assert "baggage-checked-allowance" in top3
+    assert "baggage-checked-allowance#0" in top3
 
 
 def test_transcript_formats(client: TestClient) -> None:

@@ -64,5 +64,5 @@ def test_faster_whisper_and_onnx_never_import_torch(tmp_path: Path) -> None:
     assert (
         "country" in speech["transcript"]["text"] and speech["model"]["engine"] == "faster-whisper"
     )
-    assert records["query-1"]["result"]["matches"][0]["id"] == "pets-in-cabin"
-    assert records["hybrid-1"]["result"]["matches"][0]["id"] == "pets-in-cabin"
+    assert records["query-1"]["result"]["matches"][0]["id"] == "pets-in-cabin#0"
+    assert records["hybrid-1"]["result"]["matches"][0]["id"] == "pets-in-cabin#0"

@@ -15,7 +15,7 @@ errors (4.8 s, a 31 MB answer). Routes built with `json_limits_route` get a requ
 
 Usage::
 
-    router = APIRouter(route_class=json_limits_route(large_body_types={"speech"}))
+    router = APIRouter(route_class=json_limits_route(large_body_types=AUDIO_TYPES))
 """
 
 from __future__ import annotations

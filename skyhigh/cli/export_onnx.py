@@ -17,12 +17,8 @@ import time
 from pathlib import Path
 
 from skyhigh.config import get_settings
-from skyhigh.knowledge.onnx_export import (
-    export_dir,
-    export_onnx_model,
-    find_onnx_model,
-    weights_sha256,
-)
+from skyhigh.knowledge.onnx_export import export_onnx_model
+from skyhigh.knowledge.onnx_model import export_dir, find_onnx_model, weights_sha256
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,9 +13,10 @@ import lancedb
 import pyarrow as pa
 
 from skyhigh.config import get_settings
-from skyhigh.domain.payloads import DocumentPayload, document_sha256
+from skyhigh.domain.payloads import DocumentPayload
+from skyhigh.knowledge.documents import document_rows, embedding_texts
 from skyhigh.knowledge.embedder import Embedder, load_embedder
-from skyhigh.knowledge.search import create_text_index, documents_schema
+from skyhigh.knowledge.tables import create_text_index, documents_schema
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "data" / "knowledge.jsonl"
 
@@ -29,9 +30,9 @@ def load_entries(source: Path) -> list[dict[str, Any]]:
 
 
 def entry_document(entry: dict[str, Any]) -> DocumentPayload:
-    """A corpus entry as the document it stands for, so that its rows carry the content hash the
-    document path gives it (`document_sha256`) and `skyhigh.cli.ingest` of this corpus skips what
-    is loaded unchanged.
+    """A corpus entry as the document it stands for, so that seed, ingest and a `document` event
+    store the same rows (`document_rows`: same ids, same content hash), and
+    `skyhigh.cli.ingest` of this corpus skips what is loaded unchanged.
 
     Tags are a list, which document metadata cannot hold: they stay outside the hash (and
     ingest does not load them).
@@ -44,25 +45,26 @@ def entry_document(entry: dict[str, Any]) -> DocumentPayload:
     )
 
 
-def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
-    """Replace `table` with the entries of `source`: one chunk per entry, FTS index built."""
-    entries = load_entries(source)
-    # Title and text together: questions often echo the title's wording.
-    vectors = embedder.embed([f"{e['title']}\n{e['text']}" for e in entries])
-    rows = [
-        {
-            "id": e["id"],
-            "document_id": e["id"],
-            "chunk": 0,
-            "title": e["title"],
-            "text": e["text"],
-            "category": e["category"],
-            "tags": list(e["tags"]),
-            "content_sha256": document_sha256(entry_document(e)),
-            "vector": vector.tolist(),
-        }
-        for e, vector in zip(entries, vectors, strict=True)
+def entry_rows(entries: list[dict[str, Any]], embedder: Embedder) -> list[dict[str, Any]]:
+    """One chunk per entry (entries are passage-sized), embedded in one batch."""
+    documents = [entry_document(entry) for entry in entries]
+    texts = [text for document in documents for text in embedding_texts(document, [document.text])]
+    vectors = embedder.embed(texts)
+    return [
+        row
+        for index, (entry, document) in enumerate(zip(entries, documents, strict=True))
+        for row in document_rows(
+            document,
+            [document.text],
+            vectors[index : index + 1],
+            extra={"tags": list(entry["tags"])},
+        )
     ]
+
+
+def build(source: Path, uri: str, table: str, embedder: Embedder) -> int:
+    """Replace `table` with the entries of `source`, FTS index built."""
+    rows = entry_rows(load_entries(source), embedder)
     db = lancedb.connect(uri)
     data = pa.Table.from_pylist(rows, schema=documents_schema(embedder.dimension))
     handle = db.create_table(table, data=data, mode="overwrite")

@@ -33,6 +33,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_QUERY = "invalid_query"
     INVALID_METADATA = "invalid_metadata"
     METADATA_COLUMN_LIMIT = "metadata_column_limit"
+    TABLE_NOT_WRITABLE = "table_not_writable"
     INVALID_BASE64 = "invalid_base64"
     UNSUPPORTED_AUDIO = "unsupported_audio"
     EMPTY_AUDIO = "empty_audio"

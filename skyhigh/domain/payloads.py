@@ -157,9 +157,13 @@ class SpeechUpload(SpeechOptions, EventPayload):
 
 
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}$"
-RESERVED_METADATA = frozenset(
-    {"id", "document_id", "chunk", "title", "text", "content_sha256", "vector", "tags"}
-)
+# The one list of the columns every document row has besides its metadata: the knowledge
+# tables (skyhigh.knowledge.tables), the rows (skyhigh.knowledge.documents) and the writer's
+# metadata columns all start from it. It lives here because validation below needs it.
+DOCUMENT_COLUMNS = ("id", "document_id", "chunk", "title", "text", "content_sha256", "vector")
+# The demo table's list column: metadata values are scalars, so a key cannot reuse its name.
+LIST_COLUMNS = ("tags",)
+RESERVED_METADATA = frozenset(DOCUMENT_COLUMNS + LIST_COLUMNS)
 
 
 class DocumentPayload(EventPayload):

@@ -115,8 +115,22 @@ def event_key(owner: str, event_id: str) -> str | None:
         return None  # e.g. a path segment holding `~`: it must not reach another namespace
     if owner == STATIC_OWNER:
         return event_id
-    digest = hashlib.sha256(owner.encode()).hexdigest()[:_DIGEST_CHARS]
-    return f"{digest}{KEY_SEPARATOR}{event_id}"
+    return f"{owner_namespace(owner)}{KEY_SEPARATOR}{event_id}"
+
+
+def owner_namespace(owner: str) -> str:
+    """The owner as its keys name it: a digest (never the `sub` itself), or `token` for the
+    static principal, whose keys are bare event ids. Rows the knowledge base keeps per owner
+    (indexed transcripts) record this, so a key's owner is known without the events store."""
+    if owner == STATIC_OWNER:
+        return STATIC_OWNER
+    return hashlib.sha256(owner.encode()).hexdigest()[:_DIGEST_CHARS]
+
+
+def key_namespace(key: str) -> str:
+    """`owner_namespace` of the owner of a stored key."""
+    namespace, separator, _ = key.rpartition(KEY_SEPARATOR)
+    return namespace if separator else STATIC_OWNER
 
 
 def public_event_id(key: str) -> str:
@@ -127,3 +141,14 @@ def public_event_id(key: str) -> str:
 def fairness_group(key: str) -> str:
     """Events with the same group belong to one owner (schedulers take turns between groups)."""
     return key.rpartition(KEY_SEPARATOR)[0]
+
+
+# Added to an admin's stored payload by intake and read by the worker, so an admin's lookup
+# sees every owner's rows in per-owner tables (transcripts). Clients cannot send it: payload
+# models forbid unknown fields.
+READS_ALL_OWNERS = "reads_all_owners"
+
+
+def reader_fields(principal: Principal) -> dict[str, bool]:
+    """What intake stores with a principal's event so the worker knows whose rows it reads."""
+    return {READS_ALL_OWNERS: True} if principal.admin else {}

@@ -2,38 +2,41 @@
 
 Refusing here, not in the worker, means a refused write never becomes a stored event that
 fails later: the client gets a 403 naming the missing scope, or a 422 saying why its document's
-metadata cannot be added, and nothing is queued.
+metadata cannot be added or why its filter cannot fit the table, and nothing is queued.
 """
 
 from __future__ import annotations
 
 import anyio
+import pyarrow as pa
 from pydantic import BaseModel
 
 from skyhigh.config import KnowledgeSettings
 from skyhigh.domain.errors import InvalidInput
 from skyhigh.domain.events import StepFailed
-from skyhigh.domain.payloads import DocumentPayload
+from skyhigh.domain.payloads import DocumentPayload, LookupOptions
 from skyhigh.domain.tenancy import Principal, Scope
 from skyhigh.knowledge.documents import check_metadata_columns
-from skyhigh.knowledge.search import KnowledgeBase, documents_schema
-
-# Event types that write the shared knowledge base (and may create its tables).
-KNOWLEDGE_WRITES = frozenset({"document", "document_delete"})
+from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.sql import build_where
+from skyhigh.knowledge.tables import documents_schema
+from skyhigh.processing.registry import writes_knowledge
 
 
 def authorize(principal: Principal, event_type: str, payload: BaseModel) -> None:
-    """Raise Forbidden unless `principal` may submit this event."""
+    """Raise Forbidden unless `principal` may submit this event.
+
+    `index_transcript` needs no more than `events:write`: the row it writes belongs to the
+    submitter and only they (and admins) can find it (skyhigh.knowledge.tables).
+    """
     principal.require(Scope.EVENTS_WRITE, "submitting events")
-    if event_type in KNOWLEDGE_WRITES:
+    if writes_knowledge(event_type):
         principal.require(Scope.KNOWLEDGE_WRITE, f"a {event_type!r} event")
-    if getattr(payload, "index_transcript", False):
-        # The transcripts table is part of the shared knowledge base, created on first use.
-        principal.require(Scope.KNOWLEDGE_WRITE, "index_transcript")
 
 
 class KnowledgeGuard:
-    """Checks a document's metadata against its table's column cap, off the event loop.
+    """Checks a document's metadata against its table's column cap, and a lookup's filter
+    against its table's column types, off the event loop.
 
     Usage::
 
@@ -50,6 +53,8 @@ class KnowledgeGuard:
         self._max_columns = settings.knowledge_max_metadata_columns
 
     async def check(self, payload: BaseModel, *, loc: tuple[str, ...]) -> None:
+        if isinstance(payload, LookupOptions) and payload.filter:
+            await self._check_filter(payload, loc=loc)
         if not isinstance(payload, DocumentPayload) or not payload.metadata:
             return
         table = payload.table or self._default_table
@@ -60,6 +65,25 @@ class KnowledgeGuard:
             )
         except StepFailed as failure:
             raise InvalidInput.at(failure, *loc, "metadata") from None
+
+    async def _check_filter(self, lookup: LookupOptions, *, loc: tuple[str, ...]) -> None:
+        """A filter that cannot fit the table's columns is refused before the 202 (a table
+        that does not exist yet is left to the lookup step: a document may be creating it)."""
+        assert lookup.filter is not None
+        table = lookup.table or self._default_table
+        schema = await anyio.to_thread.run_sync(self._schema, table)
+        if schema is None:
+            return
+        try:
+            build_where(lookup.filter, schema)
+        except StepFailed as failure:
+            raise InvalidInput.at(failure, *loc, "filter") from None
+
+    def _schema(self, table: str) -> pa.Schema | None:
+        if table not in self._kb.table_names():
+            return None
+        schema: pa.Schema = self._kb.table(table).schema
+        return schema
 
     def _columns(self, table: str) -> tuple[str, ...]:
         if table not in self._kb.table_names():

@@ -39,7 +39,7 @@ from skyhigh.config import IntakeSettings
 from skyhigh.domain.errors import EventConflict, InvalidInput, QueueFull
 from skyhigh.domain.events import EventRecord, StepFailed
 from skyhigh.domain.payloads import SpeechPayload
-from skyhigh.domain.tenancy import Principal, event_key
+from skyhigh.domain.tenancy import Principal, event_key, reader_fields
 from skyhigh.intake.admission import PrincipalAdmission, Ticket
 from skyhigh.intake.batcher import IntakeBatcher
 from skyhigh.intake.permissions import KnowledgeGuard, authorize
@@ -55,6 +55,7 @@ from skyhigh.live.publish import EventPublisher
 from skyhigh.observability.logs import request_id_var
 from skyhigh.observability.metrics import EVENTS_ACCEPTED
 from skyhigh.processing.dispatch import Dispatcher
+from skyhigh.processing.registry import carries_audio
 from skyhigh.speech.audio_url import check_audio_url
 from skyhigh.store.events import EventStore, NewEvent
 from skyhigh.webhooks.sender import Webhooks, check_callback_url
@@ -158,7 +159,7 @@ class Intake:
         """Store and dispatch the event, or return the stored one for a replay."""
         authorize(submission.principal, submission.event_type, submission.payload)
         await self._knowledge.check(submission.payload, loc=submission.fields)
-        if submission.event_type == "speech":
+        if carries_audio(submission.event_type):
             await self._quotas.check_audio(submission.principal.owner)
         key = submission.key
         self._check_urls(submission)
@@ -187,9 +188,11 @@ class Intake:
                     key,
                     submission.event_type,
                     digest,
-                    spooled.stored
-                    if hold is None
-                    else {**spooled.stored, "audio_hold": hold.stored()},
+                    {
+                        **spooled.stored,
+                        **reader_fields(submission.principal),
+                        **({} if hold is None else {"audio_hold": hold.stored()}),
+                    },
                     request_id_var.get(),
                     owner=submission.principal.owner,
                 )

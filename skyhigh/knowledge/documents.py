@@ -1,21 +1,20 @@
 """A document payload turned into knowledge-table rows: chunked, embedded, fingerprinted.
 
-Shared by the `document` event handler and the bulk `ingest` command, so both store
-exactly the same rows.
+Shared by the `document` event handler, the bulk `ingest` command and `seed`, so all three
+store exactly the same rows (same ids, same vectors, same content hash).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from skyhigh.domain.events import ErrorCode, StepFailed
-from skyhigh.domain.payloads import DocumentPayload, document_sha256
-from skyhigh.knowledge.embedder import Embedder
-from skyhigh.knowledge.search import DOCUMENT_COLUMNS
+from skyhigh.domain.payloads import DOCUMENT_COLUMNS, DocumentPayload, document_sha256
+from skyhigh.knowledge.embedding import Embedder
 
 
 def check_metadata_columns(
@@ -37,22 +36,35 @@ def check_metadata_columns(
         )
 
 
+def embedding_texts(document: DocumentPayload, chunks: list[str]) -> list[str]:
+    # The title travels with every chunk: it often carries the chunk's topic.
+    return [f"{document.title}\n{chunk}" for chunk in chunks]
+
+
 def embed_chunks(
     document: DocumentPayload, chunks: list[str], embedder: Embedder
 ) -> NDArray[np.float32]:
-    # The title travels with every chunk: it often carries the chunk's topic.
-    return embedder.embed([f"{document.title}\n{chunk}" for chunk in chunks])
+    return embedder.embed(embedding_texts(document, chunks))
 
 
 def document_rows(
-    document: DocumentPayload, chunks: list[str], vectors: NDArray[np.float32]
+    document: DocumentPayload,
+    chunks: list[str],
+    vectors: NDArray[np.float32],
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per chunk; ids `<document_id>#<n>` (a `#` cannot occur in a document id)."""
+    """One row per chunk; ids `<document_id>#<n>` (a `#` cannot occur in a document id).
+
+    `extra` holds columns outside the document's metadata and its hash (the demo corpus's
+    `tags` list), the same on every chunk.
+    """
     assert document.document_id is not None  # intake (or ingest) fills it in
     digest = document_sha256(document)
     return [
         {
             **document.metadata,
+            **(extra or {}),
             "id": f"{document.document_id}#{index}",
             "document_id": document.document_id,
             "chunk": index,

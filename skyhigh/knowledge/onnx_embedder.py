@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from skyhigh.knowledge.embedder import Backend
-from skyhigh.knowledge.onnx_export import OnnxModel
+from skyhigh.knowledge.embedding import Backend
+from skyhigh.knowledge.onnx_model import OnnxModel
 
 
 class OnnxEmbedder:

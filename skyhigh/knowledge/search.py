@@ -1,7 +1,8 @@
-"""The knowledge base in LanceDB: one connection per process, tables cached, safe filters.
+"""Searching the knowledge base in LanceDB: one connection per process, tables cached.
 
 Reads (searches) run on any worker thread. Writes go through `KnowledgeWriter`
-(skyhigh.knowledge.writer), the one thread that commits to the tables.
+(skyhigh.knowledge.writer), the one thread that commits to the tables. What the tables hold
+is skyhigh.knowledge.tables; how client values become SQL is skyhigh.knowledge.sql.
 """
 
 from __future__ import annotations
@@ -14,110 +15,21 @@ from typing import Any, Literal
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS, IvfFlat, IvfHnswSq, IvfPq, IvfSq
 from numpy.typing import NDArray
 
 from skyhigh.domain.events import ErrorCode, Match, StepFailed
-from skyhigh.domain.payloads import COLUMN_NAME, FilterScalar, FilterValue
+from skyhigh.domain.payloads import FilterValue
 from skyhigh.knowledge.fusion import Candidate, fuse, is_exact, tokens
+from skyhigh.knowledge.sql import Reader, quote_list, where_clause
+from skyhigh.knowledge.tables import (
+    HIDDEN_COLUMNS,
+    describe_table,
+    has_positions,
+    public_id_column,
+    text_index,
+)
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
-
-# Columns that are not metadata: never returned in `metadata`, never filterable.
-HIDDEN_COLUMNS = frozenset({"id", "title", "text", "vector", "content_sha256"})
-# Columns every document table has; user metadata may not reuse these names.
-DOCUMENT_COLUMNS = ("id", "document_id", "chunk", "title", "text", "content_sha256", "vector")
-
-
-def documents_schema(dimension: int) -> pa.Schema:
-    """Chunks of documents. `category` and `tags` are the demo's metadata; more columns
-    are added when documents bring new metadata keys."""
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("document_id", pa.string()),
-            pa.field("chunk", pa.int32()),
-            pa.field("title", pa.string()),
-            pa.field("text", pa.string()),
-            pa.field("category", pa.string()),
-            pa.field("tags", pa.list_(pa.string())),
-            pa.field("content_sha256", pa.string()),
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
-        ]
-    )
-
-
-def transcripts_schema(dimension: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("event_id", pa.string()),
-            pa.field("title", pa.string()),
-            pa.field("text", pa.string()),
-            pa.field("language", pa.string()),
-            pa.field("created_at", pa.timestamp("us", tz="UTC")),
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
-        ]
-    )
-
-
-VECTOR_INDEX_CONFIGS = {
-    "IVF_HNSW_SQ": IvfHnswSq,
-    "IVF_PQ": IvfPq,
-    "IVF_FLAT": IvfFlat,
-    "IVF_SQ": IvfSq,
-}
-
-
-def create_text_index(table: Any) -> None:
-    """The BM25 index behind fulltext and hybrid search (LanceDB's native FTS)."""
-    table.create_index("text", config=FTS(), replace=True)
-
-
-def create_vector_index(table: Any, index_type: str) -> None:
-    config = VECTOR_INDEX_CONFIGS[index_type](distance_type="cosine")
-    table.create_index("vector", config=config, replace=True)
-
-
-def _sql_literal(value: FilterScalar) -> str:
-    # Values are typed by pydantic; strings are quoted with '' doubling, the SQL standard.
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        if not np.isfinite(value):
-            raise StepFailed(ErrorCode.INVALID_FILTER, "filter numbers must be finite")
-        return repr(value)
-    return "'" + value.replace("'", "''") + "'"
-
-
-def build_where(filter_: dict[str, FilterValue], schema: pa.Schema) -> str:
-    """Turn a validated equality filter into a LanceDB SQL predicate.
-
-    Column names must exist in the table (and look like identifiers); values become quoted
-    literals, so no part of the client's input is ever spliced into SQL as code.
-    """
-    clauses = []
-    filterable = [n for n in schema.names if n not in HIDDEN_COLUMNS]
-    for column, operand in filter_.items():
-        if not COLUMN_NAME.match(column) or column not in filterable:
-            raise StepFailed(
-                ErrorCode.INVALID_FILTER,
-                f"unknown filter column {column!r}; columns: {', '.join(filterable)}",
-            )
-        values = operand if isinstance(operand, list) else [operand]
-        literals = ", ".join(_sql_literal(v) for v in values)
-        column_type = schema.field(column).type
-        if pa.types.is_list(column_type) or pa.types.is_large_list(column_type):
-            clauses.append(f"array_has_any({column}, [{literals}])")
-        elif len(values) == 1:
-            clauses.append(f"{column} = {literals}")
-        else:
-            clauses.append(f"{column} IN ({literals})")
-    return " AND ".join(clauses)
-
-
-def quote_list(values: Sequence[str]) -> str:
-    return ", ".join(_sql_literal(v) for v in values)
 
 
 class KnowledgeBase:
@@ -184,21 +96,28 @@ class KnowledgeBase:
         filter: dict[str, FilterValue] | None = None,
         mode: SearchMode = "vector",
         min_score: float | None = None,
+        reader: Reader | None = None,
     ) -> list[Match]:
         """Top-k matches. Scores: cosine similarity (vector), BM25 (fulltext), fused rank
         score (hybrid; see skyhigh.knowledge.fusion).
 
         `min_score` drops matches below it: the score itself in vector and fulltext mode; in
         hybrid mode the cosine similarity (the vector mode scale, since a rank score says
-        nothing about relevance), except for matches holding every query token.
+        nothing about relevance), except for matches holding every query token. In a
+        per-owner table (transcripts) only `reader`'s rows are searched.
         """
         name = table or self.default_table
         handle = self.table(name)
         query_vector = np.asarray(vector, dtype=np.float32)
-        where = build_where(filter, handle.schema) if filter else None
+        # Checked before LanceDB sees anything: a bad filter is the client's invalid_filter.
+        schema = handle.schema  # read once: each read asks LanceDB for the current version
+        where = where_clause(filter, schema, reader)
+        id_column = public_id_column(schema)
         try:
             if mode == "hybrid":
-                return self._hybrid(handle, name, query_vector, text, where, k, min_score)
+                return self._hybrid(
+                    handle, name, query_vector, text, where, k, min_score, id_column=id_column
+                )
             query = (
                 handle.search(text, query_type="fts")
                 if mode == "fulltext"
@@ -208,16 +127,31 @@ class KnowledgeBase:
                 query = query.where(where, prefilter=True)
             rows = query.limit(k).to_list()
         except (ValueError, RuntimeError) as exc:
-            if mode != "vector" and "index" in str(exc).lower():
-                raise StepFailed(
-                    ErrorCode.INVALID_QUERY,
-                    f"table {name!r} has no full-text index yet; use mode=vector",
-                ) from exc
+            if mode != "vector":
+                self._explain_text_failure(handle, name, text, exc)
             raise
-        matches = [self._match(row, name, mode) for row in rows]
+        matches = [self._match(row, name, mode, id_column) for row in rows]
         if min_score is not None:
             matches = [m for m in matches if m.score >= min_score]
         return matches
+
+    @staticmethod
+    def _explain_text_failure(handle: Any, name: str, text: str, exc: Exception) -> None:
+        """Raise the client's error behind a failed full-text search, if it is one; the
+        message is decided from the table's index, never guessed from the engine's text."""
+        index = text_index(handle)
+        if index is None:
+            raise StepFailed(
+                ErrorCode.INVALID_QUERY,
+                f"table {name!r} has no full-text index yet; use mode=vector",
+            ) from exc
+        if '"' in text and not has_positions(index):
+            raise StepFailed(
+                ErrorCode.INVALID_QUERY,
+                f"table {name!r} has a full-text index without word positions, which a phrase "
+                "search (words in double quotes) needs; search without the quotes (the writer "
+                "adds positions when it starts)",
+            ) from exc
 
     def _vector_query(self, handle: Any, vector: NDArray[np.float32]) -> Any:
         return (
@@ -236,6 +170,8 @@ class KnowledgeBase:
         where: str | None,
         k: int,
         min_similarity: float | None,
+        *,
+        id_column: str,
     ) -> list[Match]:
         """Both searches propose candidates, both score every candidate, fusion orders them."""
         rows, bm25 = self._hybrid_candidates(handle, vector, text, where, depth=max(4 * k, 20))
@@ -258,7 +194,8 @@ class KnowledgeBase:
             if min_similarity is not None and not ranked.candidate.exact:
                 if ranked.candidate.similarity < min_similarity:
                     continue
-            matches.append(self._match({**rows[ranked.id], "_fused": ranked.score}, name, "hybrid"))
+            row = {**rows[ranked.id], "_fused": ranked.score}
+            matches.append(self._match(row, name, "hybrid", id_column))
             if len(matches) == k:
                 break
         return matches
@@ -295,7 +232,7 @@ class KnowledgeBase:
         return rows, bm25
 
     @staticmethod
-    def _match(row: dict[str, Any], table: str, mode: SearchMode) -> Match:
+    def _match(row: dict[str, Any], table: str, mode: SearchMode, id_column: str) -> Match:
         metadata = {
             key: value
             for key, value in row.items()
@@ -309,7 +246,7 @@ class KnowledgeBase:
             # Cosine distance is in [0, 2]; report similarity so higher means closer.
             score = 1.0 - float(row["_distance"])
         return Match(
-            id=str(row["id"]),
+            id=str(row[id_column]),
             title=str(row.get("title") or ""),
             text=str(row["text"]),
             score=round(score, 6),
@@ -319,29 +256,6 @@ class KnowledgeBase:
 
     def describe(self, embedding_model: str) -> list[dict[str, Any]]:
         """Every table with its row count, indexes and the embedding model that fills it."""
-        described = []
-        for name in self.table_names():
-            handle = self.table(name)
-            indexes = []
-            for index in handle.list_indices():
-                stats = handle.index_stats(index.name)
-                indexes.append(
-                    {
-                        "name": index.name,
-                        "type": str(index.index_type),
-                        "columns": list(index.columns),
-                        "indexed_rows": getattr(stats, "num_indexed_rows", None),
-                        "unindexed_rows": getattr(stats, "num_unindexed_rows", None),
-                    }
-                )
-            described.append(
-                {
-                    "name": name,
-                    "rows": handle.count_rows(),
-                    "version": handle.version,
-                    "indexes": indexes,
-                    "embedding_model": embedding_model,
-                    "columns": [n for n in handle.schema.names if n != "vector"],
-                }
-            )
-        return described
+        return [
+            describe_table(name, self.table(name), embedding_model) for name in self.table_names()
+        ]

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 from numpy.typing import NDArray
 
-from skyhigh.knowledge.embedder import Backend, resolve_embedding_model
+from skyhigh.knowledge.embedding import Backend, resolve_embedding_model
 
 
 class TorchEmbedder:

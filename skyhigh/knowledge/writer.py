@@ -21,18 +21,23 @@ import pyarrow as pa
 
 from skyhigh.config import KnowledgeSettings
 from skyhigh.domain.events import ErrorCode, StepFailed
+from skyhigh.domain.payloads import DOCUMENT_COLUMNS
 from skyhigh.knowledge.documents import check_metadata_columns
-from skyhigh.knowledge.search import (
-    DOCUMENT_COLUMNS,
-    KnowledgeBase,
+from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.sql import quote_list
+from skyhigh.knowledge.tables import (
+    adopt_legacy_transcripts,
     create_text_index,
     create_vector_index,
     documents_schema,
-    quote_list,
+    has_positions,
+    is_owned,
+    is_transcripts,
+    text_index,
     transcripts_schema,
 )
 
-log = logging.getLogger("skyhigh.knowledge.search")
+log = logging.getLogger("skyhigh.knowledge.writer")
 
 MetadataValue = str | int | float | bool
 
@@ -77,6 +82,7 @@ class WriterConfig:
 
 
 _STOP = object()
+_UPGRADE = object()  # bring tables made by older versions up to date (see _upgrade_tables)
 
 
 def _column_type(value: MetadataValue) -> tuple[pa.DataType, str]:
@@ -118,6 +124,8 @@ class KnowledgeWriter:
         self._next_upkeep = time.monotonic() + config.optimize_interval_s
 
     def start(self) -> None:
+        """Start the writer thread; its first job brings older tables up to date."""
+        self._queue.put(_UPGRADE)
         self._thread.start()
 
     def stop(self, *, timeout_s: float = 60.0) -> None:
@@ -157,6 +165,9 @@ class KnowledgeWriter:
             if first is _STOP:
                 self._safe_upkeep(force=False)
                 return
+            if first is _UPGRADE:
+                self._upgrade_tables()
+                continue
             batch = [first, *self._drain()]
             stop = _STOP in batch
             self._apply_batch([item for item in batch if isinstance(item, WriteOp)])
@@ -190,7 +201,9 @@ class KnowledgeWriter:
         try:
             fresh = table_name not in self.kb.table_names()
             table = self._create(table_name, ops[0].kind) if fresh else self.kb.table(table_name)
-            accepted = [op for op in ops if self._evolve_schema(table, op)]
+            if is_transcripts(table.schema):
+                adopt_legacy_transcripts(table)  # before a row with an owner is written
+            accepted = [op for op in ops if self._fits(table, op) and self._evolve(table, op)]
             if not accepted:
                 return
             removed = [self._count_documents(table, op.replace_documents) for op in accepted]
@@ -218,7 +231,34 @@ class KnowledgeWriter:
         )
         return self.kb.create_table(name, schema)
 
-    def _evolve_schema(self, table: Any, op: WriteOp) -> bool:
+    @staticmethod
+    def _fits(table: Any, op: WriteOp) -> bool:
+        """Documents never go into a per-owner table (its rows would belong to nobody)."""
+        if op.kind == "documents" and is_owned(table.schema):
+            op.future.set_exception(
+                StepFailed(
+                    ErrorCode.TABLE_NOT_WRITABLE,
+                    f"table {table.name!r} holds transcripts; documents go to another table",
+                )
+            )
+            return False
+        return True
+
+    def _upgrade_tables(self) -> None:
+        """Transcript rows from before rows had owners get theirs (until then only admins see
+        them), and full-text indexes without word positions get them (phrase search)."""
+        for name in self.kb.table_names():
+            try:
+                table = self.kb.table(name)
+                if is_transcripts(table.schema):
+                    adopt_legacy_transcripts(table)
+                index = text_index(table)
+                if index is not None and not has_positions(index):
+                    create_text_index(table)
+            except Exception:
+                log.exception("upgrading knowledge table %r failed", name)
+
+    def _evolve(self, table: Any, op: WriteOp) -> bool:
         """Add columns for new metadata keys; fail the op (only) on a type clash."""
         schema: pa.Schema = table.schema
         new_columns: dict[str, str] = {}
@@ -301,8 +341,9 @@ class KnowledgeWriter:
         if rows == 0:
             return
         indexed = {tuple(index.columns): str(index.index_type) for index in table.list_indices()}
-        if ("text",) not in indexed:
-            create_text_index(table)
+        text = text_index(table)
+        if text is None or not has_positions(text):
+            create_text_index(table)  # an index from before phrase search gets positions
         if ("vector",) not in indexed and rows >= self.config.vector_index_min_rows:
             started = time.perf_counter()
             create_vector_index(table, self.config.vector_index_type)

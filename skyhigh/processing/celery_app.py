@@ -9,8 +9,9 @@ so every setting here errs on the side of delivering again rather than losing:
   so a long transcription is not handed to a second worker while the first still works on it;
 - soft shutdown: on SIGTERM a worker finishes its event within SHUTDOWN_GRACE_S, then stops.
 
-Knowledge writes (`document`, `document_delete`) go to their own queue, which one worker
-process consumes with concurrency 1: one writer per LanceDB table, whichever API accepted them.
+Knowledge writes (the registry's `writes_knowledge` types) go to their own queue, which one
+worker process consumes with concurrency 1: one writer per LanceDB table, whichever API
+accepted them.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from __future__ import annotations
 from celery import Celery
 
 from skyhigh.config import ProcessingSettings
+from skyhigh.processing.registry import writes_knowledge
 
 PROCESS_EVENT = "skyhigh.process_event"
 EVENTS_QUEUE = "events"
 KNOWLEDGE_QUEUE = "knowledge"
-KNOWLEDGE_EVENT_TYPES = frozenset({"document", "document_delete"})
 
 
 def queue_for(event_type: str) -> str:
-    return KNOWLEDGE_QUEUE if event_type in KNOWLEDGE_EVENT_TYPES else EVENTS_QUEUE
+    return KNOWLEDGE_QUEUE if writes_knowledge(event_type) else EVENTS_QUEUE
 
 
 def make_celery(settings: ProcessingSettings) -> Celery:

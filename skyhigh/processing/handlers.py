@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,11 @@ from skyhigh.domain.payloads import (
     QueryPayload,
     SpeechJob,
 )
+from skyhigh.domain.tenancy import READS_ALL_OWNERS, key_namespace, public_event_id
 from skyhigh.knowledge.chunking import chunk_text
 from skyhigh.knowledge.documents import document_rows, embed_chunks
+from skyhigh.knowledge.sql import Reader
+from skyhigh.knowledge.tables import transcript_row
 from skyhigh.knowledge.writer import WriteOp
 from skyhigh.live.publish import EventPublisher
 from skyhigh.observability.metrics import STEP_SECONDS
@@ -70,9 +72,13 @@ class StepTimer:
 
 @dataclass(frozen=True)
 class Job:
-    """One run of one event, as its handler sees it."""
+    """One run of one event, as its handler sees it.
 
-    event_id: str
+    `key` is the event's storage key (skyhigh.domain.tenancy): for the store, live streams,
+    spool names. Whatever a client, a webhook or a searchable row sees gets `public_id`.
+    """
+
+    key: str
     services: Services
     settings: Settings
     publisher: EventPublisher
@@ -80,13 +86,26 @@ class Job:
     # What the run consumed, for quotas: "audio_s", the seconds of audio decoded.
     usage: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def public_id(self) -> str:
+        return public_event_id(self.key)
+
     def publish(self, message: dict[str, Any]) -> None:
-        self.publisher.publish(self.event_id, message)
+        self.publisher.publish(self.key, message)
+
+
+def _reader(job: Job, payload: dict[str, Any]) -> tuple[Reader, dict[str, Any]]:
+    """Whose per-owner rows this event's lookup sees, and the payload without intake's mark."""
+    fields = dict(payload)
+    if fields.pop(READS_ALL_OWNERS, False):
+        return Reader.everyone(), fields
+    return Reader(key_namespace(job.key)), fields
 
 
 def run_query(payload: dict[str, Any], job: Job) -> dict[str, Any]:
-    query = QueryPayload.model_validate(payload)
-    matches = _lookup(job, query.text, _embed(job, query.text), query)
+    reader, fields = _reader(job, payload)
+    query = QueryPayload.model_validate(fields)
+    matches = _lookup(job, query.text, _embed(job, query.text), query, reader)
     return {"matches": [m.model_dump(mode="json") for m in matches], "timings": job.step.timings}
 
 
@@ -130,7 +149,8 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     from skyhigh.speech.protocol import TranscribeOptions
     from skyhigh.speech.samples import SAMPLE_RATE
 
-    speech = SpeechJob.model_validate(payload)
+    reader, fields = _reader(job, payload)
+    speech = SpeechJob.model_validate(fields)
     pool = job.services.transcribers
     if pool is None:
         raise StepFailed(ErrorCode.INTERNAL_ERROR, "speech is disabled on this server")
@@ -166,7 +186,7 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     if speech.index_transcript and vector is not None:
         _index_transcript(job, transcript, vector)
     if speech.lookup and vector is not None:
-        matches = _lookup(job, text, vector, speech)
+        matches = _lookup(job, text, vector, speech, reader)
         job.publish({"type": "matches", "matches": [m.model_dump(mode="json") for m in matches]})
     return {
         "transcript": transcript.model_dump(mode="json"),
@@ -212,7 +232,7 @@ def _embed(job: Job, text: str) -> NDArray[np.float32]:
 
 
 def _lookup(
-    job: Job, text: str, vector: NDArray[np.float32], options: LookupOptions
+    job: Job, text: str, vector: NDArray[np.float32], options: LookupOptions, reader: Reader
 ) -> list[Match]:
     with job.step("lookup"):
         return job.services.knowledge.search(
@@ -223,27 +243,23 @@ def _lookup(
             filter=options.filter,
             mode=options.mode,
             min_score=options.min_score,
+            reader=reader,
         )
 
 
 def _index_transcript(job: Job, transcript: Transcript, vector: NDArray[np.float32]) -> None:
-    row = {
-        "id": job.event_id,
-        "event_id": job.event_id,
-        "title": f"Transcript of {job.event_id}",
-        "text": transcript.text.strip(),
-        "language": transcript.language,
-        "created_at": datetime.now(UTC),
-        "vector": vector.tolist(),
-    }
+    # The row belongs to the event's owner; only the public event id is ever shown.
+    row = transcript_row(
+        job.key, text=transcript.text.strip(), language=transcript.language, vector=vector
+    )
     with job.step("index"):
         op = WriteOp(job.settings.transcripts_table, "transcripts", [row])
         job.services.writer.submit(op).result()
 
 
-def url_download_path(spool_dir: Path, event_id: str) -> Path:
+def url_download_path(spool_dir: Path, key: str) -> Path:
     """Where an `audio_url` download is kept while its event runs."""
-    return spool_dir / f"url-{event_id}"
+    return spool_dir / f"url-{key}"
 
 
 def _audio_path(job: Job, speech: SpeechJob) -> Path:
@@ -258,7 +274,7 @@ def _audio_path(job: Job, speech: SpeechJob) -> Path:
     assert speech.audio_url is not None  # SpeechJob always has one source
     return fetch_audio_url(
         speech.audio_url,
-        url_download_path(settings.spool_dir, job.event_id),
+        url_download_path(settings.spool_dir, job.key),
         allowed_hosts=settings.audio_url_allowed_hosts,
         allow_private=settings.audio_url_allow_private,
         max_bytes=settings.max_audio_bytes,

@@ -39,6 +39,7 @@ from skyhigh.domain.payloads import SpeechUpload
 from skyhigh.domain.tenancy import Principal, public_event_id
 from skyhigh.intake.service import Submission
 from skyhigh.live.streams import StreamBroker
+from skyhigh.processing.registry import UPLOAD_TYPE
 from skyhigh.store.events import EventStore
 
 router = APIRouter()
@@ -287,7 +288,7 @@ async def _accept(
     """The stored key (to follow the event by) and the accepted event."""
     event_id = idempotency_key or f"oai-{uuid.uuid4().hex}"
     submission = Submission(
-        principal, event_id, "speech", options, upload=file.file, fields=("body",)
+        principal, event_id, UPLOAD_TYPE.name, options, upload=file.file, fields=("body",)
     )
     return submission.key, await intake.accept(submission)
 

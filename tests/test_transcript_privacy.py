@@ -1,0 +1,141 @@
+"""Indexed transcripts stay with their owner, and queries fail with the caller's error, over
+HTTP against a real server in JWT mode.
+
+alice may write knowledge, bob has the default scopes (events:read events:write), root is an
+admin. Each indexes the same speech; each then searches the transcripts table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from helpers import ServerProcess, jfk_base64, server_env
+
+from skyhigh.domain.tenancy import owner_namespace
+
+pytestmark = pytest.mark.slow
+
+JWT_SECRET = "privacy-test-secret-0123456789abcdef-xyz"
+WRITER = "events:read events:write knowledge:write"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("privacy")
+    env = server_env(tmp, AUTH_MODE="jwt", JWT_SECRET=JWT_SECRET, WORKER_CONCURRENCY="2")
+    process = ServerProcess(env, tmp / "server.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def client(server: ServerProcess, sub: str, scope: str | None = None) -> httpx.Client:
+    claims: dict[str, Any] = {"sub": sub, "exp": int(time.time()) + 3600}
+    if scope is not None:
+        claims["scope"] = scope
+    headers = {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=60.0)
+
+
+def run(http: httpx.Client, event_id: str, event_type: str, data: dict[str, Any]) -> Any:
+    body = {"event_id": event_id, "event_type": event_type, "event_data": data}
+    accepted = http.post("/events/", json=body)
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 180
+    while True:
+        record = http.get(f"/events/{event_id}").json()
+        if record["status"] in ("completed", "failed"):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.25)
+
+
+def transcripts(http: httpx.Client, event_id: str, **options: Any) -> list[dict[str, Any]]:
+    query = {"text": "ask what you can do for your country", "table": "transcripts", "k": 10}
+    record = run(http, event_id, "query", {**query, **options})
+    assert record["status"] == "completed", record
+    return list(record["result"]["matches"])
+
+
+def test_each_owner_finds_only_their_own_transcripts(server: ServerProcess) -> None:
+    with (
+        client(server, "alice", WRITER) as alice,
+        client(server, "bob") as bob,
+        client(server, "root", "admin") as root,
+    ):
+        speech = {"audio_base64": jfk_base64(), "index_transcript": True, "lookup": False}
+        # Both use the same public id: their rows must not collide or mix.
+        for http in (alice, bob):  # bob has no knowledge:write: his own rows need none
+            assert run(http, "jfk-1", "speech", speech)["status"] == "completed"
+
+        for http in (alice, bob):
+            for mode in ("vector", "fulltext", "hybrid"):
+                found = transcripts(http, f"q-{mode}", mode=mode)
+                assert [m["id"] for m in found] == ["jfk-1"], (mode, found)
+                assert found[0]["title"] == "Transcript of jfk-1"
+                assert found[0]["metadata"]["event_id"] == "jfk-1"
+                assert "owner" not in found[0]["metadata"]
+            filtered = transcripts(http, "q-filter", filter={"event_id": "jfk-1"})
+            assert len(filtered) == 1
+        everything = transcripts(root, "q-root")
+        assert [m["id"] for m in everything] == ["jfk-1", "jfk-1"]  # admin: both owners' rows
+        shown = json.dumps(everything)
+        for sub in ("alice", "bob"):
+            assert owner_namespace(f"jwt:{sub}") not in shown and "~" not in shown
+
+        # A principal that indexed nothing finds nothing.
+        with client(server, "carol") as carol:
+            assert transcripts(carol, "q-carol") == []
+
+
+def test_filters_of_the_wrong_type_are_refused_at_intake(server: ServerProcess) -> None:
+    with client(server, "dave") as dave:
+        for filter_, column, expected in (
+            ({"chunk": "abc"}, "chunk", "an integer"),
+            ({"category": 1}, "category", "a string"),
+        ):
+            for mode in ("vector", "hybrid"):
+                body = {
+                    "event_id": f"bad-{column}-{mode}",
+                    "event_type": "query",
+                    "event_data": {"text": "bags", "filter": filter_, "mode": mode},
+                }
+                refused = dave.post("/events/", json=body)
+                assert refused.status_code == 422, refused.text
+                [error] = refused.json()["detail"]
+                assert error["type"] == "invalid_filter"
+                assert error["loc"] == ["body", "event_data", "filter"]
+                assert f"'{column}'" in error["msg"] and expected in error["msg"]
+        # A timestamp column: the transcripts table, made by the first test (alone, the lookup
+        # step finds no table and says so).
+        data = {"text": "country", "table": "transcripts", "filter": {"created_at": "2020"}}
+        body = {"event_id": "bad-created-at", "event_type": "query", "event_data": data}
+        refused = dave.post("/events/", json=body)
+        if refused.status_code == 422:
+            assert "'created_at' needs an ISO 8601 timestamp" in refused.text
+        else:
+            assert refused.status_code == 202, refused.text
+            record = run(dave, "bad-created-at", "query", data)
+            assert record["error"]["code"] == "table_not_found", record
+
+
+def test_a_phrase_search_works(server: ServerProcess) -> None:
+    with client(server, "erin") as erin:
+        for mode in ("fulltext", "hybrid"):
+            record = run(
+                erin, f"phrase-{mode}", "query", {"text": '"checked bags"', "mode": mode, "k": 3}
+            )
+            assert record["status"] == "completed", record
+            assert record["result"]["matches"][0]["metadata"]["category"] == "baggage"
+
+
+def test_no_stack_trace_for_a_clients_mistake(server: ServerProcess) -> None:
+    log = Path(server.log_path).read_text()
+    assert "Traceback" not in log, log[-3000:]
