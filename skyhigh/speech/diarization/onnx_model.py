@@ -19,14 +19,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
 from skyhigh.durable_files import fsync_dir
 from skyhigh.speech.diarization.encoder import (
     EMBEDDING_DIM,
-    N_MELS,
     WEIGHTS_SHA256,
     Embeddings,
     SpeakerModelError,
@@ -34,7 +33,7 @@ from skyhigh.speech.diarization.encoder import (
     features_batch,
     same_length_groups,
 )
-from skyhigh.speech.diarization.features import FloatArray
+from skyhigh.speech.diarization.features import N_MELS, FloatArray
 from skyhigh.speech.weights import sha256_file
 
 # Part of the cache key: change it whenever the export below would produce a different model.
@@ -136,7 +135,7 @@ def export_speaker_onnx(
     return found
 
 
-def _export(module: object, out: Path) -> None:
+def _export(module: Any, out: Path) -> None:
     import torch
 
     sample = torch.zeros((2, 160, N_MELS), dtype=torch.float32)
@@ -167,14 +166,14 @@ def _default_check_windows() -> list[FloatArray]:
     ]
 
 
-def _check_against_torch(module: object, model_path: Path, windows: list[FloatArray]) -> float:
+def _check_against_torch(module: Any, model_path: Path, windows: list[FloatArray]) -> float:
     import torch
 
     reference = np.zeros((len(windows), EMBEDDING_DIM), dtype=np.float32)
     features = features_batch(windows)
     with torch.inference_mode():
         for i, frames in enumerate(features):
-            reference[i] = module(torch.from_numpy(frames[None])).numpy()[0]  # type: ignore[operator]
+            reference[i] = module(torch.from_numpy(frames[None])).numpy()[0]
     exported = OnnxSpeakerEncoder.from_path(model_path).embed(windows)
     worst = float(np.min(np.sum(reference * exported, axis=1)))
     if worst < MIN_COSINE:

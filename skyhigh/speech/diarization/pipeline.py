@@ -97,7 +97,7 @@ class Diarizer:
         loudness = np.array([float(np.sqrt(np.mean(np.square(w)))) + 1e-9 for w in windows])
         loud = [w for w, rms in zip(windows, loudness, strict=True) if rms > loudness.max() / 30]
         mean = self.encoder.embed(loud).mean(axis=0)
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), dtype=np.float32)
 
 
 def speech_windows(
@@ -138,7 +138,7 @@ def _vote(
         first, last = int(start / FRAME_S), int(np.ceil(end / FRAME_S))
         centre = (start + end) / 2
         votes[label, first:last] += 1.0 + 1e-3 * (1.0 - np.abs(times[first:last] - centre))
-    frame_labels = np.argmax(votes, axis=0).astype(np.int64)
+    frame_labels: npt.NDArray[np.int64] = np.asarray(np.argmax(votes, axis=0), dtype=np.int64)
     centres = np.array([(start + end) / 2 for start, end in spans])
     uncovered = votes.max(axis=0) == 0
     nearest = np.argmin(np.abs(times[uncovered, None] - centres[None, :]), axis=1)
