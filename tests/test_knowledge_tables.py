@@ -13,7 +13,6 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
-from helpers import ROOT
 from lancedb.index import FTS
 
 from skyhigh.cli.seed import DEFAULT_SOURCE, entry_document, entry_rows
@@ -34,6 +33,7 @@ from skyhigh.knowledge.tables import (
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
 from skyhigh.processing.celery_app import EVENTS_QUEUE, KNOWLEDGE_QUEUE, queue_for
 from skyhigh.processing.registry import AUDIO_TYPES, EVENT_TYPES, KNOWLEDGE_WRITING_TYPES
+from tests.support.settings import ROOT
 
 DIM = 4
 ALICE, BOB = "jwt:alice", "jwt:bob"

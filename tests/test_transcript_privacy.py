@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from helpers import ServerProcess, jfk_base64, server_env
 
 from skyhigh.domain.tenancy import owner_namespace
+from tests.support.client import jfk_base64
+from tests.support.server import ServerProcess
+from tests.support.settings import server_env
 
 pytestmark = pytest.mark.slow
 
