@@ -53,7 +53,6 @@ CHECK_TEXTS: Final = (
     "Gepäck verloren – was nun?",
 )
 _OPSET: Final = 17
-_OPSET: Final = 17
 
 
 def ensure_onnx_model(name: str, *, cache_dir: Path) -> OnnxModel:

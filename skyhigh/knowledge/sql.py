@@ -145,7 +145,7 @@ def owner_clause(schema: pa.Schema, reader: Reader | None) -> str | None:
     """The predicate that keeps a per-owner table to the reader's rows (None: no limit)."""
     if not is_owned(schema) or (reader is not None and reader.namespace is None):
         return None
-    if reader is None or OWNER_COLUMN not in schema.names:
+    if reader is None or reader.namespace is None or OWNER_COLUMN not in schema.names:
         # No reader, or rows whose owner is not recorded yet (the writer adds it at start):
         # nothing is shown rather than someone else's transcript.
         return "FALSE"
