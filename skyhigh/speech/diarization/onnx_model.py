@@ -212,7 +212,7 @@ class OnnxSpeakerEncoder:
     def embed(self, windows: list[FloatArray]) -> Embeddings:
         features = features_batch(windows)
         out = np.zeros((len(windows), EMBEDDING_DIM), dtype=np.float32)
-        for indices in same_length_groups(features).values():
+        for indices in same_length_groups(features):
             batch = np.stack([features[i] for i in indices])
             out[indices] = self._session.run(None, {"mels": batch})[0]  # type: ignore[attr-defined]
         return out
