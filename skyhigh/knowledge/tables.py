@@ -120,11 +120,13 @@ def adopt_legacy_transcripts(table: Any) -> bool:
     if OWNER_COLUMN in table.schema.names:
         return False
     table.add_columns(pa.field(OWNER_COLUMN, pa.string()))
-    public = "split_part(event_id, '~', 2)"
+    # Every value is computed from `id`, which keeps the key: the SET expressions of one
+    # update may see each other's results, so none may read a column this update rewrites.
+    public = "split_part(id, '~', 2)"
     table.update(
-        where="strpos(event_id, '~') > 0",
+        where="strpos(id, '~') > 0",
         values_sql={
-            OWNER_COLUMN: "split_part(event_id, '~', 1)",
+            OWNER_COLUMN: "split_part(id, '~', 1)",
             "event_id": public,
             "title": f"concat('Transcript of ', {public})",
         },
