@@ -2,6 +2,7 @@
 #
 #   docker build -t skyhigh:latest .                      # default: openai-whisper (PyTorch)
 #   docker build --target slim -t skyhigh:slim .          # no torch: faster-whisper + ONNX embedder
+#   docker build --build-arg UV_NATIVE_TLS=1 --build-arg PYTHON_IMAGE=<base with proxy CA> ...
 #   docker run --env-file .env -p 8000:8000 -v skyhigh-data:/data skyhigh:latest
 #
 # Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs). The classic
@@ -17,8 +18,12 @@ ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE} AS base
 
 ARG UV_VERSION=0.13.9
+# Behind a TLS-intercepting proxy: UV_NATIVE_TLS=1 makes uv trust the system CA store instead of
+# its bundled roots; the proxy's CA must be in PYTHON_IMAGE's store (README "Docker", Build).
+ARG UV_NATIVE_TLS=0
 
 ENV PYTHONUNBUFFERED=1 \
+    UV_NATIVE_TLS=${UV_NATIVE_TLS} \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_COMPILE_BYTECODE=1 \

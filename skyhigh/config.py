@@ -261,6 +261,9 @@ class ObservabilitySettings(BaseModel):
     log_level: str = "INFO"
     # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is public.
     metrics_token: SecretStr | None = None
+    # Celery worker processes serve no HTTP: >0 serves their Prometheus metrics on this port
+    # (one port per process; give each worker on a host its own). 0: off.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
 
 Group = TypeVar("Group", bound=BaseModel)

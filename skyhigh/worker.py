@@ -11,6 +11,7 @@ once per process: at worker start for solo/threads pools, in each child for pref
 start-up timeout is raised for that, see skyhigh.processing.celery_app). Knowledge writes go to
 the `knowledge` queue; run exactly one worker process consuming it (`-Q knowledge -c 1`, or the
 default, which consumes both, when you run one worker) so each LanceDB table has one writer.
+WORKER_METRICS_PORT (0 = off) serves the process's Prometheus metrics over HTTP.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 from typing import Any
 
 from celery import signals
+from prometheus_client import start_http_server
 
 from skyhigh.config import get_settings
 from skyhigh.observability.logs import configure_logging
@@ -43,8 +45,26 @@ def worker_runtime() -> WorkerRuntime:
         if _runtime is None:
             configure_logging(settings.log_level)
             _runtime = start_worker_runtime(settings)
+            start_metrics_server(settings.worker_metrics_port)
             log.info("worker ready", extra={"owner": _runtime.leases.owner})
         return _runtime
+
+
+def start_metrics_server(port: int) -> bool:
+    """Serve this process's Prometheus metrics on `port` (0: off); False when the port is taken.
+
+    A taken port is logged, not fatal: a worker that cannot publish metrics still does its work
+    (a prefork pool's children, for one, all share the configured port; the first one wins).
+    """
+    if port == 0:
+        return False
+    try:
+        start_http_server(port)
+    except OSError as error:
+        log.warning("worker metrics port %d unavailable: %s", port, error)
+        return False
+    log.info("worker metrics on port %d", port)
+    return True
 
 
 @app.task(name=PROCESS_EVENT, ignore_result=True)
