@@ -19,7 +19,8 @@ from celery import Celery
 
 from skyhigh.config import ProcessingSettings
 
-PROCESS_EVENT = "skyhigh.process_event"
+PROCESS_EVENT = "skyhigh.process_event"  # one id per message (still run: older senders, probes)
+PROCESS_EVENTS = "skyhigh.process_events"  # several ids per message, what the API sends
 EVENTS_QUEUE = "events"
 KNOWLEDGE_QUEUE = "knowledge"
 KNOWLEDGE_EVENT_TYPES = frozenset({"document", "document_delete"})
