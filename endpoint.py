@@ -44,6 +44,7 @@ from skyhigh.api.dependencies import (
     RuntimeDep,
     StoreDep,
     StreamsDep,
+    SubmitterDep,
     WebhooksDep,
     WebSocketAuthDep,
     require_events_read,
@@ -156,10 +157,10 @@ def _accepted(record: EventRecord, response: Response) -> Accepted:
 async def create_event(
     event: Annotated[EventSchema, Body(openapi_examples=OPENAPI_EXAMPLES)],
     response: Response,
-    intake: IntakeDep,
-    principal: PrincipalDep,
+    submitter: SubmitterDep,
 ) -> Accepted:
     """Validate and store an event, then process it in the background (202 Accepted)."""
+    intake, principal = submitter
     submission = Submission(principal, event.event_id, event.event_type, event.event_data)
     record = await intake.accept(submission)
     return _accepted(record, response)

@@ -696,9 +696,8 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 @contextmanager
 def throwaway_services(args: argparse.Namespace) -> Iterator[None]:
-    """A private redis-server and durable Postgres for skyhigh-scale (tests/services.py)."""
-    sys.path[1:1] = [str(REPO / "tests"), str(REPO)]
-    from services import PostgresServer, RedisServer
+    """A private redis-server and durable Postgres for skyhigh-scale (tests/support/services.py)."""
+    from tests.support.services import PostgresServer, RedisServer
 
     redis, postgres = RedisServer(), PostgresServer(durable=True)
     try:

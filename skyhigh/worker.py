@@ -26,7 +26,13 @@ from prometheus_client import start_http_server
 
 from skyhigh.config import get_settings
 from skyhigh.observability.logs import configure_logging
-from skyhigh.processing.celery_app import EVENTS_QUEUE, KNOWLEDGE_QUEUE, PROCESS_EVENT, make_celery
+from skyhigh.processing.celery_app import (
+    EVENTS_QUEUE,
+    KNOWLEDGE_QUEUE,
+    PROCESS_EVENT,
+    PROCESS_EVENTS,
+    make_celery,
+)
 from skyhigh.processing.runtime import WorkerRuntime, start_worker_runtime, stop_worker_runtime
 
 log = logging.getLogger("skyhigh.worker")
@@ -71,6 +77,22 @@ def start_metrics_server(port: int) -> bool:
 def process_event(event_id: str) -> None:
     """Run one event; a hint for an event that is finished or leased elsewhere is a no-op."""
     worker_runtime().pipeline.process(event_id)
+
+
+@app.task(name=PROCESS_EVENTS, ignore_result=True)
+def process_events(event_ids: list[str]) -> None:
+    """Run each event in turn, each claimed by its lease as in `process_event`.
+
+    One event that raises does not keep the rest from running; the message is acknowledged
+    after all of them (acks late), so a worker lost midway gives the whole message back, and
+    the ids already finished are no-ops for the next worker.
+    """
+    pipeline = worker_runtime().pipeline
+    for event_id in event_ids:
+        try:
+            pipeline.process(event_id)
+        except Exception:
+            log.exception("event failed in a batch", extra={"event_id": event_id})
 
 
 @signals.worker_init.connect

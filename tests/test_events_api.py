@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,12 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from main import create_app
+from skyhigh.api.request_ids import RequestIds
 from skyhigh.processing.registry import EVENT_TYPES
 from tests.support.client import wait_terminal, without_auth
 from tests.support.settings import AUTH, make_settings
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def new_id(prefix: str = "evt") -> str:
@@ -285,7 +289,20 @@ def test_openapi_documents_bearer_auth_and_an_example_per_event_type(client: Tes
 def test_request_id_is_echoed(client: TestClient) -> None:
     response = client.get("/health", headers={"X-Request-ID": "req-123"})
     assert response.headers["x-request-id"] == "req-123"
-    assert len(client.get("/health").headers["x-request-id"]) == 32
+    made = [client.get("/health").headers["x-request-id"] for _ in range(3)]
+    assert len(set(made)) == 3 and all(_SAFE_ID.match(i) for i in made), made
+    # One process, one random prefix; the counter tells its requests apart.
+    assert len({i.rsplit("-", 1)[0] for i in made}) == 1
+
+
+def test_request_ids_differ_across_processes() -> None:
+    # A new process (or a forked child, via reseed) draws a new prefix, so ids never repeat.
+    first, second = RequestIds(), RequestIds()
+    assert first.next().split("-")[0] != second.next().split("-")[0]
+    before = first.next()
+    first.reseed()
+    after = first.next()
+    assert before.split("-")[0] != after.split("-")[0] and after.endswith("-1")
 
 
 def test_auth_header_from_client_default(client: TestClient) -> None:

@@ -10,7 +10,6 @@ costs a call and a scope walk on every request.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,6 +22,7 @@ from skyhigh.api import auth
 from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat import errors as openai_errors
 from skyhigh.api.paths import under
+from skyhigh.api.request_ids import request_ids
 from skyhigh.api.tokens import TokenVerifier
 from skyhigh.observability.logs import request_id_var
 
@@ -212,7 +212,7 @@ class EdgeMiddleware:
 
 def _request_id(given: str | None) -> str:
     """The client's X-Request-ID if it is sane, else a new one."""
-    return given if given and _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if given and _SAFE_REQUEST_ID.match(given) else request_ids.next()
 
 
 def _unauthorized(path: str, outcome: auth.Authentication) -> Response:

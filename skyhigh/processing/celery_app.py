@@ -21,7 +21,8 @@ from celery import Celery
 from skyhigh.config import ProcessingSettings
 from skyhigh.processing.registry import writes_knowledge
 
-PROCESS_EVENT = "skyhigh.process_event"
+PROCESS_EVENT = "skyhigh.process_event"  # one id per message (still run: older senders, probes)
+PROCESS_EVENTS = "skyhigh.process_events"  # several ids per message, what the API sends
 EVENTS_QUEUE = "events"
 KNOWLEDGE_QUEUE = "knowledge"
 

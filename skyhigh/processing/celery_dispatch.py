@@ -4,7 +4,8 @@ It implements the `Dispatcher` protocol without blocking the event loop:
 - `submit` hands the id to a sender thread, which sends the Celery task; if the process dies
   first, or Redis loses the message, the sweeper sends it again from the store. The sender
   sends whatever has queued up meanwhile through one producer (one pool checkout and one
-  declared queue per batch, not per event: measured in BENCHMARKS.md "Intake");
+  declared queue per batch, not per event), up to IDS_PER_MESSAGE ids in one message
+  (measured in BENCHMARKS.md "Intake"); the worker claims each id by its lease as usual;
 - `reserve` admits against the number of unfinished events of the whole fleet, read from the
   store by a background thread every ADMISSION_REFRESH_S (plus this process's reservations
   since), so MAX_PENDING_EVENTS holds across API processes without a query per request;
@@ -22,7 +23,7 @@ from celery import Celery
 
 from skyhigh.config import ProcessingSettings
 from skyhigh.observability.metrics import QUEUE_DEPTH
-from skyhigh.processing.celery_app import PROCESS_EVENT, queue_for
+from skyhigh.processing.celery_app import PROCESS_EVENTS, queue_for
 from skyhigh.store.events import EventStore
 
 log = logging.getLogger("skyhigh.processing.celery_dispatch")
@@ -30,6 +31,10 @@ log = logging.getLogger("skyhigh.processing.celery_dispatch")
 ADMISSION_REFRESH_S = 0.25
 # Hints sent through one producer checkout at most; more wait for the next batch.
 SEND_BATCH = 256
+# Ids per Celery message. One message costs about as much to send as to receive, so several
+# ids share it; few enough that a busy worker holding a message does not keep many events from
+# an idle one (prefetch is 1). Redelivery is safe: a finished or leased id is a no-op.
+IDS_PER_MESSAGE = 8
 _STOP = ("", "")
 
 
@@ -107,12 +112,9 @@ class CeleryDispatcher:
     def _send(self, batch: list[tuple[str, str]]) -> None:
         try:
             with self._app.producer_or_acquire() as producer:
-                for event_id, event_type in batch:
+                for queue_name, ids in messages(batch):
                     self._app.send_task(
-                        PROCESS_EVENT,
-                        args=[event_id],
-                        queue=queue_for(event_type),
-                        producer=producer,
+                        PROCESS_EVENTS, args=[ids], queue=queue_name, producer=producer
                     )
         except Exception:
             # The events are durable in the store; the sweeper will send them again.
@@ -160,3 +162,16 @@ class CeleryDispatcher:
                 self._send(stale[start : start + SEND_BATCH])
             if stale:
                 log.info("re-sent waiting events", extra={"count": len(stale)})
+
+
+def messages(batch: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(queue, ids) per Celery message: ids grouped by queue in arrival order, at most
+    IDS_PER_MESSAGE in each."""
+    by_queue: dict[str, list[str]] = {}
+    for event_id, event_type in batch:
+        by_queue.setdefault(queue_for(event_type), []).append(event_id)
+    return [
+        (queue_name, ids[start : start + IDS_PER_MESSAGE])
+        for queue_name, ids in by_queue.items()
+        for start in range(0, len(ids), IDS_PER_MESSAGE)
+    ]
