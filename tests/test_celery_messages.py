@@ -18,3 +18,13 @@ def test_ids_are_grouped_by_queue_in_order_and_capped_per_message() -> None:
         (KNOWLEDGE_QUEUE, ["d1", "d2"]),
     ]
     assert sorted(i for _, ids in packed for i in ids) == sorted(i for i, _ in batch)
+
+
+def test_audio_events_travel_one_per_message() -> None:
+    batch = [(f"s{i}", "speech") for i in range(3)] + [("q1", "query"), ("q2", "query")]
+    assert messages(batch) == [
+        (EVENTS_QUEUE, ["s0"]),
+        (EVENTS_QUEUE, ["s1"]),
+        (EVENTS_QUEUE, ["s2"]),
+        (EVENTS_QUEUE, ["q1", "q2"]),
+    ]

@@ -24,6 +24,7 @@ from celery import Celery
 from skyhigh.config import ProcessingSettings
 from skyhigh.observability.metrics import QUEUE_DEPTH
 from skyhigh.processing.celery_app import PROCESS_EVENTS, queue_for
+from skyhigh.processing.registry import carries_audio
 from skyhigh.store.events import EventStore
 
 log = logging.getLogger("skyhigh.processing.celery_dispatch")
@@ -166,12 +167,17 @@ class CeleryDispatcher:
 
 def messages(batch: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     """(queue, ids) per Celery message: ids grouped by queue in arrival order, at most
-    IDS_PER_MESSAGE in each."""
-    by_queue: dict[str, list[str]] = {}
+    IDS_PER_MESSAGE in each. Audio events travel one per message: a worker holding eight
+    minute-long transcriptions would leave another worker idle for minutes."""
+    grouped: dict[str, list[str]] = {}
+    singles: list[tuple[str, list[str]]] = []
     for event_id, event_type in batch:
-        by_queue.setdefault(queue_for(event_type), []).append(event_id)
-    return [
+        if carries_audio(event_type):
+            singles.append((queue_for(event_type), [event_id]))
+        else:
+            grouped.setdefault(queue_for(event_type), []).append(event_id)
+    return singles + [
         (queue_name, ids[start : start + IDS_PER_MESSAGE])
-        for queue_name, ids in by_queue.items()
+        for queue_name, ids in grouped.items()
         for start in range(0, len(ids), IDS_PER_MESSAGE)
     ]
