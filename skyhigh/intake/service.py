@@ -100,9 +100,9 @@ class _Reservation:
         self.held = self.refusal is None and dispatcher.reserve()
         self.dispatched = False
 
-    def dispatch(self, event_id: str, *, event_type: str) -> None:
+    def dispatch(self, key: str, *, event_type: str) -> None:
         """The reservation becomes the dispatched event's place in the queue."""
-        self._dispatcher.submit(event_id, event_type=event_type)
+        self._dispatcher.submit(key, event_type=event_type)
         self.held = False
         self.dispatched = True
 
@@ -203,8 +203,8 @@ class Intake:
                 raise
             if outcome.created:
                 queued = outcome.record.model_dump(mode="json")
-                self._publisher.publish(new.event_id, {"type": "status", **queued})
-                reservation.dispatch(new.event_id, event_type=new.event_type)
+                self._publisher.publish(new.key, {"type": "status", **queued})
+                reservation.dispatch(new.key, event_type=new.event_type)
                 EVENTS_ACCEPTED.labels(new.event_type).inc()
             else:
                 await self._quotas.release_audio(submission.principal.owner, hold)

@@ -1,4 +1,4 @@
-"""process(event_id): claim an event, run its type's handler, record the outcome.
+"""process(key): claim an event, run its type's handler, record the outcome.
 
 Everything around a handler lives here once: the claim (attempts counted, MAX_ATTEMPTS
 enforced), the `processing` announcement, log context, the outcome (an event always reaches
@@ -45,27 +45,25 @@ class Pipeline:
         # or failed: audio quotas (skyhigh.intake.quotas).
         self.on_audio = on_audio
 
-    def process(self, event_id: str) -> None:
+    def process(self, key: str) -> None:
         claimed = self.store.claim(
-            event_id,
+            key,
             max_attempts=self.settings.max_attempts,
             owner=self.leases.owner,
             lease_s=self.leases.lease_s,
         )
         if claimed is None:
             return  # finished, leased elsewhere, or out of attempts (failed by claim)
-        with self.leases.hold(event_id):
+        with self.leases.hold(key):
             self._run(claimed)
 
     def _run(self, claimed: ClaimedEvent) -> None:
-        event_id = claimed.event_id
-        event_token = event_id_var.set(event_id)
+        key = claimed.key
+        event_token = event_id_var.set(key)
         request_token = request_id_var.set(claimed.request_id)
-        job = Job(
-            event_id, self.services, self.settings, self.publisher, StepTimer(claimed.event_type)
-        )
+        job = Job(key, self.services, self.settings, self.publisher, StepTimer(claimed.event_type))
         self.publisher.publish(
-            event_id, {"type": "status", "status": "processing", "attempts": claimed.attempts}
+            key, {"type": "status", "status": "processing", "attempts": claimed.attempts}
         )
         try:
             log.info(
@@ -76,33 +74,33 @@ class Pipeline:
                 raise StepFailed(ErrorCode.INTERNAL_ERROR, f"no handler for {claimed.event_type!r}")
             result = event_type.handler(claimed.payload, job)
         except StepFailed as failure:
-            concluded = self._fail(event_id, claimed.event_type, failure.code, failure.message)
+            concluded = self._fail(key, claimed.event_type, failure.code, failure.message)
         except Exception:
             # Never let one event take the worker down; the traceback goes to the log only.
             log.exception("step crashed", extra={"event_type": claimed.event_type})
             concluded = self._fail(
-                event_id,
+                key,
                 claimed.event_type,
                 ErrorCode.INTERNAL_ERROR,
                 "processing failed unexpectedly; the server log has the details",
             )
         else:
-            concluded = self._complete(event_id, claimed.event_type, result)
+            concluded = self._complete(key, claimed.event_type, result)
         finally:
             event_id_var.reset(event_token)
             request_id_var.reset(request_token)
         if concluded:  # else the event's new lease holder still needs the audio
             self._count_audio(claimed, job)
-            self._discard_spooled_audio(event_id, claimed.payload)
+            self._discard_spooled_audio(key, claimed.payload)
 
-    def _complete(self, event_id: str, event_type: str, result: dict[str, Any]) -> bool:
+    def _complete(self, key: str, event_type: str, result: dict[str, Any]) -> bool:
         try:
-            record = self.store.complete(event_id, result, owner=self.leases.owner)
+            record = self.store.complete(key, result, owner=self.leases.owner)
         except Exception:
             # The promise is completed-or-failed: a result that cannot be stored fails the event.
             log.exception("storing the result failed", extra={"event_type": event_type})
             return self._fail(
-                event_id,
+                key,
                 event_type,
                 ErrorCode.INTERNAL_ERROR,
                 "the result could not be stored; the server log has the details",
@@ -110,18 +108,18 @@ class Pipeline:
         if record is None:
             log.warning("lease lost before completion", extra={"event_type": event_type})
             return False
-        self.publisher.publish(event_id, {"type": "status", **record.model_dump(mode="json")})
+        self.publisher.publish(key, {"type": "status", **record.model_dump(mode="json")})
         EVENTS_COMPLETED.labels(event_type).inc()
         log.info("completed", extra={"event_type": event_type, "status": "completed"})
         return True
 
-    def _fail(self, event_id: str, event_type: str, code: str, message: str) -> bool:
+    def _fail(self, key: str, event_type: str, code: str, message: str) -> bool:
         error = EventError(code=code, message=message)
-        record = self.store.fail(event_id, error, owner=self.leases.owner)
+        record = self.store.fail(key, error, owner=self.leases.owner)
         if record is None:
             log.warning("lease lost before failing", extra={"event_type": event_type})
             return False
-        self.publisher.publish(event_id, {"type": "status", **record.model_dump(mode="json")})
+        self.publisher.publish(key, {"type": "status", **record.model_dump(mode="json")})
         EVENTS_FAILED.labels(event_type, code).inc()
         log.info("failed", extra={"event_type": event_type, "status": "failed", "code": code})
         return True
@@ -134,10 +132,10 @@ class Pipeline:
             claimed.owner, job.usage.get("audio_s", 0.0), hold if isinstance(hold, dict) else None
         )
 
-    def _discard_spooled_audio(self, event_id: str, payload: dict[str, Any]) -> None:
+    def _discard_spooled_audio(self, key: str, payload: dict[str, Any]) -> None:
         # Called once the event is terminal: its audio is never needed again.
         spool_dir = self.settings.spool_dir
-        url_download_path(spool_dir, event_id).unlink(missing_ok=True)
+        url_download_path(spool_dir, key).unlink(missing_ok=True)
         name = payload.get("audio_file")
         if isinstance(name, str):
             (spool_dir / name).unlink(missing_ok=True)

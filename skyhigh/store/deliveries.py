@@ -49,7 +49,7 @@ class DeliveryRow(Base):
 
     # The Standard Webhooks `webhook-id`: the same for every attempt, so receivers can dedupe.
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(192))  # the event's stored key
+    key: Mapped[str] = mapped_column("event_id", String(192))  # the event's stored key
     url: Mapped[str] = mapped_column(String(2048))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -72,7 +72,7 @@ class Delivery:
     """A claimed delivery, ready to send."""
 
     id: str
-    event_id: str
+    key: str
     url: str
     attempts: int  # made so far
     body: str
@@ -95,7 +95,7 @@ class DeliveryStore:
         DeliveryRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
         self._session = transactions(engine)
 
-    def schedule(self, event_id: str, urls: list[str]) -> bool:
+    def schedule(self, key: str, urls: list[str]) -> bool:
         """Record the targets of an accepted event (idempotent); True if it already finished."""
         for url in urls:
             try:
@@ -103,7 +103,7 @@ class DeliveryStore:
                     session.add(
                         DeliveryRow(
                             id=f"msg_{uuid.uuid4().hex}",
-                            event_id=event_id,
+                            key=key,
                             url=url,
                             status=SCHEDULED,
                             attempts=0,
@@ -114,17 +114,17 @@ class DeliveryStore:
             except IntegrityError:
                 pass  # a replayed intake: this target is already recorded
         with self._session() as session:
-            status = session.scalar(select(EventRow.status).where(EventRow.event_id == event_id))
+            status = session.scalar(select(EventRow.status).where(EventRow.key == key))
         # The event may have finished before the rows existed (fast query events): the caller
         # activates them then; `activate` is idempotent, so racing the worker is harmless.
         return status in TERMINAL_STATUSES
 
-    def activate(self, event_id: str, body: str) -> int:
+    def activate(self, key: str, body: str) -> int:
         """Make an event's scheduled deliveries due now; returns how many were activated."""
         with self._session() as session:
             result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(DeliveryRow)
-                .where(DeliveryRow.event_id == event_id, DeliveryRow.status == SCHEDULED)
+                .where(DeliveryRow.key == key, DeliveryRow.status == SCHEDULED)
                 .values(status=PENDING, body=body, next_attempt_at=now())
             )
             return int(result.rowcount)
@@ -132,8 +132,8 @@ class DeliveryStore:
     def finished_but_scheduled(self) -> list[str]:
         """Events that finished while their deliveries were never activated (a crash between)."""
         query = (
-            select(DeliveryRow.event_id)
-            .join(EventRow, EventRow.event_id == DeliveryRow.event_id)
+            select(DeliveryRow.key)
+            .join(EventRow, EventRow.key == DeliveryRow.key)
             .where(DeliveryRow.status == SCHEDULED, EventRow.status.in_(TERMINAL_STATUSES))
             .distinct()
         )
@@ -163,9 +163,7 @@ class DeliveryStore:
                     .values(next_attempt_at=current + timedelta(seconds=lease_s))
                 )
                 if won.rowcount == 1:
-                    claimed.append(
-                        Delivery(row.id, row.event_id, row.url, row.attempts, row.body or "")
-                    )
+                    claimed.append(Delivery(row.id, row.key, row.url, row.attempts, row.body or ""))
             return claimed
 
     def record(
@@ -200,13 +198,11 @@ class DeliveryStore:
             )
             return aware(value)
 
-    def for_event(self, event_id: str) -> list[dict[str, Any]]:
+    def for_event(self, key: str) -> list[dict[str, Any]]:
         """The deliveries of one event as `GET /events/{id}` shows them (no body)."""
         with self._session() as session:
             rows = session.scalars(
-                select(DeliveryRow)
-                .where(DeliveryRow.event_id == event_id)
-                .order_by(DeliveryRow.created_at)
+                select(DeliveryRow).where(DeliveryRow.key == key).order_by(DeliveryRow.created_at)
             ).all()
             return [
                 {

@@ -28,7 +28,7 @@ class EventLeases:
     _session: Callable[[], AbstractContextManager[Session]]
 
     def claim(
-        self, event_id: str, *, max_attempts: int, owner: str, lease_s: float
+        self, key: str, *, max_attempts: int, owner: str, lease_s: float
     ) -> ClaimedEvent | None:
         """Take a queued event, or one whose lease ran out, and count the attempt.
 
@@ -42,7 +42,7 @@ class EventLeases:
         )
         with self._session() as session:
             row = session.scalars(
-                select(EventRow).where(EventRow.event_id == event_id, claimable).with_for_update()
+                select(EventRow).where(EventRow.key == key, claimable).with_for_update()
             ).one_or_none()
             if row is None:
                 return None
@@ -62,7 +62,7 @@ class EventLeases:
             won: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(EventRow)
                 .where(
-                    EventRow.event_id == event_id,
+                    EventRow.key == key,
                     EventRow.attempts == row.attempts,
                     claimable,
                 )
@@ -78,7 +78,7 @@ class EventLeases:
             if won.rowcount != 1:
                 return None
             return ClaimedEvent(
-                event_id=row.event_id,
+                key=row.key,
                 event_type=row.event_type,
                 payload=dict(row.payload),
                 attempts=attempt,
@@ -86,28 +86,28 @@ class EventLeases:
                 owner=row.owner,
             )
 
-    def renew(self, event_id: str, *, owner: str, lease_s: float) -> bool:
+    def renew(self, key: str, *, owner: str, lease_s: float) -> bool:
         """Extend a lease this owner still holds; False when it was lost (taken over, done)."""
         with self._session() as session:
             renewed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(EventRow)
-                .where(self._held(event_id, owner))
+                .where(self._held(key, owner))
                 .values(lease_expires_at=now() + timedelta(seconds=lease_s))
             )
             return renewed.rowcount == 1
 
-    def requeue(self, event_id: str, *, owner: str | None = None) -> None:
+    def requeue(self, key: str, *, owner: str | None = None) -> None:
         """Put a processing event back (graceful shutdown); its attempt stays counted."""
         condition = (
-            (EventRow.event_id == event_id) & (EventRow.status == EventStatus.PROCESSING)
+            (EventRow.key == key) & (EventRow.status == EventStatus.PROCESSING)
             if owner is None
-            else self._held(event_id, owner)
+            else self._held(key, owner)
         )
         with self._session() as session:
             session.execute(update(EventRow).where(condition).values(**UNLEASED))
 
     def recover(self) -> list[str]:
-        """After a crash: put `processing` events back in the queue; return all queued ids.
+        """After a crash: put `processing` events back in the queue; return all queued keys.
 
         Only for the embedded mode, whose one process is the only worker of its store: at
         its start-up nobody else can hold a lease. Processes sharing a store rely on leases
@@ -118,7 +118,7 @@ class EventLeases:
                 update(EventRow).where(EventRow.status == EventStatus.PROCESSING).values(**UNLEASED)
             )
             query = (
-                select(EventRow.event_id)
+                select(EventRow.key)
                 .where(EventRow.status == EventStatus.QUEUED)
                 .order_by(EventRow.seq)
             )
@@ -136,23 +136,23 @@ class EventLeases:
                 | (EventRow.enqueued_at < moment - timedelta(seconds=requeue_after_s))
             )
         ) | ((EventRow.status == EventStatus.PROCESSING) & (EventRow.lease_expires_at < moment))
-        query = select(EventRow.event_id, EventRow.event_type).where(due)
+        query = select(EventRow.key, EventRow.event_type).where(due)
         with self._session() as session:
             rows = [
                 (row[0], row[1])
                 for row in session.execute(query.order_by(EventRow.seq).limit(limit))
             ]
             if rows:
-                ids = [event_id for event_id, _ in rows]
+                keys = [key for key, _ in rows]
                 session.execute(
-                    update(EventRow).where(EventRow.event_id.in_(ids)).values(enqueued_at=moment)
+                    update(EventRow).where(EventRow.key.in_(keys)).values(enqueued_at=moment)
                 )
             return rows
 
     @staticmethod
-    def _held(event_id: str, owner: str) -> Any:
+    def _held(key: str, owner: str) -> Any:
         return (
-            (EventRow.event_id == event_id)
+            (EventRow.key == key)
             & (EventRow.status == EventStatus.PROCESSING)
             & (EventRow.lease_owner == owner)
         )

@@ -26,7 +26,7 @@ class EventRow(Base):
     # Surrogate key orders events by arrival for cursors and queue positions.
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # The stored key (owner namespace + the client's id), not the public event id.
-    event_id: Mapped[str] = mapped_column(String(KEY_LENGTH), unique=True)
+    key: Mapped[str] = mapped_column("event_id", String(KEY_LENGTH), unique=True)
     owner: Mapped[str] = mapped_column(String(256))
     event_type: Mapped[str] = mapped_column(String(64))
     body_sha256: Mapped[str] = mapped_column(String(64))
@@ -55,7 +55,7 @@ class EventRow(Base):
 
 @dataclass(frozen=True)
 class NewEvent:
-    event_id: str
+    key: str
     event_type: str
     body_sha256: str
     payload: dict[str, Any]
@@ -81,7 +81,7 @@ class CreateOutcome:
 
 @dataclass(frozen=True)
 class ClaimedEvent:
-    event_id: str
+    key: str
     event_type: str
     payload: dict[str, Any]
     attempts: int
@@ -128,7 +128,7 @@ def to_record(session: Session, row: EventRow, *, with_position: bool = True) ->
     if row.error_code is not None:
         error = EventError(code=row.error_code, message=row.error_message or "")
     return EventRecord(
-        event_id=public_event_id(row.event_id),
+        event_id=public_event_id(row.key),
         event_type=row.event_type,
         status=EventStatus(row.status),
         created_at=aware(row.created_at) or now(),

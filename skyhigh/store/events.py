@@ -71,7 +71,7 @@ class EventStore(EventLeases):
     Usage::
 
         store = EventStore("sqlite:///./events.db")
-        outcome = store.create(NewEvent(event_id="e1", event_type="query", ...))
+        outcome = store.create(NewEvent(key="e1", event_type="query", ...))
         claimed = store.claim("e1")          # queued -> processing, attempts += 1
         store.complete("e1", {"matches": []})
     """
@@ -106,13 +106,13 @@ class EventStore(EventLeases):
     def create_many(self, news: Sequence[NewEvent]) -> list[CreateOutcome | EventConflict]:
         """Store several events in ONE transaction (group commit: one fsync for all).
 
-        Outcomes are in input order; an id already taken by a different body gives an
+        Outcomes are in input order; a key already taken by a different body gives an
         EventConflict in its place instead of failing the batch.
         """
         created_at = now()
         rows = [
             {
-                "event_id": new.event_id,
+                "event_id": new.key,  # the column keeps its name; it holds the key
                 "owner": new.owner,
                 "event_type": new.event_type,
                 "body_sha256": new.body_sha256,
@@ -131,12 +131,12 @@ class EventStore(EventLeases):
             # Core statement with many parameter sets: compiling a fresh multi-VALUES insert
             # per batch took half of the store thread's time under load.
             inserted = set(session.execute(self._insert_new, rows).scalars())
-            # Only ids the insert did not take (a replay, a conflict, a duplicate within the
+            # Only keys the insert did not take (a replay, a conflict, a duplicate within the
             # batch) are read back: a new event's record is what was just written.
             outcomes: dict[int, CreateOutcome | EventConflict] = {}
             for index, new in enumerate(news):
-                if new.event_id in inserted:
-                    inserted.discard(new.event_id)  # the first of any duplicates in the batch
+                if new.key in inserted:
+                    inserted.discard(new.key)  # the first of any duplicates in the batch
                     record = _queued_record(new, created_at)
                     outcomes[index] = CreateOutcome(record=record, created=True)
             taken = [(index, new) for index, new in enumerate(news) if index not in outcomes]
@@ -147,17 +147,16 @@ class EventStore(EventLeases):
     def _existing(
         self, session: Session, taken: list[tuple[int, NewEvent]]
     ) -> dict[int, CreateOutcome | EventConflict]:
-        """Outcomes for ids already stored: a replay of the same body, or a conflict."""
-        ids = {new.event_id for _, new in taken}
+        """Outcomes for keys already stored: a replay of the same body, or a conflict."""
+        keys = {new.key for _, new in taken}
         rows = {
-            row.event_id: row
-            for row in session.scalars(select(EventRow).where(EventRow.event_id.in_(ids)))
+            row.key: row for row in session.scalars(select(EventRow).where(EventRow.key.in_(keys)))
         }
         outcomes: dict[int, CreateOutcome | EventConflict] = {}
         for index, new in taken:
-            row = rows[new.event_id]
+            row = rows[new.key]
             if row.body_sha256 != new.body_sha256:
-                outcomes[index] = EventConflict(public_event_id(new.event_id))
+                outcomes[index] = EventConflict(public_event_id(new.key))
             else:
                 record = to_record(session, row, with_position=False)
                 outcomes[index] = CreateOutcome(record=record, created=False)
@@ -165,16 +164,14 @@ class EventStore(EventLeases):
 
     # --- reads ---
 
-    def get(self, event_id: str) -> EventRecord:
+    def get(self, key: str) -> EventRecord:
         with self._session() as session:
-            return to_record(session, self._row(session, event_id))
+            return to_record(session, self._row(session, key))
 
-    def lookup(self, event_id: str) -> tuple[EventRecord, str] | None:
+    def lookup(self, key: str) -> tuple[EventRecord, str] | None:
         """The event and its body hash, or None: lets intake answer replays before spooling."""
         with self._session() as session:
-            row = session.scalars(
-                select(EventRow).where(EventRow.event_id == event_id)
-            ).one_or_none()
+            row = session.scalars(select(EventRow).where(EventRow.key == key)).one_or_none()
             if row is None:
                 return None
             return to_record(session, row, with_position=False), row.body_sha256
@@ -218,16 +215,14 @@ class EventStore(EventLeases):
     # --- worker side ---
 
     def complete(
-        self, event_id: str, result: dict[str, Any], *, owner: str | None = None
+        self, key: str, result: dict[str, Any], *, owner: str | None = None
     ) -> EventRecord | None:
         """Record the result; None when `owner` no longer holds the lease (nothing written)."""
-        return self._conclude(event_id, owner, EventStatus.COMPLETED, result=result)
+        return self._conclude(key, owner, EventStatus.COMPLETED, result=result)
 
-    def fail(
-        self, event_id: str, error: EventError, *, owner: str | None = None
-    ) -> EventRecord | None:
+    def fail(self, key: str, error: EventError, *, owner: str | None = None) -> EventRecord | None:
         """Record the failure; None when `owner` no longer holds the lease (nothing written)."""
-        return self._conclude(event_id, owner, EventStatus.FAILED, error=error)
+        return self._conclude(key, owner, EventStatus.FAILED, error=error)
 
     def count_active(self) -> int:
         """Events accepted and not finished (queued or processing), across all processes."""
@@ -246,7 +241,7 @@ class EventStore(EventLeases):
 
     def _conclude(
         self,
-        event_id: str,
+        key: str,
         owner: str | None,
         status: EventStatus,
         *,
@@ -254,29 +249,29 @@ class EventStore(EventLeases):
         error: EventError | None = None,
     ) -> EventRecord | None:
         with self._session() as session:
-            query = select(EventRow).where(EventRow.event_id == event_id)
+            query = select(EventRow).where(EventRow.key == key)
             if owner is not None:
-                query = query.where(self._held(event_id, owner))
+                query = query.where(self._held(key, owner))
             row = session.scalars(query.with_for_update()).one_or_none()
             if row is None:
                 if owner is None:
-                    raise EventNotFound(public_event_id(event_id))
+                    raise EventNotFound(public_event_id(key))
                 return None
             finish_row(row, status, result=result, error=error)
             return to_record(session, row, with_position=False)
 
     @staticmethod
-    def _row(session: Session, event_id: str) -> EventRow:
-        row = session.scalars(select(EventRow).where(EventRow.event_id == event_id)).one_or_none()
+    def _row(session: Session, key: str) -> EventRow:
+        row = session.scalars(select(EventRow).where(EventRow.key == key)).one_or_none()
         if row is None:
-            raise EventNotFound(public_event_id(event_id))
+            raise EventNotFound(public_event_id(key))
         return row
 
 
 def _queued_record(new: NewEvent, created_at: datetime) -> EventRecord:
     """The record of an event just inserted, as `to_record` would read it back."""
     return EventRecord(
-        event_id=public_event_id(new.event_id),
+        event_id=public_event_id(new.key),
         event_type=new.event_type,
         status=EventStatus.QUEUED,
         created_at=created_at,

@@ -167,33 +167,33 @@ class Webhooks:
         urls = [url for url in (callback_url, self.settings.webhook_url) if url]
         return list(dict.fromkeys(urls))
 
-    def schedule(self, event_id: str, callback_url: str | None) -> None:
+    def schedule(self, key: str, callback_url: str | None) -> None:
         """Record where this event's outcome goes; called at intake, before the 202."""
         urls = self.targets(callback_url)
-        if urls and self.deliveries.schedule(event_id, urls):
-            self._activate_from_store(event_id)
+        if urls and self.deliveries.schedule(key, urls):
+            self._activate_from_store(key)
 
-    def publish(self, event_id: str, message: dict[str, Any]) -> None:
+    def publish(self, key: str, message: dict[str, Any]) -> None:
         """EventPublisher: a terminal status makes the event's deliveries due."""
         if message.get("type") != "status" or message.get("status") not in TERMINAL_STATUSES:
             return
         if not self.enabled:
             return
-        if self.deliveries.activate(event_id, webhook_body(message)):
+        if self.deliveries.activate(key, webhook_body(message)):
             self._wake.set()
 
-    def for_event(self, event_id: str) -> list[WebhookDelivery]:
+    def for_event(self, key: str) -> list[WebhookDelivery]:
         """The event's deliveries for `GET /events/{id}` (target URLs redacted)."""
-        deliveries = self.deliveries.for_event(event_id) if self.enabled else []
+        deliveries = self.deliveries.for_event(key) if self.enabled else []
         return [
             WebhookDelivery.model_validate({**delivery, "url": redact_url(delivery["url"])})
             for delivery in deliveries
         ]
 
-    def _activate_from_store(self, event_id: str) -> None:
-        record = self.store.get(event_id)
+    def _activate_from_store(self, key: str) -> None:
+        record = self.store.get(key)
         body = webhook_body({"type": "status", **record.model_dump(mode="json")})
-        if self.deliveries.activate(event_id, body):
+        if self.deliveries.activate(key, body):
             self._wake.set()
 
     # --- the sender ---
@@ -201,8 +201,8 @@ class Webhooks:
     def start(self) -> None:
         if not self.enabled:
             return
-        for event_id in self.deliveries.finished_but_scheduled():
-            self._activate_from_store(event_id)
+        for key in self.deliveries.finished_but_scheduled():
+            self._activate_from_store(key)
         self._thread = threading.Thread(target=self._run, name="skyhigh-webhooks", daemon=True)
         self._thread.start()
 
@@ -251,7 +251,7 @@ class Webhooks:
         try:
             self._attempt(delivery)
         except Exception:
-            log.exception("webhook attempt crashed", extra={"event_id": delivery.event_id})
+            log.exception("webhook attempt crashed", extra={"event_id": delivery.key})
         finally:
             self._slots.release()
             self._wake.set()  # a slot is free; more may be due
@@ -311,7 +311,7 @@ class Webhooks:
         log.info(
             "webhook attempt",
             extra={
-                "event_id": delivery.event_id,
+                "event_id": delivery.key,
                 "attempt": attempt_no,
                 "status": outcome,
                 "status_code": status_code,
