@@ -74,25 +74,25 @@ def start_metrics_server(port: int) -> bool:
 
 
 @app.task(name=PROCESS_EVENT, ignore_result=True)
-def process_event(event_id: str) -> None:
+def process_event(key: str) -> None:
     """Run one event; a hint for an event that is finished or leased elsewhere is a no-op."""
-    worker_runtime().pipeline.process(event_id)
+    worker_runtime().pipeline.process(key)
 
 
 @app.task(name=PROCESS_EVENTS, ignore_result=True)
-def process_events(event_ids: list[str]) -> None:
+def process_events(keys: list[str]) -> None:
     """Run each event in turn, each claimed by its lease as in `process_event`.
 
     One event that raises does not keep the rest from running; the message is acknowledged
     after all of them (acks late), so a worker lost midway gives the whole message back, and
-    the ids already finished are no-ops for the next worker.
+    the events already finished are no-ops for the next worker.
     """
     pipeline = worker_runtime().pipeline
-    for event_id in event_ids:
+    for key in keys:
         try:
-            pipeline.process(event_id)
+            pipeline.process(key)
         except Exception:
-            log.exception("event failed in a batch", extra={"event_id": event_id})
+            log.exception("event failed in a batch", extra={"event_id": key})
 
 
 @signals.worker_init.connect

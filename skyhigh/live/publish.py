@@ -15,8 +15,8 @@ log = logging.getLogger("skyhigh.live.publish")
 
 
 class EventPublisher(Protocol):
-    def publish(self, event_id: str, message: dict[str, Any]) -> None:
-        """Announce `message` for `event_id`; must be quick and never raise into the caller.
+    def publish(self, key: str, message: dict[str, Any]) -> None:
+        """Announce `message` for `key`; must be quick and never raise into the caller.
 
         Messages have a `type`: "status" (with `status`, and `result` or `error` once
         terminal), "segment" (with `segment`), "transcript", "matches".
@@ -29,9 +29,9 @@ class FanOut:
     def __init__(self, publishers: Sequence[EventPublisher] = ()) -> None:
         self.publishers = list(publishers)
 
-    def publish(self, event_id: str, message: dict[str, Any]) -> None:
+    def publish(self, key: str, message: dict[str, Any]) -> None:
         for publisher in self.publishers:
             try:
-                publisher.publish(event_id, message)
+                publisher.publish(key, message)
             except Exception:
                 log.exception("publisher failed", extra={"event_type": message.get("type")})

@@ -30,8 +30,8 @@ log = logging.getLogger("skyhigh.live.redis_streams")
 KEY_PREFIX = "skyhigh:live:"
 
 
-def stream_key(event_id: str) -> str:
-    return KEY_PREFIX + event_id
+def stream_key(key: str) -> str:
+    return KEY_PREFIX + key
 
 
 def _fields(message: StreamMessage) -> dict[str, str]:
@@ -53,13 +53,13 @@ class RedisPublisher:
         self._maxlen = maxlen
         self._ttl_s = ttl_s
 
-    def publish(self, event_id: str, message: dict[str, Any]) -> None:
+    def publish(self, key: str, message: dict[str, Any]) -> None:
         encoded = StreamMessage.encode(message)
-        key = stream_key(event_id)
+        name = stream_key(key)
         try:
             pipe = self._client.pipeline(transaction=False)
-            pipe.xadd(key, _fields(encoded), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(key, self._ttl_s)
+            pipe.xadd(name, _fields(encoded), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(name, self._ttl_s)
             pipe.execute()
         except redis.RedisError:
             # Live messages are best effort; the store has the outcome.
@@ -124,8 +124,8 @@ class RedisStreamBroker:
         self._closing = asyncio.Event()
 
     @asynccontextmanager
-    async def subscribe(self, event_id: str) -> AsyncIterator[Feed]:
-        feed = _RedisFeed(self._client, stream_key(event_id), self._closing)
+    async def subscribe(self, key: str) -> AsyncIterator[Feed]:
+        feed = _RedisFeed(self._client, stream_key(key), self._closing)
         # The backlog is read at subscription; what comes after is read after its last id,
         # so nothing published in between is missed or repeated.
         await feed.load_backlog()

@@ -82,7 +82,7 @@ class Feed(Protocol):
 
 
 class StreamBroker(Protocol):
-    def subscribe(self, event_id: str) -> AbstractAsyncContextManager[Feed]:
+    def subscribe(self, key: str) -> AbstractAsyncContextManager[Feed]:
         """Follow one event; the feed ends after its terminal status."""
 
 
@@ -170,32 +170,32 @@ class StreamBus:
 
     # --- producer side (any thread) ---
 
-    def publish(self, event_id: str, message: dict[str, Any]) -> None:
+    def publish(self, key: str, message: dict[str, Any]) -> None:
         try:
             encoded = StreamMessage.encode(message)
         except (TypeError, ValueError):
             log.exception("unencodable stream message", extra={"event_type": message.get("type")})
             return
         with self._lock:
-            self._remember(event_id, encoded)
+            self._remember(key, encoded)
             if encoded.terminal:
                 # Subscribers end with this message; dropping them here also frees any whose
                 # route never started reading (e.g. a client that left before the response).
-                subscribers = self._subscribers.pop(event_id, set())
+                subscribers = self._subscribers.pop(key, set())
             else:
-                subscribers = set(self._subscribers.get(event_id, ()))
+                subscribers = set(self._subscribers.get(key, ()))
         self._deliver(subscribers, lambda sub: sub.offer(encoded))
 
-    def _remember(self, event_id: str, message: StreamMessage) -> None:
+    def _remember(self, key: str, message: StreamMessage) -> None:
         if message.terminal:
             # From now on the store holds the whole outcome; late subscribers read it there.
-            self._backlogs.pop(event_id, None)
+            self._backlogs.pop(key, None)
             return
         if message.type == "status" and message.status == "processing":
             # A new attempt (e.g. after a crash) starts its segments afresh.
-            self._backlogs[event_id] = []
-        backlog = self._backlogs.setdefault(event_id, [])
-        self._backlogs.move_to_end(event_id)
+            self._backlogs[key] = []
+        backlog = self._backlogs.setdefault(key, [])
+        self._backlogs.move_to_end(key)
         if len(backlog) < self._backlog_limit:
             backlog.append(message)
         while len(self._backlogs) > self._tracked_events:
@@ -216,27 +216,27 @@ class StreamBus:
     # --- consumer side (the event loop) ---
 
     @asynccontextmanager
-    async def subscribe(self, event_id: str) -> AsyncIterator[Feed]:
+    async def subscribe(self, key: str) -> AsyncIterator[Feed]:
         sub = Subscription(asyncio.get_running_loop(), self._buffer)
         with self._lock:
             # Registering and copying the backlog under one lock: every message is either in
             # the backlog or delivered to the queue, exactly once, in publish order.
-            sub.backlog = list(self._backlogs.get(event_id, ()))
-            self._subscribers.setdefault(event_id, set()).add(sub)
+            sub.backlog = list(self._backlogs.get(key, ()))
+            self._subscribers.setdefault(key, set()).add(sub)
         try:
             yield sub
         finally:
             with self._lock:
-                subs = self._subscribers.get(event_id)
+                subs = self._subscribers.get(key)
                 if subs is not None:
                     subs.discard(sub)
                     if not subs:
-                        del self._subscribers[event_id]
+                        del self._subscribers[key]
 
-    def subscriber_count(self, event_id: str | None = None) -> int:
+    def subscriber_count(self, key: str | None = None) -> int:
         with self._lock:
-            if event_id is not None:
-                return len(self._subscribers.get(event_id, ()))
+            if key is not None:
+                return len(self._subscribers.get(key, ()))
             return sum(len(subs) for subs in self._subscribers.values())
 
     def close(self) -> None:
@@ -259,7 +259,7 @@ def state_message(record: EventRecord) -> StreamMessage:
 
 @asynccontextmanager
 async def open_feed(
-    broker: StreamBroker, store: EventStore, event_id: str, *, heartbeat_s: float = 15.0
+    broker: StreamBroker, store: EventStore, key: str, *, heartbeat_s: float = 15.0
 ) -> AsyncIterator[AsyncIterator[StreamMessage | None]]:
     """Subscribe, then read the current state; raises EventNotFound before anything is sent.
 
@@ -267,9 +267,9 @@ async def open_feed(
     status. It yields None when nothing happened for `heartbeat_s` (SSE sends a comment then).
     Raises `Lagged` if the subscriber fell behind.
     """
-    async with broker.subscribe(event_id) as feed:
+    async with broker.subscribe(key) as feed:
         # Subscribed first, read second: nothing published in between can be missed.
-        record = await anyio.to_thread.run_sync(store.get, event_id)
+        record = await anyio.to_thread.run_sync(store.get, key)
         yield _messages(record, feed, heartbeat_s)
 
 

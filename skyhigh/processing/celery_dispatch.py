@@ -1,11 +1,11 @@
 """The Celery dispatcher: the API side of scale-out (QUEUE_URL=redis://...).
 
 It implements the `Dispatcher` protocol without blocking the event loop:
-- `submit` hands the id to a sender thread, which sends the Celery task; if the process dies
+- `submit` hands the key to a sender thread, which sends the Celery task; if the process dies
   first, or Redis loses the message, the sweeper sends it again from the store. The sender
   sends whatever has queued up meanwhile through one producer (one pool checkout and one
-  declared queue per batch, not per event), up to IDS_PER_MESSAGE ids in one message
-  (measured in BENCHMARKS.md "Intake"); the worker claims each id by its lease as usual;
+  declared queue per batch, not per event), up to IDS_PER_MESSAGE keys in one message
+  (measured in BENCHMARKS.md "Intake"); the worker claims each key by its lease as usual;
 - `reserve` admits against the number of unfinished events of the whole fleet, read from the
   store by a background thread every ADMISSION_REFRESH_S (plus this process's reservations
   since), so MAX_PENDING_EVENTS holds across API processes without a query per request;
@@ -32,9 +32,9 @@ log = logging.getLogger("skyhigh.processing.celery_dispatch")
 ADMISSION_REFRESH_S = 0.25
 # Hints sent through one producer checkout at most; more wait for the next batch.
 SEND_BATCH = 256
-# Ids per Celery message. One message costs about as much to send as to receive, so several
-# ids share it; few enough that a busy worker holding a message does not keep many events from
-# an idle one (prefetch is 1). Redelivery is safe: a finished or leased id is a no-op.
+# Keys per Celery message. One message costs about as much to send as to receive, so several
+# keys share it; few enough that a busy worker holding a message does not keep many events from
+# an idle one (prefetch is 1). Redelivery is safe: a finished or leased key is a no-op.
 IDS_PER_MESSAGE = 8
 _STOP = ("", "")
 
@@ -89,8 +89,8 @@ class CeleryDispatcher:
         with self._lock:
             self._reserved = max(0, self._reserved - 1)
 
-    def submit(self, event_id: str, *, event_type: str) -> None:
-        self._outbox.put((event_id, event_type))
+    def submit(self, key: str, *, event_type: str) -> None:
+        self._outbox.put((key, event_type))
 
     def pending(self) -> int:
         with self._lock:
@@ -113,9 +113,9 @@ class CeleryDispatcher:
     def _send(self, batch: list[tuple[str, str]]) -> None:
         try:
             with self._app.producer_or_acquire() as producer:
-                for queue_name, ids in messages(batch):
+                for queue_name, keys in messages(batch):
                     self._app.send_task(
-                        PROCESS_EVENTS, args=[ids], queue=queue_name, producer=producer
+                        PROCESS_EVENTS, args=[keys], queue=queue_name, producer=producer
                     )
         except Exception:
             # The events are durable in the store; the sweeper will send them again.
@@ -166,18 +166,18 @@ class CeleryDispatcher:
 
 
 def messages(batch: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """(queue, ids) per Celery message: ids grouped by queue in arrival order, at most
+    """(queue, keys) per Celery message: keys grouped by queue in arrival order, at most
     IDS_PER_MESSAGE in each. Audio events travel one per message: a worker holding eight
     minute-long transcriptions would leave another worker idle for minutes."""
     grouped: dict[str, list[str]] = {}
     singles: list[tuple[str, list[str]]] = []
-    for event_id, event_type in batch:
+    for key, event_type in batch:
         if carries_audio(event_type):
-            singles.append((queue_for(event_type), [event_id]))
+            singles.append((queue_for(event_type), [key]))
         else:
-            grouped.setdefault(queue_for(event_type), []).append(event_id)
+            grouped.setdefault(queue_for(event_type), []).append(key)
     return singles + [
-        (queue_name, ids[start : start + IDS_PER_MESSAGE])
-        for queue_name, ids in grouped.items()
-        for start in range(0, len(ids), IDS_PER_MESSAGE)
+        (queue_name, keys[start : start + IDS_PER_MESSAGE])
+        for queue_name, keys in grouped.items()
+        for start in range(0, len(keys), IDS_PER_MESSAGE)
     ]

@@ -1,8 +1,8 @@
-"""Dispatchers hand accepted event ids to workers.
+"""Dispatchers hand accepted events' keys to workers.
 
 The in-process dispatcher runs `Pipeline.process` on a pool of threads inside the API
 process (the embedded default). The Celery dispatcher (skyhigh.processing.celery_dispatch)
-implements the same protocol by sending the id to a broker; its workers call the same
+implements the same protocol by sending the key to a broker; its workers call the same
 `Pipeline.process`.
 
 Fairness: the in-process queue serves principals in turn (`FairQueue`), so one principal's
@@ -38,7 +38,7 @@ class Dispatcher(Protocol):
     def release(self) -> None:
         """Give back a reservation that did not turn into a new event."""
 
-    def submit(self, event_id: str, *, event_type: str) -> None:
+    def submit(self, key: str, *, event_type: str) -> None:
         """Dispatch a stored event (uses the caller's reservation); must not block."""
 
     def pending(self) -> int:
@@ -145,8 +145,8 @@ class InProcessDispatcher:
         with self._lock:
             # Recovered events count against the limit too: they are real pending work.
             self._pending += len(recovered)
-        for event_id in recovered:
-            self._queue.put(event_id)
+        for key in recovered:
+            self._queue.put(key)
         self._update_gauge()
         for index in range(self._concurrency):
             thread = threading.Thread(
@@ -170,9 +170,9 @@ class InProcessDispatcher:
             self._pending -= 1
         self._update_gauge()
 
-    def submit(self, event_id: str, *, event_type: str) -> None:
+    def submit(self, key: str, *, event_type: str) -> None:
         del event_type  # one pool runs every type
-        self._queue.put(event_id)
+        self._queue.put(key)
 
     def pending(self) -> int:
         return self._pending

@@ -54,14 +54,14 @@ class LeaseKeeper:
             self._thread.join(timeout=5)
 
     @contextmanager
-    def hold(self, event_id: str) -> Iterator[None]:
+    def hold(self, key: str) -> Iterator[None]:
         with self._lock:
-            self._held.add(event_id)
+            self._held.add(key)
         try:
             yield
         finally:
             with self._lock:
-                self._held.discard(event_id)
+                self._held.discard(key)
 
     def held(self) -> list[str]:
         with self._lock:
@@ -69,10 +69,11 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stopping.wait(self.lease_s / 3):
-            for event_id in self.held():
+            for key in self.held():
                 try:
-                    if not self.store.renew(event_id, owner=self.owner, lease_s=self.lease_s):
-                        log.warning("lease lost", extra={"event_id": event_id})
+                    if not self.store.renew(key, owner=self.owner, lease_s=self.lease_s):
+                        # Logs name the stored key `event_id`, as event_id_var does in the pipeline.
+                        log.warning("lease lost", extra={"event_id": key})
                 except Exception:
                     # A store outage: keep trying; the lease may still be saved next round.
-                    log.exception("lease renewal failed", extra={"event_id": event_id})
+                    log.exception("lease renewal failed", extra={"event_id": key})

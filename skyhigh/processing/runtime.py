@@ -181,8 +181,8 @@ def stop_runtime(runtime: Runtime) -> None:
     if isinstance(runtime.streams, StreamBus):
         runtime.streams.close()
     unfinished = runtime.dispatcher.stop(grace_s=runtime.settings.shutdown_grace_s)
-    for event_id in unfinished:
-        runtime.store.requeue(event_id)
+    for key in unfinished:
+        runtime.store.requeue(key)
     if unfinished:
         log.info("requeued running events at shutdown", extra={"count": len(unfinished)})
     if runtime.leases is not None:
@@ -275,8 +275,8 @@ def _heartbeat(runtime: WorkerRuntime) -> None:
 def stop_worker_runtime(runtime: WorkerRuntime) -> None:
     """Give back what this worker still holds, so another takes it at once."""
     runtime._stopping.set()
-    for event_id in runtime.leases.held():
-        runtime.store.requeue(event_id, owner=runtime.leases.owner)
+    for key in runtime.leases.held():
+        runtime.store.requeue(key, owner=runtime.leases.owner)
     runtime.leases.stop()
     runtime.webhooks.stop()
     runtime.services.close()

@@ -22,7 +22,7 @@ class FeedClosed(Exception):
 
 
 async def follow(
-    streams: StreamBroker, store: EventStore, event_id: str, *, heartbeat_s: float = 15.0
+    streams: StreamBroker, store: EventStore, key: str, *, heartbeat_s: float = 15.0
 ) -> AsyncIterator[Segment | EventRecord | None]:
     """Each transcript segment once, as it is decoded, then the finished event, last.
 
@@ -33,7 +33,7 @@ async def follow(
     seen: set[int] = set()
     while True:
         try:
-            async with open_feed(streams, store, event_id, heartbeat_s=heartbeat_s) as feed:
+            async with open_feed(streams, store, key, heartbeat_s=heartbeat_s) as feed:
                 async for message in feed:
                     if message is None:
                         yield None
@@ -48,4 +48,4 @@ async def follow(
         except Lagged:
             log.info("subscriber fell behind; subscribing again")
             continue
-        raise FeedClosed(event_id)
+        raise FeedClosed(key)
