@@ -256,6 +256,19 @@ class Webhooks:
             self._slots.release()
             self._wake.set()  # a slot is free; more may be due
 
+    def _next_step(
+        self, attempt_no: int, error: str | None, *, final: bool, retry_after: str | None
+    ) -> tuple[str, datetime | None]:
+        """Delivered, failed for good, or pending with the time of the next attempt."""
+        if error is None:
+            return DELIVERED, None
+        if final or attempt_no >= self.settings.webhook_max_attempts:
+            return FAILED, None
+        delay = backoff_s(
+            attempt_no, base_s=self.settings.webhook_backoff_s, retry_after=retry_after
+        )
+        return PENDING, now() + timedelta(seconds=delay)
+
     def _attempt(self, delivery: Delivery) -> None:
         assert self._signer is not None
         attempt_no = delivery.attempts + 1
@@ -298,15 +311,7 @@ class Webhooks:
             "error": error,
             "duration_ms": duration_ms,
         }
-        if error is None:
-            outcome, retry_at = DELIVERED, None
-        elif final or attempt_no >= self.settings.webhook_max_attempts:
-            outcome, retry_at = FAILED, None
-        else:
-            delay = backoff_s(
-                attempt_no, base_s=self.settings.webhook_backoff_s, retry_after=retry_after
-            )
-            outcome, retry_at = PENDING, now() + timedelta(seconds=delay)
+        outcome, retry_at = self._next_step(attempt_no, error, final=final, retry_after=retry_after)
         self.deliveries.record(delivery.id, attempt, outcome=outcome, retry_at=retry_at)
         log.info(
             "webhook attempt",
