@@ -610,3 +610,15 @@ def test_spool_file_is_written_whole(tmp_path: Path) -> None:
 def test_spool_file_name_must_be_plain(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError):
         write_spool_file(b"x", tmp_path, name)
+
+
+def test_a_decoder_stopped_by_a_signal_is_an_interruption_not_bad_audio(tmp_path: Path) -> None:
+    """A shutdown that signals the whole process group stops ffmpeg too; that must put the
+    event back in the queue (Interrupted), never fail it as unsupported_audio."""
+    from skyhigh.domain.errors import Interrupted
+    from skyhigh.speech.decode import _run
+
+    target = tmp_path / "input"
+    target.write_bytes(b"")
+    with pytest.raises(Interrupted, match="signal 15"):
+        _run(["sh", "-c", "kill -TERM $$"], target, timeout_s=5)

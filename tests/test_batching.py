@@ -163,7 +163,8 @@ def _chunks(clip: int, count: int) -> list[FloatArray]:
 
 def test_batcher_routes_each_chunk_back_to_its_clip_in_order() -> None:
     decoder = RecordingDecoder()
-    batcher = MicroBatcher(decoder, max_batch=4, max_wait_s=0.2)
+    # A generous wait: under load a clip's thread may reach the batcher a little late.
+    batcher = MicroBatcher(decoder, max_batch=4, max_wait_s=1.0)
     results: dict[int, list[str]] = {}
     start = threading.Barrier(3)
 

@@ -561,10 +561,10 @@ def test_status_shows_worker_internals_only_to_admins(
 ) -> None:
     """Was: the public /status listed running events' keys, hosts and pids in scale mode."""
     from fastapi.testclient import TestClient
-    from helpers import make_settings
 
     from main import create_app
     from skyhigh.processing.runtime import Runtime
+    from tests.support.settings import make_settings
 
     key = "0123456789abcdef0123456789abcdef~alice-secret-call"
     workers = [{"id": "host-a:4242:abcd", "engine": "e", "model": "m", "running": [key]}]

@@ -5,6 +5,11 @@ from __future__ import annotations
 from skyhigh.domain.events import StepFailed
 
 
+class Interrupted(Exception):
+    """A step's child process (ffmpeg) was stopped by a signal, as a shutdown that signals the
+    whole process group or cgroup does: the event goes back to the queue, never to failed."""
+
+
 class EventNotFound(Exception):
     """No event with this id exists."""
 

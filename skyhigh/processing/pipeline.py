@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from skyhigh.domain.errors import Interrupted
 from skyhigh.domain.events import ErrorCode, EventError, StepFailed
 from skyhigh.live.publish import EventPublisher, FanOut
 from skyhigh.observability.logs import event_id_var, request_id_var
@@ -75,6 +76,11 @@ class Pipeline:
             result = event_type.handler(claimed.payload, job)
         except StepFailed as failure:
             concluded = self._fail(key, claimed.event_type, failure.code, failure.message)
+        except Interrupted as interrupted:
+            # A shutdown stopped a child process: back to the queue, the attempt counted.
+            log.warning("put back: %s", interrupted, extra={"event_type": claimed.event_type})
+            self.store.requeue(key, owner=self.leases.owner)
+            concluded = False
         except Exception:
             # Never let one event take the worker down; the traceback goes to the log only.
             log.exception("step crashed", extra={"event_type": claimed.event_type})

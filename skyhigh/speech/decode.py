@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skyhigh.domain.errors import Interrupted
 from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.speech.samples import SAMPLE_RATE as SAMPLE_RATE  # the rate callers get
 from skyhigh.speech.samples import FloatArray
@@ -171,7 +172,7 @@ def _run_ffmpeg(path: Path, container: str, *, limit_s: float, timeout_s: float)
 def _run(command: list[str], path: Path, *, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
     # cwd: the private directory, so any name a demuxer might open resolves there.
     try:
-        return subprocess.run(
+        result = subprocess.run(
             command, capture_output=True, check=False, cwd=path.parent, timeout=timeout_s
         )
     except FileNotFoundError:
@@ -182,6 +183,9 @@ def _run(command: list[str], path: Path, *, timeout_s: float) -> subprocess.Comp
             f"decoding the audio took longer than {timeout_s:g} s (FFMPEG_TIMEOUT_S); "
             f"send plain audio as {ACCEPTED_HINT}",
         ) from None
+    if result.returncode < 0:  # stopped by a signal: not the audio's fault
+        raise Interrupted(f"{command[0]} was stopped by signal {-result.returncode}")
+    return result
 
 
 def _last_line(stderr: bytes, path: Path) -> str:
