@@ -42,6 +42,7 @@ class _Pending:
     counted_at: float = float("-inf")  # when that count began (monotonic)
     in_intake: int = 0  # admitted here, not yet stored or dropped
     stored: deque[float] = field(default_factory=deque)  # when this process stored one since
+    refresh: anyio.Event | None = None  # set while a count is in flight
 
     def total(self) -> int:
         return self.counted + self.in_intake + len(self.stored)
@@ -93,13 +94,23 @@ class PrincipalAdmission:
                 self._forget_idle()
             pending = self._pending[owner] = _Pending()
         started = time.monotonic()
+        if pending.refresh is not None:
+            # One count in flight per principal: a burst of requests once sent one query each
+            # (p99 doubled under load). Until a first count lands, wait for it; after that the
+            # last count plus this process's admissions since it began still never under-count.
+            if pending.counted_at == float("-inf"):
+                await pending.refresh.wait()
+            return pending
         if started - pending.counted_at > REFRESH_S:
-            counted = await anyio.to_thread.run_sync(self._count, owner)
-            # Requests that waited on the same refresh keep the newest count only.
-            if started > pending.counted_at:
-                pending.counted, pending.counted_at = counted, started
-                while pending.stored and pending.stored[0] < started:
-                    pending.stored.popleft()
+            pending.refresh = anyio.Event()
+            try:
+                counted = await anyio.to_thread.run_sync(self._count, owner)
+            finally:
+                pending.refresh.set()
+                pending.refresh = None
+            pending.counted, pending.counted_at = counted, started
+            while pending.stored and pending.stored[0] < started:
+                pending.stored.popleft()
         return pending
 
     def _forget_idle(self) -> None:
