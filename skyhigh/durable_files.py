@@ -1,13 +1,26 @@
-"""Files that survive a crash whole or not at all: write to a temporary name, fsync, rename."""
+"""Files that survive a crash whole or not at all (write to a temporary name, fsync, rename),
+and the checksum every pinned model file is verified with."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+_CHUNK = 4 * 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in chunks so 150 MB weights never sit in memory twice."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -29,7 +29,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -46,6 +45,7 @@ import redis.asyncio as aioredis
 from skyhigh.config import IntakeSettings
 from skyhigh.domain.errors import InvalidInput, QuotaExceeded
 from skyhigh.domain.events import ErrorCode
+from skyhigh.domain.tenancy import owner_namespace
 from skyhigh.intake.stream_slots import StreamSlots
 from skyhigh.speech.decode import probe_seconds
 
@@ -255,5 +255,5 @@ def _window_index(length_s: int) -> int:
 
 def _window_key(kind: str, owner: str, index: int) -> str:
     # A digest: bounded keys whatever the JWT `sub` holds.
-    digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    digest = owner_namespace(owner)
     return f"{_KEY_PREFIX}{kind}:{digest}:{index}"

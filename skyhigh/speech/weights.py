@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
-from skyhigh.durable_files import atomic_writer
+from skyhigh.durable_files import atomic_writer, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +101,6 @@ class ResolvedModel:
 
 
 # --------------------------------------------------------------------------- checksums
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in chunks so 150 MB weights never sit in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str) -> str:

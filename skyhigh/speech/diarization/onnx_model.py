@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from skyhigh.durable_files import fsync_dir
+from skyhigh.durable_files import fsync_dir, sha256_file
 from skyhigh.speech.diarization.encoder import (
     EMBEDDING_DIM,
     WEIGHTS_SHA256,
@@ -34,7 +34,6 @@ from skyhigh.speech.diarization.encoder import (
     same_length_groups,
 )
 from skyhigh.speech.diarization.features import N_MELS, FloatArray
-from skyhigh.speech.weights import sha256_file
 
 # Part of the cache key: change it whenever the export below would produce a different model.
 RECIPE: Final = "ge2e-fp32-v1"
