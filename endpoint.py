@@ -52,6 +52,7 @@ from skyhigh.api.dependencies import (
 )
 from skyhigh.api.json_body import json_limits_route
 from skyhigh.api.live import KEEPALIVE, pump_websocket, sse_event, sse_response
+from skyhigh.api.submit_path import Accepted
 from skyhigh.domain.errors import EventNotFound, QuotaExceeded
 from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import EventPayload, SpeechUpload
@@ -101,13 +102,6 @@ else:
         Union[tuple(_event_model(t.name, t.payload) for t in EVENT_TYPES.values())],  # noqa: UP007
         Field(discriminator="event_type"),
     ]
-
-
-class Accepted(BaseModel):
-    message: str = "Data received!"
-    event_id: str
-    status: EventStatus
-    status_url: str
 
 
 class EventPageOut(BaseModel):
@@ -160,6 +154,8 @@ async def create_event(
     submitter: SubmitterDep,
 ) -> Accepted:
     """Validate and store an event, then process it in the background (202 Accepted)."""
+    # A small JSON body that validates is answered in front of the router, the same way
+    # (skyhigh.api.submit_path); this handler answers the rest and documents the route.
     intake, principal = submitter
     submission = Submission(principal, event.event_id, event.event_type, event.event_data)
     record = await intake.accept(submission)

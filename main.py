@@ -12,12 +12,13 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from router import PROTECTED_PREFIXES, router
+from router import PROTECTED_PREFIXES, SUBMIT_ROUTE, router
 from skyhigh import __version__
 from skyhigh.api.docs import install_docs
 from skyhigh.api.errors import install_error_handlers
 from skyhigh.api.middleware import EdgeConfig, EdgeMiddleware, HeadLimits
 from skyhigh.api.state import AppState
+from skyhigh.api.submit_path import SubmitFastPath
 from skyhigh.api.tokens import load_verifier
 from skyhigh.config import Settings, get_settings
 from skyhigh.intake.batcher import IntakeBatcher
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     install_docs(app)
     install_error_handlers(app, event_types=list(EVENT_TYPES))
+    # Inside the edge: POST /events/ answered without the router (skyhigh.api.submit_path).
+    app.add_middleware(SubmitFastPath, route=SUBMIT_ROUTE)
     # One layer: request id, head size, who is asking, and only then the body.
     edge = EdgeConfig(
         head=HeadLimits(settings.max_header_bytes, settings.max_header_count),

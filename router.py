@@ -9,12 +9,14 @@ import anyio
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import TypeAdapter
 
 import endpoint
 from skyhigh import __version__
 from skyhigh.api.dependencies import InternalsDep, RuntimeDep, require_token
 from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat.routes import router as openai_router
+from skyhigh.api.submit_path import SubmitRoute
 from skyhigh.processing.registry import EVENT_TYPES
 
 router = APIRouter()
@@ -25,6 +27,9 @@ PROTECTED_PREFIXES = ("/events", "/knowledge", OPENAI_PREFIX)
 router.include_router(
     endpoint.router, prefix="/events", tags=["events"], dependencies=[Depends(require_token)]
 )
+# POST /events/ with a small JSON body is answered in front of the router, the same way
+# (skyhigh.api.submit_path); keep its path in step with the mount above.
+SUBMIT_ROUTE = SubmitRoute("/events/", TypeAdapter(endpoint.EventSchema))
 # Live streams read the outcome per route: a refused WebSocket is accepted, then closed with 1008.
 router.include_router(endpoint.live_router, prefix="/events", tags=["events"])
 router.include_router(
