@@ -129,7 +129,7 @@ class SubmitFastPath:
 def _is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
-            return value.lower() == JSON_CONTENT_TYPE
+            return bool(value.lower() == JSON_CONTENT_TYPE)
     return False
 
 
