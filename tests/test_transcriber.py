@@ -257,6 +257,13 @@ def jfk_looped(tmp_path_factory: pytest.TempPathFactory) -> Audio:
     return load_audio(path, max_seconds=120)
 
 
+@pytest.fixture(scope="session")
+def sonnet() -> Audio:
+    """53 s of read verse: more than one decode step (two VAD chunks, two 30-second windows),
+    and text that does not repeat, so greedy decoding is accepted without the fallback."""
+    return load_audio(DATA / "sonnet1.flac", max_seconds=120)
+
+
 FallbackCalls = list[tuple[int, float]]
 
 
@@ -346,7 +353,7 @@ def test_deadline_stops_between_decode_steps(
     engine: Literal["openai-whisper", "faster-whisper"],
     overrides: dict[str, Any],
     model_cache: Path,
-    jfk_looped: Audio,
+    sonnet: Audio,
 ) -> None:
     pool = TranscriberPool.from_settings(_settings(engine, model_cache, **overrides).speech)
     try:
@@ -358,17 +365,13 @@ def test_deadline_stops_between_decode_steps(
             deadline.passed = True
 
         with pytest.raises(TranscriptionTimeout):
-            pool.transcribe(
-                jfk_looped, TranscribeOptions(), on_segment=on_segment, deadline=deadline
-            )
+            pool.transcribe(sonnet, TranscribeOptions(), on_segment=on_segment, deadline=deadline)
         # Only the first step's segments (one chunk, or one window) were decoded.
         assert received and len({s.seek for s in received}) == 1, received
         assert max(s.end for s in received) <= 31
         received.clear()
         with pytest.raises(TranscriptionTimeout):  # past it already: nothing is decoded
-            pool.transcribe(
-                jfk_looped, TranscribeOptions(), on_segment=on_segment, deadline=deadline
-            )
+            pool.transcribe(sonnet, TranscribeOptions(), on_segment=on_segment, deadline=deadline)
         assert received == []
     finally:
         pool.close()
@@ -377,10 +380,9 @@ def test_deadline_stops_between_decode_steps(
 def test_a_long_clip_past_max_transcribe_seconds_fails_with_audio_too_long(
     tmp_path: Path,
 ) -> None:
-    # Through the app: 88 s of speech against a 0.5 s budget stops at the first check between
-    # decode steps, and the event fails with the code a client can act on.
-    path = tmp_path / "jfk8.wav"
-    ffmpeg("-stream_loop", "7", "-i", str(DATA / "jfk.wav"), str(path))
+    # Through the app: 53 s of speech (two decode steps) against a 0.5 s budget stops at the
+    # first check between decode steps, and the event fails with the code a client can act on.
+    path = DATA / "sonnet1.flac"
     settings = make_settings(tmp_path, max_transcribe_seconds=0.5, max_audio_seconds=120)
     with TestClient(create_app(settings), headers=AUTH) as client:
         event = {
