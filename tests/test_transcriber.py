@@ -26,7 +26,7 @@ from skyhigh.speech.engines import faster_whisper, openai_whisper
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions, Transcriber
 from skyhigh.speech.registry import engine_class, engine_names
-from skyhigh.speech.weights import BUNDLED_SHA256, resolve_whisper_model
+from skyhigh.speech.weights import BUNDLED_SHA256
 from skyhigh.speech.whisper_hooks import transcribe_reporting
 from tests.speech_helpers import ffmpeg, jfk_reference, normalise, wer
 from tests.support.client import wait_terminal
@@ -48,12 +48,6 @@ def _settings(
         whisper_cpu_threads=2,
         **overrides,
     )
-
-
-@pytest.fixture(scope="session")
-def jfk() -> Audio:
-    audio: Audio = whisper.audio.load_audio(str(DATA / "jfk.wav"))
-    return audio
 
 
 @pytest.fixture(scope="session", params=ENGINES)
@@ -162,13 +156,12 @@ def test_silence_gives_an_empty_transcript(transcriber: Transcriber) -> None:
     [("transcribe", False), ("transcribe", True), ("translate", False)],
 )
 def test_window_reports_leave_whisper_output_unchanged(
-    model_cache: Path, jfk: Audio, task: str, word_timestamps: bool
+    tiny_whisper_model: Any, jfk: Audio, task: str, word_timestamps: bool
 ) -> None:
     # Two windows (JFK, silence, JFK), so seeking from one window to the next is compared too.
     # tiny.en is English-only: "translate" decodes as "transcribe", but whisper still warns about
     # word timestamps on translations when asked for them (and warnings are errors here).
-    resolved = resolve_whisper_model("tiny.en", engine="openai-whisper", cache_dir=model_cache)
-    model = whisper.load_model(str(resolved.checkpoint), device="cpu")
+    model = tiny_whisper_model
     audio = np.concatenate([jfk, np.zeros(21 * 16_000, dtype=np.float32), jfk])
     options: dict[str, Any] = {
         "task": task,
@@ -284,6 +277,7 @@ def fallback_calls(monkeypatch: pytest.MonkeyPatch) -> FallbackCalls:
     return calls
 
 
+@pytest.mark.slow  # every temperature, best-of-5, on both engines: the heaviest tiny.en decode
 @pytest.mark.parametrize("engine", ENGINES)
 def test_chunks_that_need_fallback_decode_together(
     engine: Literal["openai-whisper", "faster-whisper"],
