@@ -2,8 +2,8 @@
 
 Tiers: `pytest -m "not slow"` is the fast tier (in-process app, tiny.en, no browser, Redis or
 Postgres); the full suite adds `slow` tests, which start server processes, fleets, chromium,
-Redis or Postgres, or load the base model. A tool a selected test needs must be installed: a
-missing one fails that test (never skips it).
+Redis or Postgres, load the base model, or decode for more than about 15 s (forced fallback).
+A tool a selected test needs must be installed: a missing one fails that test (never skips it).
 """
 
 from __future__ import annotations
