@@ -2,8 +2,8 @@
 
 Tiers: `pytest -m "not slow"` is the fast tier (in-process app, tiny.en, no browser, Redis or
 Postgres); the full suite adds `slow` tests, which start server processes, fleets, chromium,
-Redis or Postgres, or load the base model. A tool a selected test needs must be installed: a
-missing one fails that test (never skips it).
+Redis or Postgres, load the base model, or decode for more than about 15 s (forced fallback).
+A tool a selected test needs must be installed: a missing one fails that test (never skips it).
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import whisper
 from fastapi.testclient import TestClient
 
 from main import create_app
+from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
 from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
@@ -59,6 +63,29 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One converted-weights cache for the whole session: each conversion runs once."""
     return tmp_path_factory.getbasetemp() / "model-cache"
+
+
+@pytest.fixture(scope="session")
+def jfk() -> np.ndarray[Any, np.dtype[np.float32]]:
+    """JFK's inaugural line (11 s), decoded once."""
+    audio: np.ndarray[Any, np.dtype[np.float32]] = whisper.audio.load_audio(
+        str(Path(__file__).parent / "data" / "jfk.wav")
+    )
+    return audio
+
+
+@pytest.fixture(scope="session")
+def tiny_openai(model_cache: Path) -> ResolvedModel:
+    """tiny.en converted for openai-whisper, once per session."""
+    return resolve_whisper_model("tiny.en", engine="openai-whisper", cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_model(tiny_openai: ResolvedModel) -> Any:
+    """One plain `whisper` model on the converted tiny.en, for tests that compare against
+    whisper.transcribe itself (read-only: nothing may change it)."""
+    assert tiny_openai.checkpoint is not None
+    return whisper.load_model(str(tiny_openai.checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="session")

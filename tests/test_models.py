@@ -30,23 +30,6 @@ from skyhigh.speech.weights import (
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(scope="session")
-def jfk() -> np.ndarray[Any, np.dtype[np.float32]]:
-    audio: np.ndarray[Any, np.dtype[np.float32]] = whisper.audio.load_audio(str(DATA / "jfk.wav"))
-    return audio
-
-
-@pytest.fixture(scope="session")
-def tiny_openai(model_cache: Path) -> ResolvedModel:
-    return resolve_whisper_model("tiny.en", engine="openai-whisper", cache_dir=model_cache)
-
-
-@pytest.fixture(scope="session")
-def tiny_whisper_model(tiny_openai: ResolvedModel) -> Any:
-    assert tiny_openai.checkpoint is not None
-    return whisper.load_model(str(tiny_openai.checkpoint), device="cpu")
-
-
 def test_converted_tiny_en_loads_in_openai_whisper(
     tiny_openai: ResolvedModel, tiny_whisper_model: Any
 ) -> None:

@@ -20,7 +20,6 @@ from skyhigh.speech.decoding import BEST_OF, COMPRESSION_RATIO_THRESHOLD, TEMPER
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions, Transcriber
 from skyhigh.speech.vad import SEAM_SILENCE_S, SpeechChunk, VadOptions, find_chunks, merge_spans
-from skyhigh.speech.weights import resolve_whisper_model
 from tests.paused_speech import PausedClip, paused_clip
 from tests.speech_helpers import normalise, wer
 
@@ -130,18 +129,17 @@ def _time_in_pauses(transcript: Transcript, clip: PausedClip) -> float:
     return total
 
 
+@pytest.mark.slow  # three whole decodes of the paused clip (VAD off, whisper itself, VAD on)
 def test_vad_off_is_the_sequential_transcribe_of_before(
-    model_cache: Path, clip: PausedClip
+    model_cache: Path, tiny_whisper_model: Any, clip: PausedClip
 ) -> None:
     settings = _settings("openai-whisper", "tiny.en", model_cache_dir=model_cache)
     vad_off = _settings("openai-whisper", "tiny.en", model_cache_dir=model_cache, whisper_vad=False)
     off = TranscriberPool.from_settings(vad_off.speech).transcribe(clip.audio, TranscribeOptions())
 
     # Exactly whisper.transcribe with the service's options, window after window over silence.
-    resolved = resolve_whisper_model("tiny.en", engine="openai-whisper", cache_dir=model_cache)
-    model = whisper.load_model(str(resolved.checkpoint), device="cpu")
     plain = whisper.transcribe(
-        model,
+        tiny_whisper_model,
         clip.audio,
         temperature=TEMPERATURES,
         compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
