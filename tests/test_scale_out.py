@@ -312,11 +312,12 @@ def test_redis_restarting_empty_loses_no_event(fleet: Fleet) -> None:
     assert {r["status"] for r in records.values()} == {"completed"}
 
 
-def test_a_completed_document_is_seen_at_once_by_queries_on_alternating_workers(
+def test_a_completed_document_is_seen_at_once_by_queries_on_both_workers_in_turn(
     fleet: Fleet,
 ) -> None:
-    """Read-after-write: each query is sent the moment its document completes (no sleep),
-    and the workers take turns: each query's worker last read the table before the write."""
+    """Read-after-write: each query is sent the moment its document completes (no sleep), on
+    whichever event worker is free; both run queries, in turn, so each query's worker last
+    read the table before the write (the store records which worker ran each query)."""
     handled: list[int] = []
     for index in range(20):
         code = f"RW{uuid.uuid4().hex[:8].upper()}"
@@ -332,9 +333,10 @@ def test_a_completed_document_is_seen_at_once_by_queries_on_alternating_workers(
         matches = record["result"]["matches"]
         assert matches and matches[0]["id"].startswith(f"rw-{code}"), (index, matches)
         handled.append(fleet.worker_of(query))
-    # An idle worker waits on the broker behind the other one, so turns alternate.
+    # Idle workers take turns at the broker (in runs of one or two here): the check is that
+    # both ran queries and changed places often, so no worker only ever read its own writes.
     switches = sum(a != b for a, b in zip(handled, handled[1:], strict=False))
-    assert switches >= 15, handled
+    assert min(handled.count(0), handled.count(1)) >= 5 and switches >= 5, handled
 
 
 def test_a_backlog_of_long_uploads_delays_another_principal_by_one_event_per_worker(
