@@ -32,6 +32,7 @@ from skyhigh.processing.celery_app import (
     PROCESS_EVENT,
     PROCESS_EVENTS,
     make_celery,
+    queue_peers,
 )
 from skyhigh.processing.runtime import WorkerRuntime, start_worker_runtime, stop_worker_runtime
 
@@ -75,13 +76,13 @@ def start_metrics_server(port: int) -> bool:
 
 @app.task(name=PROCESS_EVENT, ignore_result=True)
 def process_event(key: str) -> None:
-    """Run one event; a hint for an event that is finished or leased elsewhere is a no-op."""
-    worker_runtime().pipeline.process(key)
+    """Run the next event in fair order among those of `key`'s queue (nothing when none waits)."""
+    worker_runtime().pipeline.process_next(key, peers=queue_peers)
 
 
 @app.task(name=PROCESS_EVENTS, ignore_result=True)
 def process_events(keys: list[str]) -> None:
-    """Run each event in turn, each claimed by its lease as in `process_event`.
+    """One fair claim per key, as in `process_event`, each event claimed by its lease.
 
     One event that raises does not keep the rest from running; the message is acknowledged
     after all of them (acks late), so a worker lost midway gives the whole message back, and
@@ -90,7 +91,7 @@ def process_events(keys: list[str]) -> None:
     pipeline = worker_runtime().pipeline
     for key in keys:
         try:
-            pipeline.process(key)
+            pipeline.process_next(key, peers=queue_peers)
         except Exception:
             log.exception("event failed in a batch", extra={"event_id": key})
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import openai
 import psycopg
 import pytest
@@ -30,6 +31,8 @@ from tests.support.client import TERMINAL
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
 from tests.support.settings import AUTH, DATA, ROOT, TOKENS, server_env
+
+JWT_SECRET = "scale-out-test-secret-0123456789abcdef"  # HS256 wants >= 32 bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs("redis-server")]
 
@@ -91,6 +94,7 @@ class Fleet:
     workers: list[WorkerProcess]
     redis: RedisServer
     database_url: str
+    env: dict[str, str]
 
     def post(self, event_id: str, event_type: str, data: dict[str, Any]) -> httpx.Response:
         body = {"event_id": event_id, "event_type": event_type, "event_data": data}
@@ -121,12 +125,20 @@ class Fleet:
         raise AssertionError(f"{len(missing)} events unfinished, e.g. {missing[:5]}")
 
     def lease_owner(self, event_id: str) -> str | None:
+        """The worker holding the event's lease, or that ran it last once it finished."""
+        row = self.sql("SELECT lease_owner FROM events WHERE event_id = %s", event_id)
+        return None if not row else row[0][0]
+
+    def worker_of(self, event_id: str) -> int:
+        """Which of `workers` ran a finished event (its index)."""
+        owner = self.lease_owner(event_id)
+        assert owner is not None, event_id
+        return next(i for i, w in enumerate(self.workers) if f":{w.pid}:" in owner)
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         conninfo = self.database_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(conninfo) as connection:
-            row = connection.execute(
-                "SELECT lease_owner FROM events WHERE event_id = %s", (event_id,)
-            ).fetchone()
-        return None if row is None else row[0]
+            return connection.execute(query, params).fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +168,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
     api.start()
     for worker in (writer, *workers):
         worker.wait_ready()
-    yield Fleet(api, writer, workers, broker, database_url)
+    yield Fleet(api, writer, workers, broker, database_url, env)
     for process in (api, writer, *workers):
         process.stop()
     broker.stop()
@@ -298,3 +310,83 @@ def test_redis_restarting_empty_loses_no_event(fleet: Fleet) -> None:
             fleet.redis.start()
     records = fleet.wait_all(ids, timeout_s=180)
     assert {r["status"] for r in records.values()} == {"completed"}
+
+
+def test_a_completed_document_is_seen_at_once_by_queries_on_both_workers_in_turn(
+    fleet: Fleet,
+) -> None:
+    """Read-after-write: each query is sent the moment its document completes (no sleep), on
+    whichever event worker is free; both run queries, in turn, so each query's worker last
+    read the table before the write (the store records which worker ran each query)."""
+    handled: list[int] = []
+    for index in range(20):
+        code = f"RW{uuid.uuid4().hex[:8].upper()}"
+        doc = {"document_id": f"rw-{code}", "title": "Locker", "text": f"Locker code {code}."}
+        written = new_id(f"rw-doc-{index}")
+        assert fleet.post(written, "document", doc).status_code == 202
+        assert fleet.wait_all([written], timeout_s=60)[written]["status"] == "completed"
+        query = new_id(f"rw-query-{index}")
+        data = {"text": code, "mode": "hybrid", "k": 3}
+        assert fleet.post(query, "query", data).status_code == 202
+        record = fleet.wait_all([query], timeout_s=60)[query]
+        assert record["status"] == "completed", record
+        matches = record["result"]["matches"]
+        assert matches and matches[0]["id"].startswith(f"rw-{code}"), (index, matches)
+        handled.append(fleet.worker_of(query))
+    # Idle workers take turns at the broker (in runs of one or two here): the check is that
+    # both ran queries and changed places often, so no worker only ever read its own writes.
+    switches = sum(a != b for a, b in zip(handled, handled[1:], strict=False))
+    assert min(handled.count(0), handled.count(1)) >= 5 and switches >= 5, handled
+
+
+def test_a_backlog_of_long_uploads_delays_another_principal_by_one_event_per_worker(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Fair claims: a second principal (JWT, through a second API process on the same store
+    and broker) sends one query behind a backlog of long uploads from the static principal.
+    FIFO would start it after the whole backlog; fair claims after the events already running."""
+    env = {**fleet.env, "AUTH_MODE": "jwt", "JWT_SECRET": JWT_SECRET}
+    env["SPOOL_DIR"] = str(tmp_path / "spool")
+    second_api = ServerProcess(env, tmp_path / "api-jwt.log")
+    second_api.start()
+    backlog = [new_id(f"backlog-{i}") for i in range(5)]
+    try:
+        for event_id in backlog:
+            data = {"audio_base64": long_clip(), "language": "en", "lookup": False}
+            assert fleet.post(event_id, "speech", data).status_code == 202
+        deadline = time.monotonic() + 120
+        while running(fleet, backlog) < len(fleet.workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running(fleet, backlog) == len(fleet.workers), "the backlog never occupied both"
+        claims = {"sub": "fair-bob", "exp": int(time.time()) + 600}
+        bob = {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+        body = {"event_id": "fair-query", "event_type": "query", "event_data": {"text": "pets"}}
+        response = httpx.post(f"{second_api.url}/events/", json=body, headers=bob, timeout=30)
+        assert response.status_code == 202, response.text
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            record = httpx.get(f"{second_api.url}/events/fair-query", headers=bob, timeout=30)
+            if record.json()["status"] in TERMINAL:
+                break
+            time.sleep(0.2)
+        assert record.json()["status"] == "completed", record.text
+        rows = fleet.sql(
+            "SELECT count(*) FROM events WHERE event_id = ANY(%s) AND started_at < "
+            "(SELECT started_at FROM events WHERE owner = 'jwt:fair-bob')",
+            backlog,
+        )
+        started_before = rows[0][0]
+        # The events running when it arrived, and at most one claim racing its arrival.
+        assert started_before <= len(fleet.workers) + 1 < len(backlog), started_before
+    finally:
+        second_api.stop()
+        records = fleet.wait_all(backlog, timeout_s=400)
+    assert all(r["status"] == "completed" and r["attempts"] == 1 for r in records.values())
+
+
+def running(fleet: Fleet, event_ids: list[str]) -> int:
+    rows = fleet.sql(
+        "SELECT count(*) FROM events WHERE event_id = ANY(%s) AND status = 'processing'",
+        event_ids,
+    )
+    return int(rows[0][0])

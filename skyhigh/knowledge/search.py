@@ -31,6 +31,14 @@ from skyhigh.knowledge.tables import (
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 
+# Strong reads: every read first checks the table's latest version (one small manifest
+# lookup) and loads it when another process (the writer worker, ingest) committed since. So a
+# write that reported completed is seen by the next query on any worker; it costs well under
+# a millisecond per query on local disk (bench/consistency_bench.py, BENCHMARKS.md
+# "Scale-out"). An interval instead (the old 2 s) let a worker miss a document completed just
+# before, and a reader pinned on an old version could lose its files to compaction's cleanup.
+READ_AFTER_WRITE = timedelta(0)
+
 
 class KnowledgeBase:
     """Search LanceDB tables of passages.
@@ -42,7 +50,13 @@ class KnowledgeBase:
     """
 
     def __init__(
-        self, uri: str, *, default_table: str, nprobes: int = 20, refine_factor: int = 10
+        self,
+        uri: str,
+        *,
+        default_table: str,
+        nprobes: int = 20,
+        refine_factor: int = 10,
+        consistency: timedelta | None = READ_AFTER_WRITE,
     ) -> None:
         self.uri = uri
         self.default_table = default_table
@@ -50,9 +64,7 @@ class KnowledgeBase:
         # The index's quantized distances rank the top 10 loosely; re-scoring refine_factor × k
         # candidates with full vectors lifts recall@10 from 0.86 to 0.97 (BENCHMARKS.md).
         self.refine_factor = refine_factor
-        # Writes made by this process are seen at once (shared table handles); this
-        # interval bounds how stale a view of another process's writes (ingest) may be.
-        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(seconds=2))
+        self._db = lancedb.connect(uri, read_consistency_interval=consistency)
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -9,6 +9,10 @@ so every setting here errs on the side of delivering again rather than losing:
   so a long transcription is not handed to a second worker while the first still works on it;
 - soft shutdown: on SIGTERM a worker finishes its event within SHUTDOWN_GRACE_S, then stops.
 
+A message names an event, but the worker runs the next event in fair order among the types
+of the message's queue (skyhigh.store.event_leases.claim_next): owners take turns in the store,
+so one owner's backlog in the broker's first-in-first-out list does not hold up the others.
+
 Knowledge writes (the registry's `writes_knowledge` types) go to their own queue, which one
 worker process consumes with concurrency 1: one writer per LanceDB table, whichever API
 accepted them.
@@ -19,7 +23,7 @@ from __future__ import annotations
 from celery import Celery
 
 from skyhigh.config import ProcessingSettings
-from skyhigh.processing.registry import writes_knowledge
+from skyhigh.processing.registry import EVENT_TYPES, writes_knowledge
 
 PROCESS_EVENT = "skyhigh.process_event"  # one id per message (still run: older senders, probes)
 PROCESS_EVENTS = "skyhigh.process_events"  # several ids per message, what the API sends
@@ -29,6 +33,13 @@ KNOWLEDGE_QUEUE = "knowledge"
 
 def queue_for(event_type: str) -> str:
     return KNOWLEDGE_QUEUE if writes_knowledge(event_type) else EVENTS_QUEUE
+
+
+def queue_peers(event_type: str) -> frozenset[str]:
+    """The event types that travel on `event_type`'s queue (itself included): what a worker
+    woken by a message for one of them may claim in its place (fair claims)."""
+    queue = queue_for(event_type)
+    return frozenset({event_type, *(t for t in EVENT_TYPES if queue_for(t) == queue)})
 
 
 def make_celery(settings: ProcessingSettings) -> Celery:

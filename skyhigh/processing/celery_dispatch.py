@@ -5,7 +5,9 @@ It implements the `Dispatcher` protocol without blocking the event loop:
   first, or Redis loses the message, the sweeper sends it again from the store. The sender
   sends whatever has queued up meanwhile through one producer (one pool checkout and one
   declared queue per batch, not per event), up to IDS_PER_MESSAGE keys in one message
-  (measured in BENCHMARKS.md "Intake"); the worker claims each key by its lease as usual;
+  (measured in BENCHMARKS.md "Intake"); each key wakes one fair claim on the worker (the next
+  event of the owner served least recently, skyhigh.store.event_leases.claim_next), so the
+  order of messages in Redis does not decide whose event runs next;
 - `reserve` admits against the number of unfinished events of the whole fleet, read from the
   store by a background thread every ADMISSION_REFRESH_S (plus this process's reservations
   since), so MAX_PENDING_EVENTS holds across API processes without a query per request;

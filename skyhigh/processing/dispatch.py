@@ -7,8 +7,8 @@ implements the same protocol by sending the key to a broker; its workers call th
 
 Fairness: the in-process queue serves principals in turn (`FairQueue`), so one principal's
 backlog of long files delays another principal's event by at most one event per principal
-ahead of it, not by the whole backlog. Celery's queue stays first in, first out (see README
-"Scaling out": per-principal quotas bound a principal's share there).
+ahead of it, not by the whole backlog. Celery workers get the same order from the store
+(skyhigh.store.event_leases.claim_next), whatever order the broker delivers messages in.
 """
 
 from __future__ import annotations

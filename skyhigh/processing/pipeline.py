@@ -8,7 +8,7 @@ enforced), the `processing` announcement, log context, the outcome (an event alw
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from skyhigh.domain.errors import Interrupted
@@ -53,9 +53,28 @@ class Pipeline:
             owner=self.leases.owner,
             lease_s=self.leases.lease_s,
         )
+        self._run_held(claimed)  # None: finished, leased elsewhere, or out of attempts
+
+    def process_next(self, hint: str, *, peers: Callable[[str], Collection[str]]) -> None:
+        """Scale mode: `hint` only wakes this worker, which runs the next event in fair order
+        (skyhigh.store.event_leases.claim_next) among `peers(type of the hinted event)`, the
+        types its queue carries: the hinted event, or another owner's that waited longer."""
+        event_type = self.store.event_type_of(hint)
+        if event_type is None:
+            return
+        self._run_held(
+            self.store.claim_next(
+                peers(event_type),
+                max_attempts=self.settings.max_attempts,
+                owner=self.leases.owner,
+                lease_s=self.leases.lease_s,
+            )
+        )
+
+    def _run_held(self, claimed: ClaimedEvent | None) -> None:
         if claimed is None:
-            return  # finished, leased elsewhere, or out of attempts (failed by claim)
-        with self.leases.hold(key):
+            return
+        with self.leases.hold(claimed.key):
             self._run(claimed)
 
     def _run(self, claimed: ClaimedEvent) -> None:

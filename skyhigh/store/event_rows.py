@@ -40,7 +40,8 @@ class EventRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(String(2000), nullable=True)
-    # Leases (see EventStore.claim): who works on a processing event, and until when.
+    # Leases (see EventStore.claim): who works on a processing event, and until when; once
+    # the event is finished, lease_owner still names the worker that ran it last.
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -107,7 +108,7 @@ def finish_row(
     row.result = result
     row.error_code = error.code if error else None
     row.error_message = error.message if error else None
-    row.lease_owner = None
+    # lease_owner stays: which worker ran the event last (its lease ends with the status).
     row.lease_expires_at = None
 
 
