@@ -8,7 +8,7 @@ is skyhigh.knowledge.tables; how client values become SQL is skyhigh.knowledge.s
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -42,7 +42,13 @@ class KnowledgeBase:
     """
 
     def __init__(
-        self, uri: str, *, default_table: str, nprobes: int = 20, refine_factor: int = 10
+        self,
+        uri: str,
+        *,
+        default_table: str,
+        nprobes: int = 20,
+        refine_factor: int = 10,
+        storage_options: Mapping[str, str] | None = None,
     ) -> None:
         self.uri = uri
         self.default_table = default_table
@@ -52,7 +58,13 @@ class KnowledgeBase:
         self.refine_factor = refine_factor
         # Writes made by this process are seen at once (shared table handles); this
         # interval bounds how stale a view of another process's writes (ingest) may be.
-        self._db = lancedb.connect(uri, read_consistency_interval=timedelta(seconds=2))
+        # storage_options: where an object store is and how to reach it
+        # (skyhigh.knowledge.storage); never kept on self, since it may hold keys.
+        self._db = lancedb.connect(
+            uri,
+            read_consistency_interval=timedelta(seconds=2),
+            storage_options=dict(storage_options or {}),
+        )
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
 
