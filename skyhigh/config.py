@@ -212,6 +212,19 @@ class KnowledgeSettings(BaseModel):
     # Each new metadata key becomes a column of the table, kept after its documents are gone,
     # and every match carries every column: measured, 480 columns made lookups 3x slower.
     knowledge_max_metadata_columns: int = Field(default=32, ge=2, le=1_000)
+    # LANCEDB_URI=s3://bucket/prefix: the object store's standard AWS settings
+    # (skyhigh.knowledge.storage). Unset ones fall back to the AWS credential chain.
+    aws_endpoint: str | None = None  # MinIO, R2, ...: http(s)://host:port; unset for AWS S3
+    aws_endpoint_url: str | None = None  # the same, as newer AWS tools name it
+    aws_allow_http: bool = False  # an endpoint on plain http:// (MinIO on a private network)
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_profile: str | None = None
+    # Fill an empty knowledge base (no default table yet) with the demo corpus when a process
+    # that loads the models starts: a fresh bucket needs no separate seed step.
+    seed_empty_knowledge: bool = False
 
 
 class SpeechSettings(BaseModel):

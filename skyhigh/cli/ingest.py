@@ -19,13 +19,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from skyhigh.cli.seed import entry_document
 from skyhigh.config import Settings, get_settings
 from skyhigh.domain.payloads import DocumentPayload, document_sha256
 from skyhigh.knowledge.chunking import chunk_text
 from skyhigh.knowledge.documents import document_rows, embed_chunks
 from skyhigh.knowledge.embedder import load_embedder
 from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.seeding import entry_document
+from skyhigh.knowledge.storage import open_knowledge_base
 from skyhigh.knowledge.writer import KnowledgeWriter, WriteOp, WriterConfig
 
 
@@ -63,12 +64,7 @@ def ingest(
     source: Path, *, table: str, settings: Settings, batch: int = 32, limit: int | None = None
 ) -> dict[str, int]:
     embedder = load_embedder(settings.knowledge, cache_dir=settings.model_cache_dir)
-    kb = KnowledgeBase(
-        settings.lancedb_uri,
-        default_table=table,
-        nprobes=settings.vector_nprobes,
-        refine_factor=settings.vector_refine_factor,
-    )
+    kb = open_knowledge_base(settings.knowledge, table=table)
     writer = KnowledgeWriter(
         kb, WriterConfig.from_settings(settings.knowledge, dimension=embedder.dimension)
     )

@@ -8,7 +8,7 @@ is skyhigh.knowledge.tables; how client values become SQL is skyhigh.knowledge.s
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ class KnowledgeBase:
         nprobes: int = 20,
         refine_factor: int = 10,
         consistency: timedelta | None = READ_AFTER_WRITE,
+        storage_options: Mapping[str, str] | None = None,
     ) -> None:
         self.uri = uri
         self.default_table = default_table
@@ -64,7 +65,13 @@ class KnowledgeBase:
         # The index's quantized distances rank the top 10 loosely; re-scoring refine_factor × k
         # candidates with full vectors lifts recall@10 from 0.86 to 0.97 (BENCHMARKS.md).
         self.refine_factor = refine_factor
-        self._db = lancedb.connect(uri, read_consistency_interval=consistency)
+        # storage_options: where an object store is and how to reach it
+        # (skyhigh.knowledge.storage); never kept on self, since it may hold keys.
+        self._db = lancedb.connect(
+            uri,
+            read_consistency_interval=consistency,
+            storage_options=dict(storage_options or {}),
+        )
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
 

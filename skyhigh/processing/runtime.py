@@ -23,6 +23,7 @@ import redis
 from skyhigh.config import Settings
 from skyhigh.intake.quotas import Counters, InProcessCounters, Quotas, RedisCounters
 from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.storage import open_knowledge_base
 from skyhigh.live.publish import EventPublisher, FanOut
 from skyhigh.live.redis_streams import RedisPublisher, RedisStreamBroker
 from skyhigh.live.streams import StreamBroker, StreamBus
@@ -88,13 +89,7 @@ def open_store(settings: Settings) -> EventStore:
 
 
 def open_knowledge(settings: Settings) -> KnowledgeBase:
-    config = settings.knowledge
-    return KnowledgeBase(
-        config.lancedb_uri,
-        default_table=config.knowledge_table,
-        nprobes=config.vector_nprobes,
-        refine_factor=config.vector_refine_factor,
-    )
+    return open_knowledge_base(settings.knowledge)
 
 
 def start_runtime(settings: Settings) -> Runtime:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from skyhigh.config import Settings
 from skyhigh.knowledge.embedder import Embedder, load_embedder
 from skyhigh.knowledge.search import KnowledgeBase
+from skyhigh.knowledge.seeding import seed_if_empty
+from skyhigh.knowledge.storage import open_knowledge_base, storage_options
 from skyhigh.knowledge.writer import KnowledgeWriter, WriterConfig
 
 if TYPE_CHECKING:
@@ -36,12 +38,9 @@ def load_services(settings: Settings) -> Services:
     started = time.perf_counter()
     config = settings.knowledge
     embedder = load_embedder(config, cache_dir=settings.model_cache_dir)
-    knowledge = KnowledgeBase(
-        config.lancedb_uri,
-        default_table=config.knowledge_table,
-        nprobes=config.vector_nprobes,
-        refine_factor=config.vector_refine_factor,
-    )
+    knowledge = open_knowledge_base(config)
+    if config.seed_empty_knowledge:
+        seed_if_empty(knowledge, embedder, storage_options=storage_options(config))
     writer = KnowledgeWriter(
         knowledge, WriterConfig.from_settings(config, dimension=embedder.dimension)
     )

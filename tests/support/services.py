@@ -1,9 +1,11 @@
-"""Throwaway Redis and Postgres servers from the Debian packages, on free ports.
+"""Throwaway Redis and Postgres servers from the Debian packages, and an S3 API server
+(moto, a pinned dev dependency), on free ports.
 
 Real services, never mocks: `scripts/dev.sh test` installs `redis-server` and `postgresql`;
 each fixture starts a private instance in a temporary directory and removes it afterwards.
 Postgres refuses to run as root, so as root the cluster belongs to the `postgres` user the
-Debian package creates.
+Debian package creates. The S3 server is moto's standalone server in its own process: LanceDB
+talks HTTP to it as to any S3-compatible store.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import httpx
 import psycopg
 import redis
 
@@ -115,3 +119,70 @@ class PostgresServer:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class S3Server:
+    """moto's S3 API server (`python -m moto.server`) on loopback; buckets live in its memory.
+
+    `settings()` are the AWS settings a client needs (as Settings field names), `env()` the
+    same as environment variables for a server process.
+    """
+
+    region = "us-east-1"
+    key_id = "skyhigh-test-key"
+    secret = "skyhigh-test-secret"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"moto.server exited with {self.proc.returncode}")
+            try:
+                httpx.get(f"{self.endpoint}/moto-api/", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("moto.server did not start")
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """A new, empty bucket; its name."""
+        name = name or f"skyhigh-{uuid.uuid4().hex[:12]}"
+        response = httpx.put(f"{self.endpoint}/{name}", timeout=10.0)
+        response.raise_for_status()
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        """Object keys in `bucket` (the first 1,000)."""
+        response = httpx.get(f"{self.endpoint}/{bucket}?list-type=2", timeout=10.0)
+        response.raise_for_status()
+        return [part.split("</Key>")[0] for part in response.text.split("<Key>")[1:]]
+
+    def settings(self) -> dict[str, str | bool]:
+        return {
+            "aws_endpoint": self.endpoint,
+            "aws_allow_http": True,
+            "aws_region": self.region,
+            "aws_access_key_id": self.key_id,
+            "aws_secret_access_key": self.secret,
+        }
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
