@@ -18,7 +18,7 @@ import binascii
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -131,17 +131,14 @@ class RealtimeSession:
             self.vad_config = None if detection is None else detection.config()
             self._vad = None  # rebuilt with the new knobs on the next append
         meta = self.spool.meta
-        self.spool.update(
-            type(meta)(
-                **{
-                    **meta.__dict__,
-                    "language": self.transcription.language,
-                    "prompt": self.transcription.prompt,
-                    "callback_url": update.callback_url or meta.callback_url,
-                    "index_transcript": update.index_transcript,
-                }
-            )
+        fresh = replace(
+            meta,
+            language=self.transcription.language,
+            prompt=self.transcription.prompt,
+            callback_url=update.callback_url or meta.callback_url,
+            index_transcript=update.index_transcript,
         )
+        await anyio.to_thread.run_sync(self.spool.update, fresh)
         await self._send(p.server_event("session.updated", session=self.describe()))
 
     def describe(self) -> dict[str, Any]:
