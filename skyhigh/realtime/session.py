@@ -207,6 +207,8 @@ class RealtimeSession:
             and self._end - turn.start > self._settings.realtime_max_turn_s * SAMPLE_RATE
         ):
             await self._close_turn(self._end)  # Whisper hears at most 30 s at once
+            if self._vad is not None and self._vad.speaking:  # the speech goes on: a new turn
+                await self._open(Boundary("start", self._end))
 
     async def _open(self, boundary: Boundary) -> None:
         assert self.vad_config is not None
