@@ -27,6 +27,7 @@ from skyhigh.intake.service import Intake
 from skyhigh.observability.logs import configure_logging
 from skyhigh.processing.registry import EVENT_TYPES
 from skyhigh.processing.runtime import Runtime, start_runtime, stop_runtime
+from skyhigh.realtime.service import load_realtime
 
 DESCRIPTION = """
 Speech and retrieval AI behind a durable event API. POST an event to `/events/`, get
@@ -47,9 +48,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = await anyio.to_thread.run_sync(start_runtime, settings)
         batcher = IntakeBatcher(runtime.store)
         batcher.start()
+        realtime = await anyio.to_thread.run_sync(load_realtime, settings)
         try:
-            yield AppState(runtime=runtime, intake=_intake(runtime, batcher), verifier=verifier)
+            intake = _intake(runtime, batcher)
+            await realtime.recover(intake)  # sessions a crash left spooled become events
+            yield AppState(runtime=runtime, intake=intake, verifier=verifier, realtime=realtime)
         finally:
+            realtime.close()
             await batcher.stop()
             await anyio.to_thread.run_sync(stop_runtime, runtime)
 

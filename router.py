@@ -16,6 +16,8 @@ from skyhigh import __version__
 from skyhigh.api.dependencies import InternalsDep, RuntimeDep, require_token
 from skyhigh.api.openai_compat import PREFIX as OPENAI_PREFIX
 from skyhigh.api.openai_compat.routes import router as openai_router
+from skyhigh.api.realtime import router as realtime_router
+from skyhigh.api.realtime import secrets_router as realtime_secrets_router
 from skyhigh.api.submit_path import SubmitRoute
 from skyhigh.processing.registry import EVENT_TYPES
 
@@ -41,6 +43,14 @@ router.include_router(
 # OpenAI-compatible audio API: same tokens; errors under this prefix in OpenAI's shape.
 router.include_router(
     openai_router, prefix=OPENAI_PREFIX, tags=["openai"], dependencies=[Depends(require_token)]
+)
+# Realtime transcription: the socket reads its auth outcome itself (client secrets, 1008).
+router.include_router(realtime_router, prefix=OPENAI_PREFIX, tags=["realtime"])
+router.include_router(
+    realtime_secrets_router,
+    prefix=OPENAI_PREFIX,
+    tags=["realtime"],
+    dependencies=[Depends(require_token)],
 )
 
 

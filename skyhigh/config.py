@@ -279,6 +279,26 @@ class ObservabilitySettings(BaseModel):
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
 
+class RealtimeSettings(BaseModel):
+    """Realtime transcription over WebSocket (skyhigh.realtime)."""
+
+    # Off by default: on, the API process loads one more (small) model at startup.
+    realtime_enabled: bool = False
+    realtime_engine: Literal["openai-whisper", "faster-whisper"] = "faster-whisper"
+    # tiny.en: a base decode of a few seconds costs ~1 s here (30 s encoder window).
+    realtime_model: str = "tiny.en"
+    realtime_partial_interval_ms: int = Field(default=700, ge=100, le=10_000)
+    realtime_max_turn_s: float = Field(default=20.0, ge=2, le=30)
+    realtime_max_session_s: float = Field(default=3600.0, gt=0)
+    realtime_idle_timeout_s: float = Field(default=60.0, gt=0)
+    realtime_max_append_bytes: int = Field(default=1 * MiB, ge=1024)
+    realtime_sessions_per_principal: int = Field(default=4, ge=1)
+    realtime_max_sessions: int = Field(default=2, ge=1)
+    # Admission refuses new sessions while a running one's decoding lags more than this.
+    realtime_max_lag_s: float = Field(default=3.0, gt=0)
+    realtime_client_secret_ttl_s: int = Field(default=600, ge=10, le=7200)
+
+
 Group = TypeVar("Group", bound=BaseModel)
 
 
@@ -291,6 +311,7 @@ class Settings(
     SpeechSettings,
     WebhookSettings,
     ObservabilitySettings,
+    RealtimeSettings,
     BaseSettings,
 ):
     """Service configuration. Every field maps to an upper-case environment variable."""
@@ -328,6 +349,10 @@ class Settings(
     @cached_property
     def webhooks(self) -> WebhookSettings:
         return self._group(WebhookSettings)
+
+    @cached_property
+    def realtime(self) -> RealtimeSettings:
+        return self._group(RealtimeSettings)
 
 
 @lru_cache

@@ -7,6 +7,7 @@ from typing import TypedDict
 from skyhigh.api.tokens import TokenVerifier
 from skyhigh.intake.service import Intake
 from skyhigh.processing.runtime import Runtime
+from skyhigh.realtime.service import RealtimeService
 
 
 class AppState(TypedDict):
@@ -15,3 +16,4 @@ class AppState(TypedDict):
     runtime: Runtime
     intake: Intake
     verifier: TokenVerifier  # built with the app, not in processing: workers never verify
+    realtime: RealtimeService  # its model is None unless REALTIME_ENABLED

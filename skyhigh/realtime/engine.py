@@ -1,0 +1,58 @@
+"""The realtime model: a small Whisper loaded once, decoding turns off the event loop.
+
+Loaded by the lifespan only with REALTIME_ENABLED (REALTIME_ENGINE, REALTIME_MODEL; tiny.en on
+faster-whisper int8 by default: a base decode of a few seconds costs about a second here,
+because the encoder always sees a 30 s window). Decodes run one at a time on worker threads
+(the model is one instance, and on two cores a second decode would only slow the first).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from skyhigh.config import Settings
+from skyhigh.speech.protocol import TranscribeOptions
+from skyhigh.speech.samples import FloatArray
+
+if TYPE_CHECKING:
+    from skyhigh.speech.pool import TranscriberPool
+
+
+class RealtimeEngine:
+    def __init__(self, pool: TranscriberPool) -> None:
+        self.pool = pool
+        self.model_name = pool.model_name
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @classmethod
+    def load(cls, settings: Settings) -> RealtimeEngine:
+        """Blocking: call from a thread at startup."""
+        # Imported here: an API that serves no realtime never loads the engines for it.
+        from skyhigh.speech.pool import TranscriberPool
+
+        realtime = settings.realtime
+        speech = settings.speech.model_copy(
+            update={
+                "whisper_engine": realtime.realtime_engine,
+                "whisper_model": realtime.realtime_model,
+                "whisper_instances": 1,
+                # A turn is speech already (the session's VAD found it): decode it whole.
+                "whisper_vad": False,
+                "whisper_cross_request_batching": False,
+            }
+        )
+        return cls(TranscriberPool.from_settings(speech))
+
+    async def decode(self, audio: FloatArray, *, language: str | None, prompt: str | None) -> str:
+        if self._limiter is None:  # made on the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(1)
+        options = TranscribeOptions(language=language, initial_prompt=prompt)
+        transcript = await anyio.to_thread.run_sync(
+            lambda: self.pool.transcribe(audio, options), limiter=self._limiter
+        )
+        return transcript.text.strip()
+
+    def close(self) -> None:
+        self.pool.close()

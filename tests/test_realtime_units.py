@@ -1,0 +1,119 @@
+"""Realtime pieces on their own: input formats, streaming VAD, stable prefixes, secrets, admission.
+
+The real thing (a server, a socket, the SDK) is tests/test_realtime.py; these pin the parts whose
+edge cases a stream rarely hits.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from skyhigh.config import RealtimeSettings
+from skyhigh.domain.tenancy import Principal
+from skyhigh.realtime.admission import Refused, SessionAdmission
+from skyhigh.realtime.audio_formats import PCMA, PCMU, AudioConverter
+from skyhigh.realtime.client_secrets import ClientSecrets
+from skyhigh.realtime.turns import StablePrefix, StreamingVad, VadConfig
+from skyhigh.speech.samples import SAMPLE_RATE
+from skyhigh.speech.vad import VadOptions, speech_spans
+from tests.support.realtime import pcm16
+from tests.support.settings import DATA
+
+
+def _sine(rate: int, seconds: float, hz: float = 440.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [24_000, 16_000])
+def test_pcm_in_odd_sized_pieces_equals_one_piece(rate: int) -> None:
+    data = (_sine(rate, 1.0) * 32767).astype("<i2").tobytes()
+    whole = AudioConverter("audio/pcm", rate).convert(data)
+    pieces = AudioConverter("audio/pcm", rate)
+    parts = [pieces.convert(data[i : i + 777]) for i in range(0, len(data), 777)]
+    joined = np.concatenate(parts)
+    assert abs(len(joined) - SAMPLE_RATE) <= 2 and abs(len(whole) - SAMPLE_RATE) <= 2
+    n = min(len(whole), len(joined))
+    assert np.allclose(whole[:n], joined[:n], atol=1e-6)
+
+
+@pytest.mark.parametrize("codec,media_type", [("mulaw", PCMU), ("alaw", PCMA)])
+def test_g711_decodes_to_the_recording(codec: str, media_type: str) -> None:
+    # ffmpeg encodes; we decode: the result must match ffmpeg's own 16 kHz PCM closely.
+    encoded = pcm16(DATA / "jfk.wav", 8_000, codec=codec)
+    ours = AudioConverter(media_type).convert(encoded)
+    reference = np.frombuffer(pcm16(DATA / "jfk.wav", 8_000), dtype="<i2") / 32768.0
+    assert abs(len(ours) - 2 * len(reference)) <= 2
+    error = ours[::2][: len(reference)] - reference[: len(ours[::2])]
+    assert float(np.sqrt(np.mean(error**2))) < 0.01
+
+
+def test_unsupported_formats_are_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        AudioConverter("audio/pcm", 44_100)
+    with pytest.raises(ValueError, match="unsupported"):
+        AudioConverter("audio/opus")
+
+
+def test_streaming_vad_finds_the_speech_offline_vad_finds() -> None:
+    audio = np.frombuffer(pcm16(DATA / "jfk.wav", 16_000), dtype="<i2").astype(np.float32) / 32768
+    audio = np.concatenate(
+        [np.zeros(SAMPLE_RATE, np.float32), audio, np.zeros(SAMPLE_RATE, np.float32)]
+    )
+    vad = StreamingVad(VadConfig(threshold=0.3, silence_duration_ms=500))
+    boundaries = []
+    for start in range(0, len(audio), 1600):  # 100 ms appends
+        boundaries += vad.feed(audio[start : start + 1600])
+    starts = [b.sample for b in boundaries if b.kind == "start"]
+    stops = [b.sample for b in boundaries if b.kind == "stop"]
+    assert starts and len(stops) == len(starts)
+    offline = speech_spans(audio, VadOptions(threshold=0.3, min_silence_ms=500, speech_pad_ms=0))
+    # The first start and the last stop agree with one pass over the clip within 100 ms.
+    assert abs(starts[0] - offline[0][0]) < 0.1 * SAMPLE_RATE
+    assert abs(stops[-1] - offline[-1][1]) < 0.1 * SAMPLE_RATE
+
+
+def test_stable_prefix_sends_only_words_two_decodes_agree_on() -> None:
+    prefix = StablePrefix()
+    assert prefix.update("and so my") == ""
+    assert prefix.update("and so my fellow") == "and so my"
+    assert prefix.update("and so my fellow Americans") == " fellow"
+    assert prefix.update("and so, my fellow Americans ask") == ""  # changed its mind: wait
+    assert prefix.update("and so, my fellow Americans ask not") == ""
+    assert prefix.sent == ["and", "so", "my", "fellow"]
+
+
+def test_client_secret_is_single_use_and_expires() -> None:
+    secrets = ClientSecrets(ttl_s=600)
+    principal = Principal.static()
+    minted = secrets.mint(principal)
+    assert minted.value.startswith("ek_")
+    assert secrets.redeem(minted.value) == principal
+    assert secrets.redeem(minted.value) is None  # reused
+    short = secrets.mint(principal, ttl_s=1)
+    assert short.expires_at <= time.time() + 1
+    time.sleep(1.1)
+    assert secrets.redeem(short.value) is None  # expired
+    assert secrets.redeem("ek_never-minted") is None
+
+
+def test_admission_caps_per_principal_per_server_and_on_lag() -> None:
+    settings = RealtimeSettings(
+        realtime_sessions_per_principal=1, realtime_max_sessions=2, realtime_max_lag_s=1.0
+    )
+    admission = SessionAdmission(settings)
+    lag = [0.0]
+    with admission.admit("a", lambda: lag[0]):
+        with pytest.raises(Refused, match="REALTIME_SESSIONS_PER_PRINCIPAL"):
+            admission.check("a")
+        lag[0] = 2.0
+        with pytest.raises(Refused, match="REALTIME_MAX_LAG_S"):
+            admission.check("b")
+        lag[0] = 0.0
+        with admission.admit("b", lambda: 0.0):
+            with pytest.raises(Refused, match="REALTIME_MAX_SESSIONS"):
+                admission.check("c")
+    admission.check("a")  # places are given back
