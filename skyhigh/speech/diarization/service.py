@@ -27,6 +27,9 @@ from skyhigh.speech.vad import VadOptions, speech_spans
 # whoever spoke next to it (measured on tests/conversations.py; BENCHMARKS.md "Speech").
 DIARIZATION_PAD_MS: Final = 100
 DIARIZATION_MIN_SILENCE_MS: Final = 300
+# Audio handed to the VAD at once, and the gap at a block seam under which two regions join.
+VAD_BLOCK_S: Final = 120.0
+SEAM_GAP: Final = int(DIARIZATION_MIN_SILENCE_MS / 1000 * SAMPLE_RATE)
 
 
 class SpeakerModel:
