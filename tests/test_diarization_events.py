@@ -25,9 +25,13 @@ from skyhigh.speech.subtitles import to_srt, to_text, to_vtt
 from tests.conversations import Conversation, conversations, der, utterances
 from tests.support.client import wait_terminal
 
-# Measured from segments (Whisper's segment times, not the speaker turns): looser than the
-# turn-level bound in tests/test_diarization.py, still far from a one-speaker answer (~0.5).
-MAX_SEGMENT_DER = 0.25
+# DER of the result's segments (Whisper's segment times, not the speaker turns): a segment spans
+# the short pauses inside it, which DER counts as false-alarm speech (measured 0.26 on the
+# two-speaker conversation with tiny.en), so the full figure gets a looser bound; within the
+# reference speech (miss + confusion only) the turn-level bound of tests/test_diarization.py
+# holds. A one-speaker answer would score ~0.5 on either.
+MAX_SEGMENT_DER = 0.35
+MAX_DER = 0.15
 
 
 def encoded(audio: np.ndarray, directory: Path, name: str) -> bytes:
@@ -59,10 +63,23 @@ def reader_reference(directory: Path) -> str:
 
 
 def segment_der(
-    conversation: Conversation, segments: list[dict[str, Any]], names: dict[str, str]
+    conversation: Conversation,
+    segments: list[dict[str, Any]],
+    names: dict[str, str],
+    *,
+    within_speech: bool = False,
 ) -> float:
+    """DER of segments against the reference turns (speakers renamed by `names`); with
+    `within_speech`, the segments are first cut to the reference speech (no false alarm)."""
     reference = [(s, e, names.get(who, who)) for s, e, who in conversation.turns]
     hypothesis = [(s["start"], s["end"], s["speaker"]) for s in segments if s["text"].strip()]
+    if within_speech:
+        hypothesis = [
+            (max(start, ref_start), min(end, ref_end), speaker)
+            for start, end, speaker in hypothesis
+            for ref_start, ref_end, _ in reference
+            if min(end, ref_end) > max(start, ref_start)
+        ]
     return der(reference, hypothesis)
 
 
@@ -103,9 +120,9 @@ def test_a_diarized_event_names_its_speakers_within_the_der_bound(diarized: dict
     words = [w for s in segments for w in s["words"]]
     assert words and all(w["speaker"] == s["speaker"] for s in segments for w in s["words"])
     # Named by similarity to the reference clip, taken literally (no best mapping for "Reader").
-    assert (
-        segment_der(two_speakers(), segments, {"sonnet": "Reader", "jfk": other}) <= MAX_SEGMENT_DER
-    )
+    names = {"sonnet": "Reader", "jfk": other}
+    assert segment_der(two_speakers(), segments, names) <= MAX_SEGMENT_DER
+    assert segment_der(two_speakers(), segments, names, within_speech=True) <= MAX_DER
     assert "diarize_s" in diarized["result"]["timings"]
 
 
@@ -167,6 +184,13 @@ def test_diarization_fields_are_validated(client: TestClient) -> None:
                 "known_speakers": [{"name": f"S{i}", "audio_base64": "AAAA"} for i in range(9)],
             },
             "at most 8",
+        ),
+        (
+            {
+                "diarize": True,
+                "known_speakers": [{"name": "A", "audio_url": "http://example.com/a.wav"}],
+            },
+            "not in AUDIO_URL_ALLOWED_HOSTS",
         ),
     ]
     for fields, message in cases:

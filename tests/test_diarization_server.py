@@ -23,7 +23,7 @@ from tests.support.client import wait_terminal
 from tests.support.server import ServerProcess
 from tests.support.settings import AUTH, ROOT, TOKENS, model_cache_dir
 from tests.support.streams import ws_messages
-from tests.test_diarization_events import MAX_SEGMENT_DER, encoded, segment_der
+from tests.test_diarization_events import MAX_DER, MAX_SEGMENT_DER, encoded, segment_der
 
 DIARIZE = "gpt-4o-transcribe-diarize"
 
@@ -75,10 +75,9 @@ def test_the_sdk_gets_diarized_json_with_a_known_speaker(
         {"start": s.start, "end": s.end, "speaker": s.speaker, "text": s.text}
         for s in result.segments
     ]
-    assert (
-        segment_der(conversations()[0], segments, {"sonnet": "Reader", "jfk": "A"})
-        <= MAX_SEGMENT_DER
-    )
+    names = {"sonnet": "Reader", "jfk": "A"}
+    assert segment_der(conversations()[0], segments, names) <= MAX_SEGMENT_DER
+    assert segment_der(conversations()[0], segments, names, within_speech=True) <= MAX_DER
     assert "fairest creatures" in result.text.lower()
 
 
@@ -258,4 +257,4 @@ def test_the_workers_diarization_path_runs_without_torch() -> None:
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["loaded"] == []
     assert outcome["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
-    assert outcome["der"] <= MAX_SEGMENT_DER
+    assert outcome["der"] <= MAX_DER
