@@ -64,14 +64,28 @@ def load_diarizer(settings: SpeechSettings) -> Diarizer:
 
 
 def speech_regions(samples: FloatArray, settings: SpeechSettings) -> list[tuple[float, float]]:
+    """Speech regions (seconds), found block by block: Silero over a whole long clip at once
+    holds several copies of it (BENCHMARKS.md "Speech: diarization"). Regions that meet at a
+    block seam are joined again."""
     options = VadOptions(
         threshold=settings.whisper_vad_threshold,
         speech_pad_ms=DIARIZATION_PAD_MS,
         min_silence_ms=DIARIZATION_MIN_SILENCE_MS,
     )
-    return [
-        (start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in speech_spans(samples, options)
-    ]
+    block = int(VAD_BLOCK_S * SAMPLE_RATE)
+    regions: list[list[int]] = []
+    for offset in range(0, len(samples), block):
+        piece = samples[offset : offset + block]
+        if len(piece) < SAMPLE_RATE // 10:  # a sliver at the end: too short to judge
+            continue
+        for index, (start, end) in enumerate(speech_spans(piece, options)):
+            start, end = start + offset, end + offset
+            at_seam = index == 0 and start - offset <= SEAM_GAP
+            if at_seam and regions and offset - regions[-1][1] <= SEAM_GAP:
+                regions[-1][1] = end
+            else:
+                regions.append([start, end])
+    return [(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in regions]
 
 
 def diarize_transcript(
