@@ -172,7 +172,8 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     options = TranscribeOptions(
         language=speech.language,
         task=speech.task,
-        word_timestamps=speech.word_timestamps,
+        # Diarization splits segments at speaker changes between words: it needs their times.
+        word_timestamps=speech.word_timestamps or speech.diarize,
         initial_prompt=speech.initial_prompt,
     )
 
@@ -246,6 +247,9 @@ def _diarize(
         labelled = diarize_transcript(
             model.get(), samples, transcript, settings=job.settings.speech, hints=hints, known=known
         )
+    if not speech.word_timestamps:  # asked for by diarization only: not part of the answer
+        segments = [s.model_copy(update={"words": None}) for s in labelled.segments]
+        labelled = labelled.model_copy(update={"segments": segments})
     job.publish(
         {
             "type": "speakers",
