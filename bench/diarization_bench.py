@@ -188,7 +188,8 @@ def main() -> None:
         # First, so its RSS baseline holds only the transcriber.
         results["long"] = long_recording_row(args.model)
     if args.only_long:
-        print(json.dumps(results, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
         return
     onnx = OnnxSpeakerEncoder(ensure_speaker_onnx(cache_dir=settings.model_cache_dir))
     results["der"] = der_table({"onnx": onnx, "torch": TorchSpeakerEncoder()})
