@@ -148,21 +148,7 @@ async def create_transcription(
         prompt=prompt,
         granularities=granularities,
     )
-    if granularities and response_format != "verbose_json":
-        raise OpenAIError(
-            status.HTTP_400_BAD_REQUEST,
-            "timestamp_granularities[] needs response_format=verbose_json",
-            param="timestamp_granularities[]",
-            code="invalid_value",
-        )
-    if stream and response_format not in ("json", "text", "diarized_json"):
-        raise OpenAIError(
-            status.HTTP_400_BAD_REQUEST,
-            "stream=true sends transcript.text.delta events (transcript.text.segment events "
-            "with diarized_json); use response_format json, text or diarized_json",
-            param="stream",
-            code="invalid_value",
-        )
+    _check_format(response_format, granularities=granularities, stream=stream)
     options = _speech_options(
         task="transcribe",
         language=language,
@@ -270,6 +256,24 @@ def _check_model(model: str, loaded: str, *, diarize: bool = False) -> None:
             f"model {shown(model)} is not served here; use one of: {', '.join(served)}",
             param="model",
             code="model_not_found",
+        )
+
+
+def _check_format(response_format: str, *, granularities: set[Granularity], stream: bool) -> None:
+    if granularities and response_format != "verbose_json":
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            "timestamp_granularities[] needs response_format=verbose_json",
+            param="timestamp_granularities[]",
+            code="invalid_value",
+        )
+    if stream and response_format not in ("json", "text", "diarized_json"):
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            "stream=true sends transcript.text.delta events (transcript.text.segment events "
+            "with diarized_json); use response_format json, text or diarized_json",
+            param="stream",
+            code="invalid_value",
         )
 
 
