@@ -6,10 +6,10 @@
    the same with two speakers named by reference clips.
 2. A ~10-minute two-speaker recording (the sonnet and Sense and Sensibility readers taking turns,
    their utterances reused in rotation), transcribed by faster-whisper int8 through the service's
-   loader (skyhigh.speech.pool), then diarized: the added time as a share
-   of the transcription time, and the peak RSS diarization adds (VmHWM read before and after
-   loading the speaker model and diarizing; the transcription runs first, so its peak is already
-   in the baseline).
+   loader (skyhigh.speech.pool), then diarized as a worker does it (SpeakerModel, the
+   diarization VAD, embeddings, clustering): the added time as a share of the transcription
+   time, and the peak RSS diarization adds over the resident size after transcribing (VmHWM
+   restarted there through /proc/self/clear_refs), after each step.
 
 Usage (repository root):
 
@@ -21,6 +21,7 @@ The 1-minute load average is printed beside each figure: others may be running o
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from skyhigh.speech.diarization.onnx_model import (
     OnnxSpeakerEncoder,
     ensure_speaker_onnx,
 )
+from skyhigh.speech.diarization.service import SpeakerModel, speech_regions
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions
 from skyhigh.speech.vad import VadOptions, speech_spans
@@ -112,6 +114,19 @@ def known_speaker_row(encoder: SpeakerEncoder) -> dict[str, Any]:
     return row
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak() -> None:
+    """Hand freed heap back and restart VmHWM from the current RSS (Linux: clear_refs 5)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def long_recording_row(model: str) -> dict[str, Any]:
     conversation = build("ten-minutes", alternate("sonnet", "austen", turns=150), seed=9)
     settings = Settings(  # type: ignore[call-arg]
@@ -125,14 +140,21 @@ def long_recording_row(model: str) -> dict[str, Any]:
     started, load_before = time.perf_counter(), load()
     transcriber.transcribe(conversation.audio, TranscribeOptions(word_timestamps=True))
     transcribe_s = time.perf_counter() - started
-    baseline_mb = peak_rss_mb()
+    # Peak RSS added: from the resident size after transcribing (transcriber loaded, its
+    # transient peak released), through each step of diarizing as a worker runs it.
+    reset_peak()
+    baseline_mb = rss_mb()
+    steps: dict[str, float] = {}
     started = time.perf_counter()
-    encoder = OnnxSpeakerEncoder(ensure_speaker_onnx(cache_dir=settings.model_cache_dir))
+    diarizer = SpeakerModel(settings.speech).get()
     load_s = time.perf_counter() - started
+    steps["load_speaker_model_mb"] = round(peak_rss_mb() - baseline_mb, 1)
     started = time.perf_counter()
-    regions = regions_of(conversation.audio)
-    turns = Diarizer(encoder).diarize(conversation.audio, regions)
+    regions = speech_regions(conversation.audio, settings.speech)
+    steps["vad_regions_mb"] = round(peak_rss_mb() - baseline_mb, 1)
+    turns = diarizer.diarize(conversation.audio, regions)
     diarize_s = time.perf_counter() - started
+    steps["embed_cluster_mb"] = round(peak_rss_mb() - baseline_mb, 1)
     hypothesis = [(t.start, t.end, t.speaker) for t in turns]
     row = {
         "recording_s": round(len(conversation.audio) / 16_000, 1),
@@ -141,7 +163,9 @@ def long_recording_row(model: str) -> dict[str, Any]:
         "diarize_s": round(diarize_s, 2),
         "speaker_model_load_s": round(load_s, 2),
         "added": round(diarize_s / transcribe_s, 4),
+        "rss_before_diarizing_mb": round(baseline_mb, 1),
         "peak_rss_added_mb": round(peak_rss_mb() - baseline_mb, 1),
+        "peak_rss_added_by_step_mb": steps,
         "der": round(der(conversation.turns, hypothesis), 4),
         "found": len({t.speaker for t in turns}),
         "load1_before": load_before,
@@ -156,12 +180,17 @@ def main() -> None:
     parser.add_argument("--model", default="base", help="bundled faster-whisper model")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "diarization.json")
     parser.add_argument("--skip-long", action="store_true", help="only the DER table")
+    parser.add_argument("--only-long", action="store_true", help="only the 10-minute recording")
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     results: dict[str, Any] = {}
     if not args.skip_long:
         # First, so its RSS baseline holds only the transcriber.
         results["long"] = long_recording_row(args.model)
+    if args.only_long:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return
     onnx = OnnxSpeakerEncoder(ensure_speaker_onnx(cache_dir=settings.model_cache_dir))
     results["der"] = der_table({"onnx": onnx, "torch": TorchSpeakerEncoder()})
     results["known"] = known_speaker_row(onnx)

@@ -257,6 +257,13 @@ class SpeechSettings(BaseModel):
     # Transcription time per event; past it the event fails with audio_too_long. VAD makes
     # silence cheap, this bounds what VAD cannot (hours of noise that sounds like speech).
     max_transcribe_seconds: float = Field(default=900.0, gt=0)
+    # Speaker diarization (skyhigh.speech.diarization): the speaker model loads once per worker,
+    # on the first event that asks for it. Off: `diarize: true` events fail with a clear error.
+    diarization: bool = True
+    diarization_backend: Literal["onnx", "torch"] = "onnx"
+    diarization_threads: int = Field(default=1, ge=1, le=16)
+    # A known speaker's reference clip longer than this fails the event (a few seconds suffice).
+    diarization_max_reference_s: float = Field(default=30.0, gt=0, le=300)
 
 
 class WebhookSettings(BaseModel):

@@ -256,6 +256,23 @@ def test_sse_on_the_api_carries_segments_decoded_by_a_worker(fleet: Fleet) -> No
     assert fleet.get(event_id)["status"] == "completed"
 
 
+def test_a_diarized_event_is_labelled_by_a_worker_not_the_api(fleet: Fleet, tmp_path: Path) -> None:
+    from tests.conversations import conversations
+    from tests.test_diarization_events import encoded
+
+    audio = encoded(conversations()[0].audio, tmp_path, "conversation")
+    event_id = new_id("diarize")
+    data = {"audio_base64": base64.b64encode(audio).decode(), "lookup": False, "diarize": True}
+    assert fleet.post(event_id, "speech", data).status_code == 202
+    record = fleet.wait_all([event_id])[event_id]
+    assert record["status"] == "completed", record
+    speakers = record["result"]["transcript"]["speakers"]
+    assert [s["speaker"] for s in speakers] == ["SPEAKER_00", "SPEAKER_01"]
+    assert record["attempts"] == 1  # ran exactly once
+    status = httpx.get(f"{fleet.api.url}/status", timeout=30).json()
+    assert status["models"] == {"whisper": None, "embedding": None}
+
+
 def test_the_openai_api_awaits_a_worker_through_the_live_channel(fleet: Fleet) -> None:
     with openai.OpenAI(base_url=f"{fleet.api.url}/v1", api_key=TOKENS[0]) as sdk:
         with (DATA / "jfk.wav").open("rb") as audio:

@@ -57,15 +57,17 @@ class StepFailed(Exception):
         self.message = message
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class Word(BaseModel):
     start: float
     end: float
     word: str
     probability: float
-
-
-def _unset(value: object) -> bool:
-    return value is None
+    # Who said it, on diarized transcripts only (left out of the output otherwise).
+    speaker: str | None = Field(default=None, exclude_if=_unset)
 
 
 class Segment(BaseModel):
@@ -82,6 +84,15 @@ class Segment(BaseModel):
     tokens: list[int] | None = Field(default=None, exclude_if=_unset)
     temperature: float | None = Field(default=None, exclude_if=_unset)
     compression_ratio: float | None = Field(default=None, exclude_if=_unset)
+    speaker: str | None = Field(default=None, exclude_if=_unset)  # diarized transcripts only
+
+
+class SpeakerTalk(BaseModel):
+    """One speaker of a diarized transcript: a known speaker's name or SPEAKER_00, ..."""
+
+    speaker: str
+    talk_time_s: float
+    known: bool = False
 
 
 class Transcript(BaseModel):
@@ -90,6 +101,8 @@ class Transcript(BaseModel):
     language_probability: float | None = None
     duration_s: float
     segments: list[Segment] = Field(default_factory=list)
+    # Diarized transcripts only: the speakers in order of first appearance.
+    speakers: list[SpeakerTalk] | None = Field(default=None, exclude_if=_unset)
 
 
 class Match(BaseModel):

@@ -6,6 +6,7 @@ payloads with the same models the API accepted them with.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -105,6 +106,57 @@ class QueryPayload(LookupOptions, EventPayload):
     text: str = Field(min_length=1, max_length=2000, description="The question or passage.")
 
 
+# Known speakers per event and the size of each reference clip: a few seconds of voice suffice,
+# and the clips travel inside the stored payload.
+MAX_KNOWN_SPEAKERS = 8
+MAX_REFERENCE_BASE64 = 2_800_000  # ~2 MB decoded
+SPEAKER_NAME = r"^[^\x00-\x1f<>&]{1,64}$"  # shown in WebVTT voice tags: no markup, no controls
+
+
+class KnownSpeakerRef(BaseModel):
+    """A speaker to name in a diarized transcript, with a short clip of their voice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(pattern=SPEAKER_NAME, strip_whitespace=True)] = Field(
+        description="The label their segments get (1-64 characters, no <, > or &)."
+    )
+    audio_base64: str | None = Field(
+        default=None,
+        max_length=MAX_REFERENCE_BASE64,
+        description="2-30 s of their voice alone: base64 or a data:audio/...;base64, URL.",
+    )
+    audio_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="http(s) URL of the clip; only hosts listed in AUDIO_URL_ALLOWED_HOSTS.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KnownSpeakerRef:
+        if (self.audio_base64 is None) == (self.audio_url is None):
+            raise ValueError(
+                f"known speaker {self.name!r}: give exactly one of audio_base64 or audio_url"
+            )
+        if self.audio_base64 is not None:
+            _check_base64(self.audio_base64, self.name)
+        return self
+
+
+def _check_base64(value: str, name: str) -> None:
+    data = value.strip()
+    if data[:5].lower() == "data:":
+        header, comma, data = data.partition(",")
+        if not comma or not header.lower().endswith(";base64"):
+            raise ValueError(f"known speaker {name!r}: malformed data URL (data:audio/...;base64,)")
+    try:
+        decoded = base64.b64decode("".join(data.split()), validate=True)
+    except ValueError:
+        raise ValueError(f"known speaker {name!r}: audio_base64 is not valid base64") from None
+    if not decoded:
+        raise ValueError(f"known speaker {name!r}: audio_base64 is empty")
+
+
 class SpeechOptions(LookupOptions):
     """Everything about a speech event except where its audio comes from."""
 
@@ -118,6 +170,53 @@ class SpeechOptions(LookupOptions):
     index_transcript: bool = Field(
         default=False, description="Store the transcript in the transcripts table for search."
     )
+    diarize: bool = Field(
+        default=False, description="Label who spoke when: `speaker` on segments and words."
+    )
+    num_speakers: int | None = Field(
+        default=None, ge=1, le=32, description="Exact count, if known."
+    )
+    min_speakers: int | None = Field(default=None, ge=1, le=32)
+    max_speakers: int | None = Field(default=None, ge=1, le=32)
+    known_speakers: list[KnownSpeakerRef] | None = Field(
+        default=None,
+        max_length=MAX_KNOWN_SPEAKERS,
+        description="Speakers to name by a reference clip; unmatched voices keep SPEAKER_00, ...",
+    )
+
+    @field_validator("known_speakers", mode="before")
+    @classmethod
+    def _json_in_form(cls, value: Any) -> Any:
+        # A multipart form carries each known speaker (or the whole list) as a JSON string.
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            parsed: list[Any] = []
+            for item in value:
+                loaded = _json_field(item) if isinstance(item, str) else item
+                parsed.extend(loaded if isinstance(loaded, list) else [loaded])
+            return parsed
+        return value
+
+    @model_validator(mode="after")
+    def _diarization_fields(self) -> SpeechOptions:
+        asked = [
+            name
+            for name in ("num_speakers", "min_speakers", "max_speakers", "known_speakers")
+            if getattr(self, name)
+        ]
+        if asked and not self.diarize:
+            raise ValueError(f"{', '.join(asked)} need diarize: true")
+        low, high = self.min_speakers, self.max_speakers
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_speakers ({low}) is above max_speakers ({high})")
+        count = self.num_speakers
+        if count is not None and (low is not None or high is not None):
+            raise ValueError("give num_speakers or min_speakers/max_speakers, not both")
+        names = [known.name for known in self.known_speakers or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("known_speakers names must differ")
+        return self
 
     @field_validator("language")
     @classmethod
@@ -130,6 +229,15 @@ class SpeechOptions(LookupOptions):
                 f"unknown language {shown(value)}; use an ISO 639-1 code such as en, de, fr"
             )
         return code
+
+
+def _json_field(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ValueError(
+            'known_speakers in a form must be JSON: {"name": ..., "audio_base64": ...}'
+        ) from None
 
 
 class SpeechPayload(SpeechOptions, EventPayload):

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from skyhigh.config import IntakeSettings
 from skyhigh.domain.errors import EventConflict, InvalidInput, QueueFull
 from skyhigh.domain.events import EventRecord, StepFailed
-from skyhigh.domain.payloads import SpeechPayload
+from skyhigh.domain.payloads import SpeechOptions, SpeechPayload
 from skyhigh.domain.tenancy import Principal, event_key, reader_fields
 from skyhigh.intake.admission import PrincipalAdmission, Ticket
 from skyhigh.intake.batcher import IntakeBatcher
@@ -241,6 +241,17 @@ class Intake:
                 )
             except StepFailed as failure:
                 raise InvalidInput.at(failure, *submission.fields, "audio_url") from None
+        known = payload.known_speakers if isinstance(payload, SpeechOptions) else None
+        for index, speaker in enumerate(known or ()):  # reference clips by URL: the same rules
+            if speaker.audio_url is None:
+                continue
+            try:
+                check_audio_url(
+                    speaker.audio_url, allowed_hosts=self._settings.audio_url_allowed_hosts
+                )
+            except StepFailed as failure:
+                where = (*submission.fields, "known_speakers", str(index), "audio_url")
+                raise InvalidInput.at(failure, *where) from None
 
     async def _digest(self, submission: Submission) -> str:
         identity = submission.payload.model_dump(mode="json", exclude_unset=True)

@@ -172,12 +172,15 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
     options = TranscribeOptions(
         language=speech.language,
         task=speech.task,
-        word_timestamps=speech.word_timestamps,
+        # Diarization splits segments at speaker changes between words: it needs their times.
+        word_timestamps=speech.word_timestamps or speech.diarize,
         initial_prompt=speech.initial_prompt,
     )
 
     with job.step("transcribe"), pool.borrow() as transcriber:
         transcript = _transcribe(job, transcriber, samples, options)
+    if speech.diarize:
+        transcript = _diarize(job, speech, samples, transcript)
     job.publish({"type": "transcript", "transcript": transcript.model_dump(mode="json")})
     matches: list[Match] = []
     text = transcript.text.strip()
@@ -214,6 +217,47 @@ def _transcribe(
             f"transcription took longer than {limit_s:g} s (MAX_TRANSCRIBE_SECONDS); "
             "send shorter audio",
         ) from None
+
+
+def _diarize(
+    job: Job, speech: SpeechJob, samples: FloatArray, transcript: Transcript
+) -> Transcript:
+    """Speakers on the transcript's segments and words; live listeners get a `speakers`
+    message that re-labels the segments they were sent (split ones are renumbered)."""
+    from skyhigh.speech.diarization import SpeakerHints
+    from skyhigh.speech.diarization.references import load_known_speakers
+    from skyhigh.speech.diarization.service import diarize_transcript
+
+    model = job.services.speaker_model
+    if model is None:
+        raise StepFailed(
+            ErrorCode.INTERNAL_ERROR, "diarization is disabled on this server (DIARIZATION=false)"
+        )
+    hints = SpeakerHints(
+        num_speakers=speech.num_speakers,
+        min_speakers=speech.min_speakers,
+        max_speakers=speech.max_speakers,
+    )
+    with job.step("diarize"):
+        known = load_known_speakers(
+            speech.known_speakers or (),
+            job.settings,
+            work_prefix=url_download_path(job.settings.spool_dir, job.key),
+        )
+        labelled = diarize_transcript(
+            model.get(), samples, transcript, settings=job.settings.speech, hints=hints, known=known
+        )
+    if not speech.word_timestamps:  # asked for by diarization only: not part of the answer
+        segments = [s.model_copy(update={"words": None}) for s in labelled.segments]
+        labelled = labelled.model_copy(update={"segments": segments})
+    job.publish(
+        {
+            "type": "speakers",
+            "speakers": [s.model_dump(mode="json") for s in labelled.speakers or ()],
+            "segments": [s.model_dump(mode="json") for s in labelled.segments],
+        }
+    )
+    return labelled
 
 
 def _segment_sink(job: Job) -> Callable[[Segment], None]:

@@ -16,6 +16,7 @@ from skyhigh.knowledge.storage import open_knowledge_base, storage_options
 from skyhigh.knowledge.writer import KnowledgeWriter, WriterConfig
 
 if TYPE_CHECKING:
+    from skyhigh.speech.diarization.service import SpeakerModel
     from skyhigh.speech.pool import TranscriberPool
 
 log = logging.getLogger("skyhigh.processing.services")
@@ -28,6 +29,8 @@ class Services:
     knowledge: KnowledgeBase
     writer: KnowledgeWriter
     transcribers: TranscriberPool
+    # None when DIARIZATION is off; otherwise loads its model on the first diarized event.
+    speaker_model: SpeakerModel | None = None
 
     def close(self) -> None:
         self.writer.stop()
@@ -45,9 +48,11 @@ def load_services(settings: Settings) -> Services:
         knowledge, WriterConfig.from_settings(config, dimension=embedder.dimension)
     )
     # Imported here: a process that loads no models (an API-only one) never loads torch for it.
+    from skyhigh.speech.diarization.service import SpeakerModel
     from skyhigh.speech.pool import TranscriberPool
 
     transcribers = TranscriberPool.from_settings(settings.speech)
+    speaker_model = SpeakerModel(settings.speech) if settings.diarization else None
     log.info(
         "models loaded",
         extra={
@@ -58,7 +63,7 @@ def load_services(settings: Settings) -> Services:
     )
     writer.start()
     _return_freed_memory()
-    return Services(settings, embedder, knowledge, writer, transcribers)
+    return Services(settings, embedder, knowledge, writer, transcribers, speaker_model)
 
 
 def _return_freed_memory() -> None:

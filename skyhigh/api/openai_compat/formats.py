@@ -16,7 +16,7 @@ from skyhigh.api.live import sse_event
 from skyhigh.domain.events import Segment, Transcript
 from skyhigh.speech.subtitles import to_srt, to_text, to_vtt
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 Task = Literal["transcribe", "translate"]
 
 # OpenAI's verbose_json names the language in full ("english"), as whisper.tokenizer.LANGUAGES
@@ -84,8 +84,11 @@ def verbose_json(transcript: Transcript, *, task: Task, words: bool) -> dict[str
 
 
 def verbose_segment(segment: Segment) -> dict[str, Any]:
-    """OpenAI's segment; what the engine did not report is derived (see the README)."""
+    """OpenAI's segment; what the engine did not report is derived (see the README). A
+    diarized transcript's segments also carry `speaker`."""
+    speaker = {} if segment.speaker is None else {"speaker": segment.speaker}
     return {
+        **speaker,
         "id": segment.id,
         "seek": segment.seek
         if segment.seek is not None

@@ -13,30 +13,40 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from skyhigh.api.dependencies import IntakeDep, PrincipalDep, RuntimeDep, StoreDep, StreamsDep
-from skyhigh.api.live import KEEPALIVE, cancel_on_disconnect, sse_response
-from skyhigh.api.openai_compat.errors import OpenAIError, from_failed_event
+from skyhigh.api.live import cancel_on_disconnect, sse_response
+from skyhigh.api.openai_compat.answers import (
+    delta_stream,
+    segment_stream,
+    shutting_down,
+    transcript_of,
+)
+from skyhigh.api.openai_compat.diarized import (
+    DIARIZE_MODEL,
+    SpeakersDep,
+    check_request,
+    diarized_json,
+    known_speakers,
+)
+from skyhigh.api.openai_compat.errors import OpenAIError
 from skyhigh.api.openai_compat.follow import FeedClosed, follow
 from skyhigh.api.openai_compat.formats import (
     ResponseFormat,
     Task,
-    delta_event,
-    done_event,
     render,
-    sse,
 )
 from skyhigh.domain.echo import shown
-from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Segment, Transcript
+from skyhigh.domain.events import EVENT_ID_PATTERN, EventRecord, EventStatus, Transcript
 from skyhigh.domain.payloads import SpeechUpload
-from skyhigh.domain.tenancy import Principal, public_event_id
+from skyhigh.domain.tenancy import Principal
 from skyhigh.intake.service import Submission
 from skyhigh.live.streams import StreamBroker
 from skyhigh.processing.registry import UPLOAD_TYPE
@@ -115,6 +125,7 @@ async def create_transcription(
     streams: StreamsDep,
     file: AudioFile,
     model: ModelName,
+    speakers: SpeakersDep,
     idempotency_key: IdempotencyKey = None,
     language: Annotated[str | None, Form(description="ISO 639-1; detected if absent")] = None,
     prompt: Prompt = None,
@@ -127,33 +138,35 @@ async def create_transcription(
     stream: Annotated[bool, Form(description="Server-Sent Events while decoding")] = False,
 ) -> Response:
     """Transcribe in the spoken language; stored as a `speech` event (id in `X-Event-Id`)."""
-    _check_model(model, runtime.settings.whisper_model)
+    _check_model(model, runtime.settings.whisper_model, diarize=True)
     _check_temperature(temperature)
     granularities = set(timestamp_granularities or ())
-    if granularities and response_format != "verbose_json":
-        raise OpenAIError(
-            status.HTTP_400_BAD_REQUEST,
-            "timestamp_granularities[] needs response_format=verbose_json",
-            param="timestamp_granularities[]",
-            code="invalid_value",
-        )
-    if stream and response_format not in ("json", "text"):
-        raise OpenAIError(
-            status.HTTP_400_BAD_REQUEST,
-            "stream=true sends transcript.text.delta events; use response_format json or text",
-            param="stream",
-            code="invalid_value",
-        )
+    diarize = check_request(
+        speakers,
+        model=model,
+        response_format=response_format,
+        prompt=prompt,
+        granularities=granularities,
+    )
+    _check_format(response_format, granularities=granularities, stream=stream)
     options = _speech_options(
-        task="transcribe", language=language, prompt=prompt, words="word" in granularities
+        task="transcribe",
+        language=language,
+        prompt=prompt,
+        words="word" in granularities,
+        speakers=known_speakers(speakers) if diarize else None,
     )
     key, record = await _accept(intake, principal, options, file, idempotency_key)
     headers = {"X-Event-Id": record.event_id}
+    if stream and response_format == "diarized_json":
+        return sse_response(segment_stream(streams, store, key), headers=headers)
     if stream:
-        return sse_response(_delta_stream(streams, store, key), headers=headers)
+        return sse_response(delta_stream(streams, store, key), headers=headers)
     transcript = await _outcome(request, streams, store, key, record)
     if transcript is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
+    if response_format == "diarized_json":
+        return JSONResponse(diarized_json(transcript), headers=headers)
     return render(
         transcript,
         response_format=response_format,
@@ -235,13 +248,32 @@ def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": _STARTED, "owned_by": "skyhigh"}
 
 
-def _check_model(model: str, loaded: str) -> None:
-    if model not in (WHISPER_1, loaded):
+def _check_model(model: str, loaded: str, *, diarize: bool = False) -> None:
+    served = (WHISPER_1, loaded, DIARIZE_MODEL) if diarize else (WHISPER_1, loaded)
+    if model not in served:
         raise OpenAIError(
             status.HTTP_400_BAD_REQUEST,
-            f"model {shown(model)} is not served here; use one of: {WHISPER_1}, {loaded}",
+            f"model {shown(model)} is not served here; use one of: {', '.join(served)}",
             param="model",
             code="model_not_found",
+        )
+
+
+def _check_format(response_format: str, *, granularities: set[Granularity], stream: bool) -> None:
+    if granularities and response_format != "verbose_json":
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            "timestamp_granularities[] needs response_format=verbose_json",
+            param="timestamp_granularities[]",
+            code="invalid_value",
+        )
+    if stream and response_format not in ("json", "text", "diarized_json"):
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            "stream=true sends transcript.text.delta events (transcript.text.segment events "
+            "with diarized_json); use response_format json, text or diarized_json",
+            param="stream",
+            code="invalid_value",
         )
 
 
@@ -260,16 +292,25 @@ def _check_temperature(temperature: float) -> None:
 
 
 def _speech_options(
-    *, task: Task, language: str | None, prompt: str | None, words: bool
+    *,
+    task: Task,
+    language: str | None,
+    prompt: str | None,
+    words: bool,
+    speakers: list[dict[str, str]] | None = None,
 ) -> SpeechUpload:
     try:
         # No knowledge lookup: an OpenAI client asked for a transcript only.
-        return SpeechUpload(
-            task=task,
-            language=language,
-            initial_prompt=prompt,
-            word_timestamps=words,
-            lookup=False,
+        return SpeechUpload.model_validate(
+            {
+                "task": task,
+                "language": language,
+                "initial_prompt": prompt,
+                "word_timestamps": words,
+                "lookup": False,
+                "diarize": speakers is not None,
+                "known_speakers": speakers or None,
+            }
         )
     except ValidationError as exc:
         # Reported on the form field the client sent (`language`), as FastAPI would.
@@ -301,7 +342,7 @@ async def _outcome(
     None if the client disconnected first: waiting stops, the event itself goes on.
     """
     if record.status in (EventStatus.COMPLETED, EventStatus.FAILED):
-        return _transcript(record)  # a replay of a finished event
+        return transcript_of(record)  # a replay of a finished event
     finished: EventRecord | None = None
     failure: Exception | None = None
 
@@ -312,7 +353,7 @@ async def _outcome(
                 if isinstance(update, EventRecord):
                     finished = update
         except FeedClosed:
-            failure = _shutting_down(record.event_id)
+            failure = shutting_down(record.event_id)
         except Exception as exc:  # raised below, outside the task group's ExceptionGroup
             failure = exc
         finally:
@@ -324,60 +365,4 @@ async def _outcome(
         tasks.start_soon(cancel_on_disconnect, request.receive, tasks.cancel_scope)
     if failure is not None:
         raise failure
-    return None if finished is None else _transcript(finished)
-
-
-def _shutting_down(event_id: str) -> OpenAIError:
-    return OpenAIError(
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        f"the server is shutting down; the event goes on: GET /events/{event_id}",
-        code="shutting_down",
-    )
-
-
-def _transcript(record: EventRecord) -> Transcript:
-    if record.error is not None:
-        raise from_failed_event(record.error, event_id=record.event_id)
-    raw = (record.result or {}).get("transcript")
-    if raw is None:
-        raise OpenAIError(
-            status.HTTP_500_INTERNAL_SERVER_ERROR,
-            f"event {record.event_id!r} finished without a transcript",
-            code="internal_error",
-        )
-    return Transcript.model_validate(raw)
-
-
-async def _delta_stream(streams: StreamBroker, store: EventStore, key: str) -> AsyncIterator[str]:
-    """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
-
-    Errors after the response started travel as an SSE `{"error": {...}}`, which the SDKs raise
-    as APIError. A client that disconnects ends this generator; the event goes on.
-    """
-    sent: set[int] = set()
-    first = True
-
-    def delta(segment: Segment) -> str:
-        nonlocal first
-        sent.add(segment.id)
-        text = segment.text.lstrip() if first else segment.text
-        first = False
-        return delta_event(text)
-
-    try:
-        async for update in follow(streams, store, key):
-            if update is None:
-                yield KEEPALIVE
-            elif isinstance(update, Segment):
-                yield delta(update)
-            else:
-                transcript = _transcript(update)
-                # A replayed or late-joined event: the segments not yet sent, from the result.
-                for segment in transcript.segments:
-                    if segment.id not in sent:
-                        yield delta(segment)
-                yield done_event(transcript.text)
-    except OpenAIError as exc:
-        yield sse(exc.body())
-    except FeedClosed:
-        yield sse(_shutting_down(public_event_id(key)).body())
+    return None if finished is None else transcript_of(finished)

@@ -14,13 +14,14 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE: Final = 16_000
+from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
+
+__all__ = ["N_MELS", "SAMPLE_RATE", "FloatArray", "mel_frames", "normalize_volume"]
+
 N_FFT: Final = 400  # 25 ms
 HOP: Final = 160  # 10 ms
 N_MELS: Final = 40
 TARGET_DBFS: Final = -30.0
-
-FloatArray = npt.NDArray[np.float32]
 
 
 def normalize_volume(audio: FloatArray) -> FloatArray:

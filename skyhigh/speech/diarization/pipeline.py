@@ -26,7 +26,7 @@ from skyhigh.speech.diarization.clustering import (
     name_clusters,
 )
 from skyhigh.speech.diarization.encoder import Embeddings, SpeakerEncoder
-from skyhigh.speech.diarization.features import SAMPLE_RATE, FloatArray
+from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
 
 # The encoder's training partials were 1.6 s; half-window hops give each instant two votes.
 WINDOW_S: Final = 1.6
