@@ -74,6 +74,9 @@ GRID: Final[dict[str, dict[str, Any]]] = {
         "whisper_beam_size": 5,
         "whisper_condition_on_previous_text": True,
     },
+    # Throughput knobs (no effect on the text with greedy decoding; measured with --calls).
+    "batch8": {"whisper_batch_size": 8},
+    "cross-batch8": {"whisper_batch_size": 8, "whisper_cross_request_batching": True},
     "old-defaults": {
         "whisper_beam_size": 1,
         "whisper_vad_threshold": 0.3,

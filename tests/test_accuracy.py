@@ -5,15 +5,17 @@ same speech through a telephone channel (300-3400 Hz, 8 kHz mu-law). The bounds 
 what the defaults chosen from bench.wer_harness's sweep measured and what the defaults before
 them measured (BENCHMARKS.md "Speech"), so going back to the old decoding or VAD settings fails:
 
-    engine           old defaults   new defaults   bound   (pooled WER, 270 reference words)
-    faster-whisper   0.130          0.100          0.115
-    openai-whisper   see BOUNDS
+    pooled WER of jfk-phone, sonnet-pauses, call-phone (270 reference words)
+    engine           before (beam 1, VAD 0.3 / 500 ms)   defaults (beam 5, VAD 0.5 / 2 s)   bound
+    faster-whisper   0.130                               0.100                              0.115
+    openai-whisper   0.148                               0.100                              0.115
 
 Each engine's `base` model is loaded once for the module; the recordings are built once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import pytest
@@ -22,8 +24,14 @@ from bench.wer_harness import score
 from bench.wer_recordings import Recording, recording
 from skyhigh.config import Settings
 from skyhigh.domain.events import Transcript
+from skyhigh.speech.chunk_decoder import ChunkSegment, Decoded, DecodeKey, decode_with_fallback
+from skyhigh.speech.deadline import Deadline
+from skyhigh.speech.decoding import DecodingSettings
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions
+from skyhigh.speech.samples import FloatArray
+from skyhigh.speech.speech_only import transcribe_speech
+from skyhigh.speech.vad import VadOptions
 
 ENGINES: Final = ("openai-whisper", "faster-whisper")
 SCORED: Final = ("jfk-phone", "sonnet-pauses", "call-phone")
@@ -80,3 +88,60 @@ def test_nothing_is_invented_in_silence(transcripts: dict[str, Transcript]) -> N
     assert transcript.segments, "the speech between the silences was lost"
     for segment in transcript.segments:
         assert SPEECH_S[0] - 0.5 <= segment.start and segment.end <= SPEECH_S[1] + 0.5, segment
+
+
+# --------------------------------------------------------------------------- the settings' effect
+
+
+class _PromptRecorder:
+    """A ChunkRunner that answers each chunk with a numbered sentence and records the prompts."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str | None] = []
+
+    def detect_language(self, audio: FloatArray) -> tuple[str, float]:
+        return "en", 1.0
+
+    def run(
+        self, audios: Sequence[FloatArray], key: DecodeKey, *, deadline: Deadline | None = None
+    ) -> Iterator[list[ChunkSegment]]:
+        for _ in audios:
+            self.prompts.append(key.initial_prompt)
+            text = f" Sentence {len(self.prompts)}."
+            yield [ChunkSegment(0.0, 1.0, text, [], -0.2, 0.01, 1.0, 0.0)]
+
+
+@pytest.mark.parametrize("condition", [False, True])
+def test_condition_prompts_each_chunk_with_the_one_before(
+    condition: bool, recordings: dict[str, Recording]
+) -> None:
+    runner = _PromptRecorder()
+    options = TranscribeOptions(language="en", initial_prompt="Glossary.")
+    transcribe_speech(
+        recordings["sonnet-pauses"].audio,  # three readings 4 s and 6 s apart
+        options,
+        runner=runner,
+        vad=VadOptions(max_chunk_s=25),  # too short to merge two readings: one chunk each
+        multilingual=False,
+        condition=condition,
+    )
+    assert len(runner.prompts) >= 3
+    if condition:
+        after = [f"Glossary. Sentence {n}." for n in range(1, len(runner.prompts))]
+        assert runner.prompts == ["Glossary.", *after]
+    else:
+        assert runner.prompts == ["Glossary."] * len(runner.prompts)
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_temperature_fallback_setting(fallback: bool) -> None:
+    settings = Settings(_env_file=None, whisper_temperature_fallback=fallback)  # type: ignore[call-arg]
+    policy = DecodingSettings.from_settings(settings.speech).policy
+    temperatures: list[float] = []
+
+    def improbable(indices: list[int], temperature: float) -> list[Decoded]:
+        temperatures.append(temperature)
+        return [Decoded([1], "uh", -3.0, 0.1, temperature) for _ in indices]
+
+    decode_with_fallback(1, improbable, policy)
+    assert temperatures == ([0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if fallback else [0.0])

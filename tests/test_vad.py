@@ -148,6 +148,7 @@ def test_vad_off_is_the_sequential_transcribe_of_before(
         logprob_threshold=-1.0,
         no_speech_threshold=0.6,
         condition_on_previous_text=False,
+        beam_size=vad_off.speech.whisper_beam_size,
         best_of=BEST_OF,
         fp16=False,
     )
