@@ -8,8 +8,15 @@ what they are and where they come from). Text is normalised by openai-whisper's
 `EnglishTextNormalizer` (one normaliser for references and hypotheses) and scored by jiwer.
 
     uv run python -m bench.wer_harness --model base                    # the full sweep
+    uv run python -m bench.wer_harness --calls 4 --engines faster-whisper speaches-ref \
+        --settings old-defaults defaults                               # 4 calls at once
     uv run python -m bench.wer_harness --model tiny.en --settings defaults beam5 \
         --recordings jfk-phone jfk-noisy --out bench/results/wer_smoke-tiny.en.json  # smoke
+
+`speaches-ref` is the peer's configuration run through faster-whisper directly (speaches is not
+on PyPI): `BatchedInferencePipeline`, beam 5, VAD threshold 0.5, 2 s minimum silence, 400 ms
+padding; it runs once, whatever --settings says. `--calls N` instead transcribes N copies of
+--call at once (one thread each, one model) and prints audio seconds per second per setting.
 
 RTF = transcription seconds / audio seconds (lower is better), the median of --runs. The
 1-minute load average is printed beside every row: figures taken at load > 1.5 are not quiet.
