@@ -84,6 +84,17 @@ GRID: Final[dict[str, dict[str, Any]]] = {
     # Throughput knobs (no effect on the text with greedy decoding; measured with --calls).
     "batch8": {"whisper_batch_size": 8},
     "cross-batch8": {"whisper_batch_size": 8, "whisper_cross_request_batching": True},
+    # The threshold between 0.3 and 0.5 with the chosen silence and beam.
+    "vad-0.35-s2000-beam5": {
+        "whisper_vad_threshold": 0.35,
+        "whisper_vad_min_silence_ms": 2000,
+        "whisper_beam_size": 5,
+    },
+    "vad-0.4-s2000-beam5": {
+        "whisper_vad_threshold": 0.4,
+        "whisper_vad_min_silence_ms": 2000,
+        "whisper_beam_size": 5,
+    },
     "old-defaults": {
         "whisper_beam_size": 1,
         "whisper_vad_threshold": 0.3,
