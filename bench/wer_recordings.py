@@ -23,6 +23,9 @@ Derived recordings (`RECORDINGS`, name: what it tests):
 * `call`: two speakers taking turns like a call (sonnet 1-4, JFK, sonnet 5-8, JFK, sonnet
   9-14), 0.6-1.5 s pauses, low noise.
 * `call-phone`: `call` through the telephone channel of `jfk-phone`.
+* `long-pauses`: the tests' paused clip (tests/paused_speech.py): the same turns 3-8 s apart and
+  a 10 s silent tail; a short turn after a long pause ("And so my fellow Americans,") is where a
+  high VAD threshold loses words.
 """
 
 from __future__ import annotations
@@ -163,6 +166,13 @@ def _phone(build: Callable[[], tuple[Audio, str]]) -> Callable[[], tuple[Audio, 
     return phone
 
 
+def _long_pauses() -> tuple[Audio, str]:
+    from tests.paused_speech import paused_clip
+
+    clip = paused_clip()
+    return clip.audio, clip.reference
+
+
 _BUILDERS: Final[dict[str, tuple[Callable[[], tuple[Audio, str]], str]]] = {
     "jfk": (_jfk, "jfk.wav as shipped"),
     "jfk-phone": (_phone(_jfk), "jfk.wav through ffmpeg 300-3400 Hz, 8 kHz mu-law"),
@@ -171,6 +181,7 @@ _BUILDERS: Final[dict[str, tuple[Callable[[], tuple[Audio, str]], str]]] = {
     "sonnet-pauses": (_sonnet_pauses, "sonnet1.flac's 3 pieces, 4 s and 6 s pauses"),
     "call": (_call, "two speakers in turns: sonnet1.flac and jfk.wav pieces"),
     "call-phone": (_phone(_call), "`call` through the telephone channel of jfk-phone"),
+    "long-pauses": (_long_pauses, "tests/paused_speech.py: `call`'s turns 3-8 s apart, 10 s tail"),
 }
 RECORDINGS: Final = tuple(_BUILDERS)
 

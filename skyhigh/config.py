@@ -235,15 +235,17 @@ class SpeechSettings(BaseModel):
     whisper_compute_type: str = "int8"
     whisper_device: str = "cpu"
     whisper_cpu_threads: int = Field(default=0, ge=0)
-    whisper_beam_size: int = Field(default=1, ge=1, le=10)
+    # Beam 5 and the VAD below were chosen by bench/wer_harness.py (BENCHMARKS.md "Speech").
+    whisper_beam_size: int = Field(default=5, ge=1, le=10)
     whisper_condition_on_previous_text: bool = False
+    whisper_temperature_fallback: bool = True
     whisper_no_speech_threshold: float = 0.6
     whisper_logprob_threshold: float = -1.0
     whisper_instances: int = Field(default=1, ge=1, le=8)
     # Voice activity detection (Silero): only speech is decoded, in chunks of at most 30 s.
     whisper_vad: bool = True
-    whisper_vad_threshold: float = Field(default=0.3, gt=0, lt=1)
-    whisper_vad_min_silence_ms: int = Field(default=500, ge=0, le=10_000)
+    whisper_vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    whisper_vad_min_silence_ms: int = Field(default=2000, ge=0, le=10_000)
     whisper_vad_speech_pad_ms: int = Field(default=400, ge=0, le=2_000)
     whisper_vad_max_chunk_s: float = Field(default=30.0, ge=1, le=30)
     # Speech chunks per model call (within a clip; across clips with cross-request batching).

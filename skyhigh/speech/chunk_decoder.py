@@ -15,7 +15,8 @@ may batch them in one model call; chunks may come from one clip or from several
   a chunk has no next window (it ends where speech ends), so that text is kept to the chunk's end.
 
 Decoding is greedy at temperature 0 (beam search with WHISPER_BEAM_SIZE > 1); each chunk is
-decoded on its own (condition_on_previous_text stays off: one chunk's mistakes cannot spread).
+decoded on its own unless WHISPER_CONDITION_ON_PREVIOUS_TEXT carries the previous chunk's text
+as its prompt (skyhigh.speech.speech_only).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from skyhigh.speech.decoding import COMPRESSION_RATIO_THRESHOLD, TEMPERATURES, GatePolicy
+from skyhigh.speech.decoding import COMPRESSION_RATIO_THRESHOLD, GatePolicy
 from skyhigh.speech.samples import FloatArray
 
 TIME_PRECISION: Final = 0.02  # seconds per timestamp token (both engines)
@@ -111,7 +112,7 @@ def decode_with_fallback(count: int, decode_once: DecodeOnce, policy: GatePolicy
     tried: list[list[Decoded]] = [[] for _ in range(count)]
     accepted: list[Decoded | None] = [None] * count
     pending = list(range(count))
-    for temperature in TEMPERATURES:
+    for temperature in policy.temperatures:
         if not pending:
             break
         retry = []

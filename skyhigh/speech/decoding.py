@@ -26,14 +26,18 @@ class GatePolicy:
     beam_size: int = 1
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
+    temperatures: tuple[float, ...] = TEMPERATURES  # (0.0,): no fallback
 
 
 @dataclass(frozen=True, kw_only=True)
 class DecodingSettings:
     """The model-wide decoding knobs, shared by both engines so they behave alike."""
 
-    beam_size: int = 1
-    condition_on_previous_text: bool = False  # the sequential path; chunks never condition
+    beam_size: int = 5
+    # Sequential path: whisper's own conditioning. VAD path: each chunk is prompted with the
+    # text of the chunk before it (decoded one at a time, not in batches).
+    condition_on_previous_text: bool = False
+    temperature_fallback: bool = True
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     vad: VadOptions | None = VadOptions()  # None: the libraries' sequential transcribe
@@ -44,6 +48,7 @@ class DecodingSettings:
         return cls(
             beam_size=settings.whisper_beam_size,
             condition_on_previous_text=settings.whisper_condition_on_previous_text,
+            temperature_fallback=settings.whisper_temperature_fallback,
             no_speech_threshold=settings.whisper_no_speech_threshold,
             logprob_threshold=settings.whisper_logprob_threshold,
             vad=VadOptions.from_settings(settings) if settings.whisper_vad else None,
@@ -51,9 +56,14 @@ class DecodingSettings:
         )
 
     @property
+    def temperatures(self) -> tuple[float, ...]:
+        return TEMPERATURES if self.temperature_fallback else TEMPERATURES[:1]
+
+    @property
     def policy(self) -> GatePolicy:
         return GatePolicy(
             beam_size=self.beam_size,
             no_speech_threshold=self.no_speech_threshold,
             logprob_threshold=self.logprob_threshold,
+            temperatures=self.temperatures,
         )

@@ -73,6 +73,7 @@ class WhisperTranscriber(ABC):
                 multilingual=self.decoder.multilingual,
                 on_segment=on_segment,
                 deadline=deadline,
+                condition=self._decoding.condition_on_previous_text,
             )
         language, probability = language_of(
             options.language,

@@ -6,12 +6,18 @@ The path both engines take when WHISPER_VAD is on (the default):
 2. Unless the client named the language, it is detected on the first chunk, i.e. on speech,
    never on leading silence or music (English-only models are English).
 3. The chunks are decoded by a `ChunkRunner` (skyhigh.speech.batching), in batches; the
-   deadline is checked before each batch and each chunk's result.
+   deadline is checked before each batch and each chunk's result. With
+   WHISPER_CONDITION_ON_PREVIOUS_TEXT they are decoded one at a time instead, each prompted
+   with the text of the chunk before it.
 4. Segment and word times map back from chunk time to the clip's time; each segment is reported
    to `on_segment` as soon as its chunk is decoded, in order.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Final
 
 from skyhigh.domain.events import Segment, Transcript, Word
 from skyhigh.speech.assembly import language_of, transcript_of
@@ -21,6 +27,10 @@ from skyhigh.speech.deadline import Deadline, check
 from skyhigh.speech.protocol import SegmentCallback, TranscribeOptions
 from skyhigh.speech.samples import FRAMES_PER_SECOND, FloatArray
 from skyhigh.speech.vad import SpeechChunk, VadOptions, find_chunks
+
+MAX_CONDITIONING_TEMPERATURE: Final = 0.5  # whisper's prompt_reset_on_temperature
+# Whisper keeps the last 223 prompt tokens; ~4 characters a token, cut here to stay inside it.
+MAX_PROMPT_CHARS: Final = 800
 
 
 def transcribe_speech(
@@ -32,6 +42,7 @@ def transcribe_speech(
     multilingual: bool,
     on_segment: SegmentCallback | None = None,
     deadline: Deadline | None = None,
+    condition: bool = False,
 ) -> Transcript:
     chunks = find_chunks(audio, vad)
     # On the first chunk of speech; with none, on the clip itself (as without VAD).
@@ -48,7 +59,10 @@ def transcribe_speech(
     )
     segments: list[Segment] = []
     pieces = [chunk.audio(audio) for chunk in chunks]
-    decoded = runner.run(pieces, key, deadline=deadline) if chunks else iter(())
+    if condition:
+        decoded = _conditioned(runner, pieces, key, deadline)
+    else:
+        decoded = runner.run(pieces, key, deadline=deadline) if chunks else iter(())
     for chunk, chunk_segments in zip(chunks, decoded, strict=True):
         for raw in chunk_segments:
             segment = _in_clip_time(len(segments), raw, chunk)
@@ -56,6 +70,23 @@ def transcribe_speech(
             if on_segment is not None:
                 on_segment(segment)
     return transcript_of(segments, language=language, probability=probability, audio=audio)
+
+
+def _conditioned(
+    runner: ChunkRunner, pieces: list[FloatArray], key: DecodeKey, deadline: Deadline | None
+) -> Iterator[list[ChunkSegment]]:
+    """Chunks one at a time, each prompted with the text of the one before it (after the
+    client's own prompt), as whisper's condition_on_previous_text does between windows. As
+    there, a chunk decoded at a temperature above 0.5 (likely garbage) passes nothing on."""
+    previous = ""
+    for piece in pieces:
+        prompt = " ".join(p for p in (key.initial_prompt, previous) if p) or None
+        [result] = runner.run([piece], replace(key, initial_prompt=prompt), deadline=deadline)
+        yield result
+        if result and max(s.temperature for s in result) > MAX_CONDITIONING_TEMPERATURE:
+            previous = ""
+        else:
+            previous = " ".join(s.text.strip() for s in result)[-MAX_PROMPT_CHARS:]
 
 
 def _in_clip_time(index: int, raw: ChunkSegment, chunk: SpeechChunk) -> Segment:

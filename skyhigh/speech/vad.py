@@ -43,11 +43,12 @@ _model_lock = threading.Lock()
 class VadOptions:
     """How speech is told from silence (the WHISPER_VAD_* settings)."""
 
-    # Speech probability above which a 32 ms frame is speech. Silero's usual 0.5 missed "ask
-    # not" in JFK after a long pause (it peaks at 0.31 there): a missed onset loses words, a
-    # false alarm only costs decoding (the no-speech gate still drops silent chunks).
-    threshold: float = 0.3
-    min_silence_ms: int = 500  # a pause must last this long to end a speech span
+    # Speech probability above which a 32 ms frame is speech. 0.5 with a 2 s minimum silence
+    # measured best (bench/wer_harness.py): 0.3 alone lets noise and breath into chunks, 0.5
+    # alone cuts speech into short chunks with little context; together, soft onsets inside
+    # a turn (JFK's "ask not" peaks at 0.31) stay inside the span the 2 s bridge keeps open.
+    threshold: float = 0.5
+    min_silence_ms: int = 2000  # a pause must last this long to end a speech span
     speech_pad_ms: int = 400  # kept on each side of a span, so soft word edges are not clipped
     max_chunk_s: float = WHISPER_WINDOW_S  # longest chunk handed to Whisper
 

@@ -34,7 +34,6 @@ from skyhigh.speech.deadline import Deadline, check
 from skyhigh.speech.decoding import (
     BEST_OF,
     COMPRESSION_RATIO_THRESHOLD,
-    TEMPERATURES,
     DecodingSettings,
     GatePolicy,
 )
@@ -110,7 +109,7 @@ class FasterWhisperTranscriber(WhisperTranscriber):
             task=options.task,
             beam_size=d.beam_size,
             best_of=BEST_OF,
-            temperature=list(TEMPERATURES),
+            temperature=list(d.temperatures),
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
             # faster-whisper applies whisper's no-speech gate per window, like openai-whisper.
             log_prob_threshold=d.logprob_threshold,

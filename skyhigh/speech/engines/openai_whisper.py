@@ -31,7 +31,6 @@ from skyhigh.speech.deadline import Deadline, check
 from skyhigh.speech.decoding import (
     BEST_OF,
     COMPRESSION_RATIO_THRESHOLD,
-    TEMPERATURES,
     DecodingSettings,
     GatePolicy,
 )
@@ -125,7 +124,7 @@ class OpenAIWhisperTranscriber(WhisperTranscriber):
             self._model,
             audio,
             verbose=None,  # no printing, no progress bar
-            temperature=TEMPERATURES,
+            temperature=d.temperatures,
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
             # whisper applies the no-speech gate itself: a window is skipped when
             # no_speech_prob > no_speech_threshold and avg_logprob < logprob_threshold.
