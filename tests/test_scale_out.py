@@ -238,6 +238,33 @@ def test_a_document_written_by_the_writer_is_found_by_a_query_on_another_worker(
     assert record["result"]["matches"][0]["id"].startswith(f"doc-{code}")
 
 
+def test_a_completed_document_is_seen_at_once_by_queries_on_both_workers_in_turn(
+    fleet: Fleet,
+) -> None:
+    """Read-after-write: each query is sent the moment its document completes (no sleep), on
+    whichever event worker is free; both run queries, in turn, so each query's worker last
+    read the table before the write (the store records which worker ran each query)."""
+    handled: list[int] = []
+    for index in range(20):
+        code = f"RW{uuid.uuid4().hex[:8].upper()}"
+        doc = {"document_id": f"rw-{code}", "title": "Locker", "text": f"Locker code {code}."}
+        written = new_id(f"rw-doc-{index}")
+        assert fleet.post(written, "document", doc).status_code == 202
+        assert fleet.wait_all([written], timeout_s=60)[written]["status"] == "completed"
+        query = new_id(f"rw-query-{index}")
+        data = {"text": code, "mode": "hybrid", "k": 3}
+        assert fleet.post(query, "query", data).status_code == 202
+        record = fleet.wait_all([query], timeout_s=60)[query]
+        assert record["status"] == "completed", record
+        matches = record["result"]["matches"]
+        assert matches and matches[0]["id"].startswith(f"rw-{code}"), (index, matches)
+        handled.append(fleet.worker_of(query))
+    # Idle workers take turns at the broker (in runs of one or two here): the check is that
+    # both ran queries and changed places often, so no worker only ever read its own writes.
+    switches = sum(a != b for a, b in zip(handled, handled[1:], strict=False))
+    assert min(handled.count(0), handled.count(1)) >= 5 and switches >= 5, handled
+
+
 def test_sse_on_the_api_carries_segments_decoded_by_a_worker(fleet: Fleet) -> None:
     event_id = new_id("sse")
     data = {"audio_base64": jfk(), "language": "en", "lookup": False}
@@ -327,33 +354,6 @@ def test_redis_restarting_empty_loses_no_event(fleet: Fleet) -> None:
             fleet.redis.start()
     records = fleet.wait_all(ids, timeout_s=180)
     assert {r["status"] for r in records.values()} == {"completed"}
-
-
-def test_a_completed_document_is_seen_at_once_by_queries_on_both_workers_in_turn(
-    fleet: Fleet,
-) -> None:
-    """Read-after-write: each query is sent the moment its document completes (no sleep), on
-    whichever event worker is free; both run queries, in turn, so each query's worker last
-    read the table before the write (the store records which worker ran each query)."""
-    handled: list[int] = []
-    for index in range(20):
-        code = f"RW{uuid.uuid4().hex[:8].upper()}"
-        doc = {"document_id": f"rw-{code}", "title": "Locker", "text": f"Locker code {code}."}
-        written = new_id(f"rw-doc-{index}")
-        assert fleet.post(written, "document", doc).status_code == 202
-        assert fleet.wait_all([written], timeout_s=60)[written]["status"] == "completed"
-        query = new_id(f"rw-query-{index}")
-        data = {"text": code, "mode": "hybrid", "k": 3}
-        assert fleet.post(query, "query", data).status_code == 202
-        record = fleet.wait_all([query], timeout_s=60)[query]
-        assert record["status"] == "completed", record
-        matches = record["result"]["matches"]
-        assert matches and matches[0]["id"].startswith(f"rw-{code}"), (index, matches)
-        handled.append(fleet.worker_of(query))
-    # Idle workers take turns at the broker (in runs of one or two here): the check is that
-    # both ran queries and changed places often, so no worker only ever read its own writes.
-    switches = sum(a != b for a, b in zip(handled, handled[1:], strict=False))
-    assert min(handled.count(0), handled.count(1)) >= 5 and switches >= 5, handled
 
 
 def test_a_backlog_of_long_uploads_delays_another_principal_by_one_event_per_worker(

@@ -60,7 +60,16 @@ class ClientSecretRequest(BaseModel):
     session: dict[str, Any] | None = None  # accepted for OpenAI compatibility; sessions send it
 
 
-@secrets_router.post("/realtime/client_secrets", summary="Mint a single-use realtime key")
+@secrets_router.post(
+    "/realtime/client_secrets",
+    summary="Mint a single-use realtime key",
+    # Under /v1 a body that does not validate is a 400 in OpenAI's shape, not FastAPI's 422.
+    responses={
+        400: {"description": "The body is not a valid client secret request"},
+        401: {"description": "Missing or invalid bearer token"},
+        403: {"description": "The credential lacks the events:write scope"},
+    },
+)
 async def create_client_secret(
     principal: PrincipalDep,
     service: RealtimeDep,
