@@ -16,7 +16,7 @@ import pytest
 from lancedb.index import FTS
 
 from skyhigh.cli.seed import DEFAULT_SOURCE, entry_document, entry_rows
-from skyhigh.domain.events import StepFailed
+from skyhigh.domain.events import Segment, StepFailed, Transcript
 from skyhigh.domain.payloads import RESERVED_METADATA
 from skyhigh.domain.tenancy import event_key, owner_namespace
 from skyhigh.knowledge.documents import document_rows
@@ -26,6 +26,7 @@ from skyhigh.knowledge.sql import Reader, build_where
 from skyhigh.knowledge.tables import (
     documents_schema,
     has_positions,
+    speaker_turns,
     text_index,
     transcript_row,
     transcripts_schema,
@@ -211,7 +212,7 @@ def test_transcripts_belong_to_their_owner(base: tuple[KnowledgeBase, KnowledgeW
 
 
 def test_transcripts_from_before_owners_are_re_keyed(tmp_path: Path) -> None:
-    legacy = pa.schema([f for f in transcripts_schema(DIM) if f.name != "owner"])
+    legacy = pa.schema([f for f in transcripts_schema(DIM) if f.name not in ("owner", "speaker")])
     alice_key = event_key(ALICE, "old-1")
     rows = [
         {"id": key, "event_id": key, "title": f"Transcript of {key}", "text": "bags",
@@ -234,6 +235,84 @@ def test_transcripts_from_before_owners_are_re_keyed(tmp_path: Path) -> None:
     ]
     static = kb.search(vec(1, 0, 0, 0), table="transcripts", reader=Reader("token"))
     assert [m.id for m in static] == ["old-2"]
+    # ... and the table can be filtered by speaker: its old rows have none.
+    assert found[0].metadata["speaker"] is None
+    assert (
+        kb.search(vec(1, 0, 0, 0), table="transcripts", reader=alice, filter={"speaker": "A"}) == []
+    )
+
+
+def _segment(index: int, text: str, speaker: str | None) -> Segment:
+    return Segment(
+        id=index,
+        start=index,
+        end=index + 1,
+        text=text,
+        avg_logprob=0,
+        no_speech_prob=0,
+        speaker=speaker,
+    )
+
+
+def test_diarized_transcripts_are_rows_per_speaker_turn(tmp_path: Path) -> None:
+    """A table from before diarization (owners, no `speaker`) keeps its rows and gains the
+    column; a diarized transcript becomes one row per turn, found by a `speaker` filter."""
+    before = pa.schema([f for f in transcripts_schema(DIM) if f.name != "speaker"])
+    old_key = event_key(ALICE, "old")
+    assert old_key is not None
+    old = transcript_row(old_key, text="no speakers here", language="en", vector=vec(1, 0, 0, 0))
+    del old["speaker"]
+    lancedb.connect(tmp_path / "kb").create_table(
+        "transcripts", data=pa.Table.from_pylist([old], schema=before)
+    )
+    kb = KnowledgeBase(str(tmp_path / "kb"), default_table="knowledge")
+    writer = KnowledgeWriter(kb, WriterConfig(dimension=DIM))  # not started: applies inline
+    transcript = Transcript(
+        text=" Hello there. How are you? Fine. Thanks.",
+        language="en",
+        duration_s=5,
+        segments=[
+            _segment(0, " Hello there.", "Ann"),
+            _segment(1, " How are you?", "Ann"),
+            _segment(2, " ", "SPEAKER_01"),  # nothing said: no row
+            _segment(3, " Fine.", "SPEAKER_01"),
+            _segment(4, " Thanks.", "Ann"),
+        ],
+    )
+    turns = speaker_turns(transcript)
+    assert turns == [
+        ("Ann", "Hello there. How are you?"),
+        ("SPEAKER_01", "Fine."),
+        ("Ann", "Thanks."),
+    ]
+    key = event_key(ALICE, "call")
+    assert key is not None
+    rows = [
+        transcript_row(key, text=text, language="en", vector=vec(1, 0, 0, 0), speaker=who, turn=n)
+        for n, (who, text) in enumerate(turns)
+    ]
+    writer.submit(WriteOp("transcripts", "transcripts", rows)).result()
+    alice = Reader(owner_namespace(ALICE))
+
+    def found(filter_: dict[str, Any]) -> list[tuple[str, str, Any]]:
+        matches = kb.search(
+            vec(1, 0, 0, 0), table="transcripts", k=10, reader=alice, filter=filter_
+        )
+        return sorted((m.id, m.text, m.metadata["speaker"]) for m in matches)
+
+    assert found({"speaker": "Ann"}) == [
+        ("call", "Hello there. How are you?", "Ann"),
+        ("call", "Thanks.", "Ann"),
+    ]
+    assert found({"speaker": ["SPEAKER_01"], "event_id": "call"}) == [
+        ("call", "Fine.", "SPEAKER_01")
+    ]
+    assert found({"event_id": "old"}) == [("old", "no speakers here", None)]
+    assert (
+        speaker_turns(transcript.model_copy(update={"segments": [_segment(0, " Hi.", None)]})) == []
+    )
+    with pytest.raises(StepFailed, match="filter 'speaker' needs a string"):
+        found({"speaker": 1})
 
 
 def test_documents_never_go_into_a_transcripts_table(

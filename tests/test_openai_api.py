@@ -201,7 +201,10 @@ def test_translation_into_english_with_the_default_model(tmp_path: Path) -> None
     german = tmp_path / "german.wav"
     ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(german))
     # faster-whisper: the second engine behind the same face, and the faster one on CPU.
-    env = server_env(tmp_path, WHISPER_MODEL="base", WHISPER_ENGINE="faster-whisper")
+    # Without diarization, the diarize model is not offered.
+    env = server_env(
+        tmp_path, WHISPER_MODEL="base", WHISPER_ENGINE="faster-whisper", DIARIZATION="false"
+    )
     server = ServerProcess(env, tmp_path / "server.log")
     server.start()
     try:
@@ -280,9 +283,10 @@ def test_stream_needs_json_or_text(sdk: openai.OpenAI) -> None:
 
 def test_models_list_and_retrieve(sdk: openai.OpenAI) -> None:
     models = list(sdk.models.list())
-    assert [m.id for m in models] == ["whisper-1", "tiny.en"]
+    assert [m.id for m in models] == ["whisper-1", "tiny.en", "gpt-4o-transcribe-diarize"]
     assert all(m.object == "model" and m.owned_by == "skyhigh" for m in models)
     assert sdk.models.retrieve("tiny.en").id == "tiny.en"
+    assert sdk.models.retrieve("gpt-4o-transcribe-diarize").id == "gpt-4o-transcribe-diarize"
     with pytest.raises(openai.NotFoundError) as caught:
         sdk.models.retrieve("large-v3")
     assert caught.value.code == "model_not_found"

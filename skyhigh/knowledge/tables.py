@@ -22,6 +22,7 @@ import pyarrow as pa
 from lancedb.index import FTS, IvfFlat, IvfHnswSq, IvfPq, IvfSq
 from numpy.typing import NDArray
 
+from skyhigh.domain.events import Transcript
 from skyhigh.domain.payloads import DOCUMENT_COLUMNS, LIST_COLUMNS
 from skyhigh.domain.tenancy import STATIC_OWNER, key_namespace, public_event_id
 
@@ -31,8 +32,10 @@ OWNER_COLUMN = "owner"
 # Shown as a match's own fields (id, title, text), or internal: never in `metadata`, never
 # filterable.
 HIDDEN_COLUMNS = frozenset({"id", "title", "text", "vector", "content_sha256", OWNER_COLUMN})
-# Columns a transcripts table has; one without `owner` predates per-owner rows.
+# Columns a transcripts table has; one without `owner` predates per-owner rows, one without
+# `speaker` predates diarization (the writer adds both when it opens the table).
 TRANSCRIPT_COLUMNS = ("id", "event_id", "title", "text", "language", "created_at", "vector")
+SPEAKER_COLUMN = "speaker"
 
 _DOCUMENT_TYPES: dict[str, pa.DataType] = {
     "id": pa.string(),
@@ -67,6 +70,7 @@ def transcripts_schema(dimension: int) -> pa.Schema:
             pa.field("title", pa.string()),
             pa.field("text", pa.string()),
             pa.field("language", pa.string()),
+            pa.field(SPEAKER_COLUMN, pa.string()),
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
             pa.field("vector", pa.list_(pa.float32(), dimension)),
         ]
@@ -74,21 +78,47 @@ def transcripts_schema(dimension: int) -> pa.Schema:
 
 
 def transcript_row(
-    key: str, *, text: str, language: str, vector: NDArray[np.float32]
+    key: str,
+    *,
+    text: str,
+    language: str,
+    vector: NDArray[np.float32],
+    speaker: str | None = None,
+    turn: int | None = None,
 ) -> dict[str, Any]:
     """The transcripts-table row of the event stored under `key`: its owner, and the public
-    event id wherever a caller can see it (`id`, hidden, stays unique across owners)."""
+    event id wherever a caller can see it (`id`, hidden, stays unique across owners).
+
+    A diarized transcript has one row per speaker turn (`turn` 0, 1, ...), stored as
+    `<key>#<turn>` (a `#` cannot occur in an event id); an undiarized one, one row, `<key>`.
+    """
     event_id = public_event_id(key)
     return {
-        "id": key,
+        "id": key if turn is None else f"{key}#{turn}",
         "event_id": event_id,
         OWNER_COLUMN: key_namespace(key),
         "title": f"Transcript of {event_id}",
         "text": text,
         "language": language,
+        SPEAKER_COLUMN: speaker,
         "created_at": datetime.now(UTC),
         "vector": vector.tolist(),
     }
+
+
+def speaker_turns(transcript: Transcript) -> list[tuple[str, str]]:
+    """A diarized transcript's turns, `(speaker, text)`: consecutive segments of one speaker
+    joined, so each indexed row holds one speaker's words. Empty for an undiarized one."""
+    turns: list[tuple[str, str]] = []
+    for segment in transcript.segments:
+        text = segment.text.strip()
+        if segment.speaker is None or not text:
+            continue
+        if turns and turns[-1][0] == segment.speaker:
+            turns[-1] = (segment.speaker, f"{turns[-1][1]} {text}")
+        else:
+            turns.append((segment.speaker, text))
+    return turns
 
 
 def is_transcripts(schema: pa.Schema) -> bool:
@@ -133,6 +163,16 @@ def adopt_legacy_transcripts(table: Any) -> bool:
     )
     table.update(where=f"{OWNER_COLUMN} IS NULL", values_sql={OWNER_COLUMN: f"'{STATIC_OWNER}'"})
     log.info("transcripts re-keyed to their owners", extra={"count": table.count_rows()})
+    return True
+
+
+def add_speaker_column(table: Any) -> bool:
+    """A transcripts table from before diarization gets its (empty) `speaker` column, so a
+    `speaker` filter works on it and its old rows simply match no speaker. Writer thread only;
+    returns whether the table changed."""
+    if SPEAKER_COLUMN in table.schema.names:
+        return False
+    table.add_columns(pa.field(SPEAKER_COLUMN, pa.string()))
     return True
 
 

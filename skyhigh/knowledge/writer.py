@@ -26,6 +26,7 @@ from skyhigh.knowledge.documents import check_metadata_columns
 from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.sql import quote_list
 from skyhigh.knowledge.tables import (
+    add_speaker_column,
     adopt_legacy_transcripts,
     create_text_index,
     create_vector_index,
@@ -203,6 +204,7 @@ class KnowledgeWriter:
             table = self._create(table_name, ops[0].kind) if fresh else self.kb.table(table_name)
             if is_transcripts(table.schema):
                 adopt_legacy_transcripts(table)  # before a row with an owner is written
+                add_speaker_column(table)
             accepted = [op for op in ops if self._fits(table, op) and self._evolve(table, op)]
             if not accepted:
                 return
@@ -246,12 +248,14 @@ class KnowledgeWriter:
 
     def _upgrade_tables(self) -> None:
         """Transcript rows from before rows had owners get theirs (until then only admins see
-        them), and full-text indexes without word positions get them (phrase search)."""
+        them), transcripts tables from before diarization a `speaker` column (filterable), and
+        full-text indexes without word positions get them (phrase search)."""
         for name in self.kb.table_names():
             try:
                 table = self.kb.table(name)
                 if is_transcripts(table.schema):
                     adopt_legacy_transcripts(table)
+                    add_speaker_column(table)
                 index = text_index(table)
                 if index is not None and not has_positions(index):
                     create_text_index(table)

@@ -31,7 +31,7 @@ from skyhigh.domain.tenancy import READS_ALL_OWNERS, key_namespace, public_event
 from skyhigh.knowledge.chunking import chunk_text
 from skyhigh.knowledge.documents import document_rows, embed_chunks
 from skyhigh.knowledge.sql import Reader
-from skyhigh.knowledge.tables import transcript_row
+from skyhigh.knowledge.tables import speaker_turns, transcript_row
 from skyhigh.knowledge.writer import WriteOp
 from skyhigh.live.publish import EventPublisher
 from skyhigh.observability.metrics import STEP_SECONDS
@@ -292,12 +292,22 @@ def _lookup(
 
 
 def _index_transcript(job: Job, transcript: Transcript, vector: NDArray[np.float32]) -> None:
-    # The row belongs to the event's owner; only the public event id is ever shown.
-    row = transcript_row(
-        job.key, text=transcript.text.strip(), language=transcript.language, vector=vector
-    )
-    with job.step("index"):
-        op = WriteOp(job.settings.transcripts_table, "transcripts", [row])
+    """One row (`vector` is the whole text's), or with speakers one row per speaker turn, so a
+    `speaker` filter returns exactly that speaker's words. The rows belong to the event's
+    owner; only the public event id is ever shown."""
+    language = transcript.language
+    with job.step("index"):  # a diarized transcript's turns are embedded here
+        turns = speaker_turns(transcript)
+        if turns:
+            vectors = job.services.embedder.embed([text for _, text in turns])
+            rows = [
+                transcript_row(job.key, text=text, language=language, vector=v, speaker=who, turn=n)
+                for n, ((who, text), v) in enumerate(zip(turns, vectors, strict=True))
+            ]
+        else:
+            text = transcript.text.strip()
+            rows = [transcript_row(job.key, text=text, language=language, vector=vector)]
+        op = WriteOp(job.settings.transcripts_table, "transcripts", rows)
         job.services.writer.submit(op).result()
 
 

@@ -215,7 +215,8 @@ async def create_translation(
 
 @router.get("/models", summary="List the models (OpenAI-compatible)", responses={401: ERRORS[401]})
 async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
-    """`whisper-1` (an alias) and the loaded model, in OpenAI's list shape."""
+    """`whisper-1` (an alias), the loaded model and, while diarization is on,
+    `gpt-4o-transcribe-diarize`, in OpenAI's list shape."""
     return {"object": "list", "data": [_model(name) for name in _served(runtime)]}
 
 
@@ -241,7 +242,11 @@ async def read_model(model_id: str, runtime: RuntimeDep) -> dict[str, Any]:
 
 
 def _served(runtime: RuntimeDep) -> list[str]:
-    return [WHISPER_1, runtime.settings.whisper_model]
+    settings = runtime.settings
+    # The diarize model is the loaded Whisper model plus the speaker model: listed only where
+    # the speaker model may run (DIARIZATION=false fails every diarized request).
+    diarize = [DIARIZE_MODEL] if settings.diarization else []
+    return [WHISPER_1, settings.whisper_model, *diarize]
 
 
 def _model(name: str) -> dict[str, Any]:
