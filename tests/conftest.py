@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from main import create_app
 from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
+from skyhigh.store.events import EventStore
 from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
@@ -160,3 +161,15 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    """An empty event store on SQLite, and on a throwaway Postgres database (slow)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events.db'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    store = EventStore(url)
+    yield store
+    store.close()

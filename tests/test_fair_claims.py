@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from skyhigh.domain.events import EventStatus
 from skyhigh.processing.celery_app import queue_peers
@@ -18,17 +14,6 @@ from skyhigh.store.events import EventStore, NewEvent
 
 MAX_ATTEMPTS = 3
 EVENTS = queue_peers("query")  # the events queue's types: query, speech
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
-    else:
-        url = request.getfixturevalue("postgres").new_database()
-    store = EventStore(url)
-    yield store
-    store.close()
 
 
 def new(key: str, owner: str, event_type: str = "speech") -> NewEvent:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 from main import create_app
 from skyhigh.cli.ingest import ingest
 from skyhigh.cli.seed import DEFAULT_SOURCE
-from tests.support.client import jfk_base64, wait_terminal
+from tests.support.client import jfk_base64, run, search
 from tests.support.settings import AUTH, ROOT, make_settings
 
 MEMO = (
@@ -40,21 +39,6 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings), headers=AUTH) as client:
         yield client
-
-
-def run(client: TestClient, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    event_id = f"{event_type}-{uuid.uuid4().hex[:10]}"
-    response = client.post(
-        "/events/", json={"event_id": event_id, "event_type": event_type, "event_data": data}
-    )
-    assert response.status_code == 202, response.text
-    return wait_terminal(client.get, event_id)
-
-
-def search(client: TestClient, text: str, **options: Any) -> list[dict[str, Any]]:
-    record = run(client, "query", {"text": text, **options})
-    assert record["status"] == "completed", record
-    return list(record["result"]["matches"])
 
 
 def test_document_is_chunked_embedded_and_found(kb: TestClient) -> None:

@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 from main import create_app
 from skyhigh.config import Settings
 from skyhigh.knowledge.storage import storage_options
-from tests.support.client import wait_terminal
+from tests.support.client import run, search
 from tests.support.services import S3Server
 from tests.support.settings import AUTH, ROOT, make_settings, model_cache_dir
 
@@ -38,21 +37,6 @@ def s3() -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
-
-
-def run(client: TestClient, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    event_id = f"{event_type}-{uuid.uuid4().hex[:10]}"
-    response = client.post(
-        "/events/", json={"event_id": event_id, "event_type": event_type, "event_data": data}
-    )
-    assert response.status_code == 202, response.text
-    return wait_terminal(client.get, event_id)
-
-
-def search(client: TestClient, text: str, **options: Any) -> list[dict[str, Any]]:
-    record = run(client, "query", {"text": text, **options})
-    assert record["status"] == "completed", record
-    return list(record["result"]["matches"])
 
 
 def open_table(settings: Settings, name: str = "knowledge") -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,6 @@ from skyhigh.domain.errors import EventConflict, InvalidCursor
 from skyhigh.domain.events import EventError, EventStatus
 from skyhigh.processing.dispatch import InProcessDispatcher
 from skyhigh.store.events import EventStore, NewEvent
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
-    else:
-        url = request.getfixturevalue("postgres").new_database()
-    store = EventStore(url)
-    yield store
-    store.close()
 
 
 def claim(store: EventStore, event_id: str, *, owner: str = "w1", lease_s: float = 60) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,3 +44,20 @@ def wait_terminal(
 
 def jfk_base64() -> str:
     return base64.b64encode((DATA / "jfk.wav").read_bytes()).decode()
+
+
+def run(client: TestClient, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Submit one event through the in-process app and wait for its terminal record."""
+    event_id = f"{event_type}-{uuid.uuid4().hex[:10]}"
+    response = client.post(
+        "/events/", json={"event_id": event_id, "event_type": event_type, "event_data": data}
+    )
+    assert response.status_code == 202, response.text
+    return wait_terminal(client.get, event_id)
+
+
+def search(client: TestClient, text: str, **options: Any) -> list[dict[str, Any]]:
+    """A completed query's matches."""
+    record = run(client, "query", {"text": text, **options})
+    assert record["status"] == "completed", record
+    return list(record["result"]["matches"])
