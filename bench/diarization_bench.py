@@ -34,10 +34,10 @@ from skyhigh.speech.diarization.onnx_model import (
     OnnxSpeakerEncoder,
     ensure_speaker_onnx,
 )
-from skyhigh.speech.diarization.service import SpeakerModel, speech_regions
+from skyhigh.speech.diarization.service import DIARIZATION_VAD, SpeakerModel, speech_regions
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions
-from skyhigh.speech.vad import VadOptions, speech_spans
+from skyhigh.speech.vad import speech_spans
 from tests.conversations import (
     alternate,
     build,
@@ -47,7 +47,6 @@ from tests.conversations import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-DIARIZATION_VAD = VadOptions(speech_pad_ms=100, min_silence_ms=300)
 
 
 def load() -> float:
@@ -150,7 +149,7 @@ def long_recording_row(model: str) -> dict[str, Any]:
     load_s = time.perf_counter() - started
     steps["load_speaker_model_mb"] = round(peak_rss_mb() - baseline_mb, 1)
     started = time.perf_counter()
-    regions = speech_regions(conversation.audio, settings.speech)
+    regions = speech_regions(conversation.audio)
     steps["vad_regions_mb"] = round(peak_rss_mb() - baseline_mb, 1)
     turns = diarizer.diarize(conversation.audio, regions)
     diarize_s = time.perf_counter() - started

@@ -29,14 +29,13 @@ from skyhigh.speech.diarization.onnx_model import (
     OnnxSpeakerEncoder,
     ensure_speaker_onnx,
 )
-from skyhigh.speech.vad import VadOptions, speech_spans
+from skyhigh.speech.diarization.service import DIARIZATION_VAD
+from skyhigh.speech.vad import speech_spans
 from skyhigh.speech.weights import ModelChecksumError
 from tests.conversations import Conversation, conversations, der, utterances
 from tests.support.settings import ROOT, model_cache_dir
 
 MAX_DER = 0.15
-# Tighter than the transcription VAD: diarization scores the padding as false-alarm speech.
-DIARIZATION_VAD = VadOptions(speech_pad_ms=100, min_silence_ms=300)
 
 
 @cache

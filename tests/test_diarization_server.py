@@ -233,7 +233,7 @@ segments = [
 ]
 transcript = Transcript(text="x", language="en", duration_s=30, segments=segments)
 model = SpeakerModel(settings.speech)
-labelled = diarize_transcript(model.get(), conversation.audio, transcript, settings=settings.speech)
+labelled = diarize_transcript(model.get(), conversation.audio, transcript)
 loaded = sorted(n for n in sys.modules if n.split(".")[0] in {"torch", "resemblyzer", "librosa"})
 hyp = [(s.start, s.end, s.speaker) for s in labelled.segments]
 print(json.dumps({"der": der(conversation.turns, hyp), "loaded": loaded,

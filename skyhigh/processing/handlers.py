@@ -244,9 +244,7 @@ def _diarize(
             job.settings,
             work_prefix=url_download_path(job.settings.spool_dir, job.key),
         )
-        labelled = diarize_transcript(
-            model.get(), samples, transcript, settings=job.settings.speech, hints=hints, known=known
-        )
+        labelled = diarize_transcript(model.get(), samples, transcript, hints=hints, known=known)
     if not speech.word_timestamps:  # asked for by diarization only: not part of the answer
         segments = [s.model_copy(update={"words": None}) for s in labelled.segments]
         labelled = labelled.model_copy(update={"segments": segments})

@@ -15,13 +15,20 @@ return unit vectors; the features (features.mel_frames) are shared.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from skyhigh.speech.diarization.features import N_MELS, FloatArray, mel_frames, normalize_volume
+from skyhigh.speech.diarization.features import (
+    N_MELS,
+    FloatArray,
+    frame_count,
+    mel_frames,
+    normalize_volume,
+)
 from skyhigh.speech.weights import verify_sha256
 
 WEIGHTS_PACKAGE: Final = "resemblyzer"
@@ -73,17 +80,19 @@ def features_batch(windows: list[FloatArray]) -> list[FloatArray]:
     return [mel_frames(normalize_volume(window)) for window in windows]
 
 
-def same_length_groups(features: list[FloatArray]) -> list[list[int]]:
-    """Window indices grouped by frame count, so each group runs as one batch without padding
-    (padding would run through the LSTM and change the final state)."""
+def same_length_batches(windows: list[FloatArray]) -> Iterator[tuple[list[int], FloatArray]]:
+    """(window indices, their stacked mel frames) per batch of windows of one frame count, so
+    each runs without padding (padding would run through the LSTM and change the final state).
+    Features are made batch by batch: a 10-minute clip's ~750 windows at once held ~20 MB more.
+    At most BATCH windows per run: the LSTM keeps every step's gates for the whole batch, and
+    one batch of a 10-minute clip's ~750 windows peaked at +750 MB RSS."""
     groups: dict[int, list[int]] = {}
-    for index, frames in enumerate(features):
-        groups.setdefault(len(frames), []).append(index)
-    # At most BATCH windows per run: the LSTM keeps every step's gates for the whole batch, and
-    # one batch of a 10-minute clip's ~750 windows peaked at +750 MB RSS.
-    return [
-        indices[i : i + BATCH] for indices in groups.values() for i in range(0, len(indices), BATCH)
-    ]
+    for index, window in enumerate(windows):
+        groups.setdefault(frame_count(len(window)), []).append(index)
+    for indices in groups.values():
+        for i in range(0, len(indices), BATCH):
+            batch = indices[i : i + BATCH]
+            yield batch, np.stack(features_batch([windows[j] for j in batch]))
 
 
 def build_torch_module() -> Any:
@@ -120,10 +129,8 @@ class TorchSpeakerEncoder:
     def embed(self, windows: list[FloatArray]) -> Embeddings:
         import torch
 
-        features = features_batch(windows)
         out = np.zeros((len(windows), EMBEDDING_DIM), dtype=np.float32)
         with torch.inference_mode():
-            for indices in same_length_groups(features):
-                batch = torch.from_numpy(np.stack([features[i] for i in indices]))
-                out[indices] = self._module(batch).numpy()
+            for indices, batch in same_length_batches(windows):
+                out[indices] = self._module(torch.from_numpy(batch)).numpy()
         return out

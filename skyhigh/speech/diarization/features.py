@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
 
-__all__ = ["N_MELS", "SAMPLE_RATE", "FloatArray", "mel_frames", "normalize_volume"]
+__all__ = ["N_MELS", "SAMPLE_RATE", "FloatArray", "frame_count", "mel_frames", "normalize_volume"]
 
 N_FFT: Final = 400  # 25 ms
 HOP: Final = 160  # 10 ms
@@ -33,10 +33,15 @@ def normalize_volume(audio: FloatArray) -> FloatArray:
     return (audio * gain).astype(np.float32)
 
 
+def frame_count(samples: int) -> int:
+    """How many frames mel_frames gives for a clip of `samples` samples."""
+    return max(0, 1 + (samples + 2 * (N_FFT // 2) - N_FFT) // HOP)
+
+
 def mel_frames(audio: FloatArray) -> FloatArray:
     """(frames, 40) mel power spectrogram of 16 kHz audio, one frame per 10 ms (centred)."""
     padded = np.pad(audio.astype(np.float32), N_FFT // 2)
-    count = 1 + (len(padded) - N_FFT) // HOP
+    count = frame_count(len(audio))
     if count <= 0:
         return np.zeros((0, N_MELS), dtype=np.float32)
     index = np.arange(N_FFT)[None, :] + HOP * np.arange(count)[:, None]

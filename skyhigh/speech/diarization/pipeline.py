@@ -36,6 +36,8 @@ MIN_WINDOW_S: Final = 0.4
 FRAME_S: Final = 0.01
 # A turn shorter than this between two turns of the same speaker is taken as clustering noise.
 MIN_TURN_S: Final = 1.0
+# Frames matched to their nearest window at once, when frames no window covers are labelled.
+NEAREST_BLOCK: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,18 @@ def _vote(
         centre = (start + end) / 2
         votes[label, first:last] += 1.0 + 1e-3 * (1.0 - np.abs(times[first:last] - centre))
     frame_labels: npt.NDArray[np.int64] = np.asarray(np.argmax(votes, axis=0), dtype=np.int64)
-    centres = np.array([(start + end) / 2 for start, end in spans])
-    uncovered = votes.max(axis=0) == 0
-    nearest = np.argmin(np.abs(times[uncovered, None] - centres[None, :]), axis=1)
-    frame_labels[uncovered] = np.asarray(labels)[nearest]
     inside = np.zeros(frame_count, dtype=bool)
     for start, end in regions:
         inside[int(max(start, 0.0) / FRAME_S) : int(np.ceil(end / FRAME_S))] = True
+    # Only the uncovered frames inside the regions need a nearest window, and they are taken a
+    # block at a time: all of a long clip's pauses against all its windows at once (frames x
+    # windows, float64) was the largest allocation of diarizing (BENCHMARKS.md).
+    uncovered = np.flatnonzero(inside & (votes.max(axis=0) == 0))
+    centres = np.array([(start + end) / 2 for start, end in spans])
+    for block in range(0, len(uncovered), NEAREST_BLOCK):
+        frames = uncovered[block : block + NEAREST_BLOCK]
+        nearest = np.argmin(np.abs(times[frames, None] - centres[None, :]), axis=1)
+        frame_labels[frames] = np.asarray(labels)[nearest]
     frame_labels[~inside] = -1
     return frame_labels
 
