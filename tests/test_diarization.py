@@ -20,6 +20,8 @@ from skyhigh.speech.diarization import (
     SpeakerHints,
     Turn,
     assign_speakers,
+    features,
+    pipeline,
     talk_time,
 )
 from skyhigh.speech.diarization import encoder as encoder_module
@@ -174,6 +176,39 @@ def test_segments_split_at_a_speaker_change() -> None:
     assert (pieces[0].start, pieces[0].end, pieces[1].start, pieces[1].end) == (0.0, 1.9, 2.5, 3.6)
     assert [w.speaker for w in pieces[1].words] == ["B", "B"]
     assert talk_time(turns) == {"A": 2.0, "B": 2.6}
+
+
+def test_batched_features_embed_each_window_as_alone() -> None:
+    # Features are made batch by batch, batches grouped by the frame count a window's length
+    # gives: each row must be what that window embeds to on its own, in the input order.
+    windows = real_windows()
+    assert all(features.frame_count(len(w)) == len(features.mel_frames(w)) for w in windows[:6]), (
+        "frame_count disagrees with mel_frames"
+    )
+    encoder = onnx_encoder()
+    together = encoder.embed(windows)
+    alone = np.concatenate([encoder.embed([w]) for w in windows[:8]])
+    assert np.min(np.sum(together[:8] * alone, axis=1)) > 0.9999
+
+
+def test_uncovered_frames_take_the_nearest_window_label() -> None:
+    # Regions too short to embed get no window; their frames take the nearest window's label,
+    # a block of frames at a time. Checked against every frame against every window at once.
+    rng = np.random.default_rng(3)
+    spans = [(float(t), float(t) + 1.6) for t in range(0, 60, 2)]
+    labels = rng.integers(0, 3, len(spans)).tolist()
+    labels[:3] = [0, 1, 2]
+    shorts = [(61.0 + 0.5 * k, 61.3 + 0.5 * k) for k in range(40)]  # 1200 uncovered frames
+    regions = [(0.0, 61.0), *shorts]
+    got = pipeline._vote(spans, labels, regions)
+    times = (np.arange(len(got)) + 0.5) * pipeline.FRAME_S
+    centres = np.array([(a + b) / 2 for a, b in spans])
+    for start, end in shorts:
+        frames = np.arange(int(start / pipeline.FRAME_S), int(np.ceil(end / pipeline.FRAME_S)))
+        nearest = np.argmin(np.abs(times[frames, None] - centres[None, :]), axis=1)
+        assert got[frames].tolist() == np.asarray(labels)[nearest].tolist()
+    assert got[int(61.4 / pipeline.FRAME_S)] == -1  # between two short regions
+    assert len(np.flatnonzero(got[6100:] >= 0)) > pipeline.NEAREST_BLOCK
 
 
 TORCH_FREE = r"""
