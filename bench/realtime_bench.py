@@ -40,7 +40,7 @@ PCM24 = 48_000
 PREFIX_MS, SILENCE_MS = 300, 500
 
 
-def _session(url: str, audio: bytes, out: dict[str, Any]) -> None:
+def _session(url: str, audio: bytes, out: dict[str, Any], silence_ms: int = SILENCE_MS) -> None:
     connect = client(url, TOKENS[0]).realtime.connect(extra_query={"intent": "transcription"})
     with connect as connection:
         listener = Listener(connection)
@@ -61,7 +61,7 @@ def _session(url: str, audio: bytes, out: dict[str, Any]) -> None:
             first_delta.append(deltas[0] - heard)
     for stop in received.of("input_audio_buffer.speech_stopped"):
         item = stop["item_id"]
-        closed = started + (stop["audio_end_ms"] + SILENCE_MS) / 1000
+        closed = started + (stop["audio_end_ms"] + silence_ms) / 1000
         done = [
             at
             for at, e in received.events
@@ -122,8 +122,10 @@ def run_model(
             }
             for count in counts:
                 outs: list[dict[str, Any]] = [{} for _ in range(count)]
+                silence = int(extra.get("REALTIME_SILENCE_DURATION_MS", SILENCE_MS))
                 threads = [
-                    threading.Thread(target=_session, args=(server.url, audio, out)) for out in outs
+                    threading.Thread(target=_session, args=(server.url, audio, out, silence))
+                    for out in outs
                 ]
                 for thread in threads:
                     thread.start()

@@ -76,7 +76,8 @@ class RealtimeSession:
         self._send = send
         self.format = p.AudioFormat()
         self.transcription = p.Transcription()
-        self.vad_config: VadConfig | None = VadConfig()
+        self._vad_defaults = VadConfig(silence_duration_ms=settings.realtime_silence_duration_ms)
+        self.vad_config: VadConfig | None = self._vad_defaults
         self._converter = AudioConverter()
         self._vad: StreamingVad | None = None
         self._buffer = EMPTY  # the uncommitted input audio
@@ -134,7 +135,7 @@ class RealtimeSession:
             self.transcription = audio_input.transcription
         if turn_given:
             detection = audio_input.turn_detection if audio_input else None
-            self.vad_config = None if detection is None else detection.config()
+            self.vad_config = None if detection is None else detection.config(self._vad_defaults)
             self._vad = None  # rebuilt with the new knobs on the next append
         meta = self.spool.meta
         fresh = replace(
