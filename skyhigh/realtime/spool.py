@@ -80,6 +80,7 @@ class SessionSpool:
         self.json.write_text(json.dumps(asdict(meta)))
         self._file: BinaryIO | None = self.wav.open("wb")
         self._file.write(wav_header(0))
+        self._synced_at = 0.0
         self._sync(directory)
         self.bytes = 0
 
