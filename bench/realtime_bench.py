@@ -12,6 +12,10 @@ with 1..N sessions at once. Per session count it reports:
 - WER of the joined completed text against the same file as an upload to the same server.
 
     uv run python -m bench.realtime_bench --models tiny.en base --sessions 1 2 3
+
+`--variant NAME:KEY=VALUE,...` (repeatable) runs each model once more per variant with those
+settings on top (e.g. `--variant first:REALTIME_FIRST_DECODE_MS=400`), to measure one change
+against the defaults on the same machine in the same run.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ PCM24 = 48_000
 PREFIX_MS, SILENCE_MS = 300, 500
 
 
-def _session(url: str, audio: bytes, out: dict[str, Any]) -> None:
+def _session(url: str, audio: bytes, out: dict[str, Any], silence_ms: int = SILENCE_MS) -> None:
     connect = client(url, TOKENS[0]).realtime.connect(extra_query={"intent": "transcription"})
     with connect as connection:
         listener = Listener(connection)
@@ -57,7 +61,7 @@ def _session(url: str, audio: bytes, out: dict[str, Any]) -> None:
             first_delta.append(deltas[0] - heard)
     for stop in received.of("input_audio_buffer.speech_stopped"):
         item = stop["item_id"]
-        closed = started + (stop["audio_end_ms"] + SILENCE_MS) / 1000
+        closed = started + (stop["audio_end_ms"] + silence_ms) / 1000
         done = [
             at
             for at, e in received.events
@@ -85,7 +89,14 @@ def _upload_text(url: str, recording: Path) -> str:
     return str(record["result"]["transcript"]["text"])
 
 
-def run_model(model: str, counts: list[int], recording: Path, reference: str) -> dict[str, Any]:
+def run_model(
+    model: str,
+    counts: list[int],
+    recording: Path,
+    reference: str,
+    variant: tuple[str, dict[str, str]] = ("defaults", {}),
+) -> dict[str, Any]:
+    name, extra = variant
     with tempfile.TemporaryDirectory() as tmp:
         env = server_env(
             Path(tmp),
@@ -96,17 +107,25 @@ def run_model(model: str, counts: list[int], recording: Path, reference: str) ->
             REALTIME_MAX_LAG_S="60",
             EMBEDDING_BACKEND="torch",
             WHISPER_ENGINE="faster-whisper",
+            **extra,
         )
         server = ServerProcess(env, Path(tmp) / "server.log")
         server.start()
         try:
             audio = pcm16(recording)
             upload = _upload_text(server.url, recording)
-            results: dict[str, Any] = {"model": model, "upload_wer": wer(reference, upload)}
+            results: dict[str, Any] = {
+                "model": model,
+                "variant": name,
+                "settings": extra,
+                "upload_wer": wer(reference, upload),
+            }
             for count in counts:
                 outs: list[dict[str, Any]] = [{} for _ in range(count)]
+                silence = int(extra.get("REALTIME_SILENCE_DURATION_MS", SILENCE_MS))
                 threads = [
-                    threading.Thread(target=_session, args=(server.url, audio, out)) for out in outs
+                    threading.Thread(target=_session, args=(server.url, audio, out, silence))
+                    for out in outs
                 ]
                 for thread in threads:
                     thread.start()
@@ -121,10 +140,16 @@ def run_model(model: str, counts: list[int], recording: Path, reference: str) ->
                     "wer": [round(wer(reference, o["text"]), 4) for o in outs],
                     "load1": Path("/proc/loadavg").read_text().split()[0],
                 }
-                print(json.dumps({model: {count: results[str(count)]}}), flush=True)
+                print(json.dumps({f"{model} {name}": {count: results[str(count)]}}), flush=True)
         finally:
             server.stop()
     return results
+
+
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, pairs = text.partition(":")
+    settings = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+    return name, settings
 
 
 def main() -> None:
@@ -133,10 +158,17 @@ def main() -> None:
     parser.add_argument("--sessions", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--recording", type=Path, default=DATA / "sonnet1.flac")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--variant", action="append", default=[], type=_variant)
+    parser.add_argument("--no-defaults", action="store_true", help="only the variants")
     args = parser.parse_args()
     reference_file = args.recording.with_suffix(".txt")
     reference = normalise(reference_file.read_text())
-    results = [run_model(m, args.sessions, args.recording, reference) for m in args.models]
+    variants = ([] if args.no_defaults else [("defaults", {})]) + args.variant
+    results = [
+        run_model(m, args.sessions, args.recording, reference, v)
+        for m in args.models
+        for v in variants
+    ]
     print(json.dumps(results, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2))

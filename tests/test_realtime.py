@@ -22,7 +22,8 @@ from openai.types.realtime import (
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from tests.speech_helpers import jfk_reference, wer
+from tests.speech_helpers import jfk_reference, normalise, wer
+from tests.support.browser import Browser, fake_microphone
 from tests.support.client import wait_terminal
 from tests.support.realtime import (
     Listener,
@@ -261,3 +262,50 @@ def test_kill_9_mid_session_the_spooled_audio_becomes_an_event(tmp_path: Path) -
         process.stop()
     assert record["status"] == "completed", record
     assert wer(jfk_reference(), record["result"]["transcript"]["text"]) < 0.15
+
+
+LIVE_STATE = """JSON.stringify({
+  turns: [...document.querySelectorAll("#live-turns li")]
+    .map((li) => [li.className, li.textContent]),
+  types: window.skyhighDemo.live.messages.map((m) => m.type),
+  event: document.getElementById("event-id").textContent,
+  status: document.getElementById("status").textContent,
+  error: document.getElementById("error").textContent,
+  segments: [...document.querySelectorAll("#segments li")].map((li) => li.textContent),
+})"""
+SAID = """/what your country can do for you/i.test([...document.querySelectorAll(
+  "#live-turns li.final")].map((li) => li.textContent).join(" "))"""
+
+
+@pytest.mark.needs("chromium")
+def test_demo_microphone_shows_live_captions_and_the_session_becomes_an_event(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The /demo page's live captions in headless chromium, its microphone playing JFK."""
+    with Browser(tmp_path / "profile", *fake_microphone(JFK)) as browser:
+        browser.goto(f"{server.url}/demo")
+        browser.evaluate(
+            f"""const t = document.getElementById("token"); t.value = {json.dumps(TOKENS[0])};
+            t.dispatchEvent(new Event("change")); true"""
+        )
+        click = 'document.getElementById("live").click(); true'
+        browser.evaluate(click, user_gesture=True)
+        browser.wait_for(SAID, timeout_s=90)
+        browser.evaluate(click, user_gesture=True)  # stop: the session ends and becomes an event
+        browser.wait_for(
+            'document.getElementById("status").textContent === "completed"', timeout_s=120
+        )
+        state = json.loads(browser.evaluate(LIVE_STATE))
+    assert state["error"] == "", state
+    types = state["types"]
+    assert types[0] == "session.created" and "session.updated" in types, types
+    delta = "conversation.item.input_audio_transcription.delta"
+    completed = "conversation.item.input_audio_transcription.completed"
+    assert delta in types and types.index(delta) < types.index(completed), types
+    finals = normalise(" ".join(text for kind, text in state["turns"] if kind == "final"))
+    said = "and so my fellow americans ask not what your country can do for you"
+    assert wer(said, " ".join(finals.split()[: len(said.split())])) <= 0.15, finals
+    assert state["event"].startswith("realtime-sess_"), state
+    assert "ask not what your country" in " ".join(state["segments"]).lower(), state
+    record = _event(server, state["event"])
+    assert record["status"] == "completed" and record["event_type"] == "speech", record

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import numpy as np
 import pytest
 
-from skyhigh.config import RealtimeSettings
+from skyhigh.config import RealtimeSettings, Settings
 from skyhigh.domain.tenancy import Principal
 from skyhigh.realtime.admission import Refused, SessionAdmission
 from skyhigh.realtime.audio_formats import PCMA, PCMU, AudioConverter
 from skyhigh.realtime.client_secrets import ClientSecrets
+from skyhigh.realtime.engine import RealtimeEngine
 from skyhigh.realtime.turns import StablePrefix, StreamingVad, VadConfig
 from skyhigh.speech.samples import SAMPLE_RATE
 from skyhigh.speech.vad import VadOptions, speech_spans
 from tests.support.realtime import pcm16
-from tests.support.settings import DATA
+from tests.support.settings import DATA, model_cache_dir
 
 
 def _sine(rate: int, seconds: float, hz: float = 440.0) -> np.ndarray:
@@ -84,6 +86,29 @@ def test_stable_prefix_sends_only_words_two_decodes_agree_on() -> None:
     assert prefix.update("and so, my fellow Americans ask") == ""  # changed its mind: wait
     assert prefix.update("and so, my fellow Americans ask not") == ""
     assert prefix.sent == ["and", "so", "my", "fellow"]
+
+
+def test_stable_prefix_sends_settled_words_after_one_decode() -> None:
+    prefix = StablePrefix()
+    # Word timestamps say the first two words end well before the audio does: out at once.
+    assert prefix.update(["And", "so", "my"], settled=2) == "And so"
+    assert prefix.update(["And", "so", "my", "fellow"], settled=2) == " my"  # agreement
+    assert prefix.update(["And", "so", "me"], settled=3) == ""  # contradicts what was sent
+    assert prefix.sent == ["And", "so", "my"]
+
+
+def test_a_partial_decode_has_word_end_times_within_its_audio(jfk: np.ndarray) -> None:
+    settings = Settings(realtime_enabled=True, model_cache_dir=model_cache_dir())
+    engine = RealtimeEngine.load(settings)
+    try:
+        audio = jfk[: 4 * SAMPLE_RATE]
+        words = anyio.run(lambda: engine.decode_words(audio, language="en", prompt=None))
+    finally:
+        engine.close()
+    text = " ".join(w.word for w in words).lower()
+    assert "fellow americans" in text, words
+    ends = [w.end for w in words]
+    assert ends == sorted(ends) and 0 < ends[0] and ends[-1] <= 4.0, words
 
 
 def test_client_secret_is_single_use_and_expires() -> None:

@@ -1,8 +1,9 @@
 """Scale-out for real: an API process in scale mode, Celery worker processes, a real Redis and a
 real Postgres (tests/services.py), all on free local ports.
 
-The fleet: one API (`uvicorn main:app` with QUEUE_URL), one worker on the `knowledge` queue
-(the single LanceDB writer) and two on `events`. Leases and the sweeper run on short clocks
+The fleet: one API (`uvicorn main:app` with QUEUE_URL; it holds only the small realtime model,
+REALTIME_ENABLED), one worker on the `knowledge` queue (the single LanceDB writer) and two on
+`events`. Leases and the sweeper run on short clocks
 (EVENT_LEASE_S=4, REQUEUE_AFTER_S=3, SWEEP_INTERVAL_S=1) so crash tests finish quickly.
 """
 
@@ -27,7 +28,9 @@ import openai
 import psycopg
 import pytest
 
+from tests.speech_helpers import jfk_reference, wer
 from tests.support.client import TERMINAL
+from tests.support.realtime import Listener, client, pcm16, session_update, stream, turns_settled
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
 from tests.support.settings import AUTH, DATA, ROOT, TOKENS, server_env
@@ -160,7 +163,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
         # Not about embeddings: the torch embedder needs no one-time ONNX export at start-up.
         EMBEDDING_BACKEND="torch",
     )
-    api = ServerProcess(env, tmp / "api.log")
+    # Only the API serves realtime sessions: it loads the small realtime model, workers none.
+    api = ServerProcess({**env, "REALTIME_ENABLED": "true"}, tmp / "api.log")
     writer = WorkerProcess(env, tmp / "writer.log", "-Q", "knowledge")
     workers = [WorkerProcess(env, tmp / f"worker{i}.log", "-Q", "events") for i in (1, 2)]
     for worker in (writer, *workers):
@@ -310,6 +314,34 @@ def test_the_openai_api_awaits_a_worker_through_the_live_channel(fleet: Fleet) -
     assert "ask not what your country" in plain.text.lower()
     assert deltas and done.type == "transcript.text.done"
     assert "".join(d.delta for d in deltas) == done.text
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_a_realtime_session_decodes_on_the_api_and_its_event_completes_on_a_worker(
+    fleet: Fleet,
+) -> None:
+    sdk = client(fleet.api.url, TOKENS[0])
+    with sdk.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        listener = Listener(connection)
+        created = listener.wait_for(lambda r: bool(r.of("session.created")))
+        event_id = created.of("session.created")[0]["session"]["skyhigh_event_id"]
+        connection.send({"type": "session.update", "session": session_update()})
+        listener.wait_for(lambda r: bool(r.of("session.updated")))
+        stream(connection, pcm16(DATA / "jfk.wav"), 48_000, pace=0.5)
+        received = listener.wait_for(turns_settled)
+    # Live turns decoded by the API's realtime model, while the speech streamed.
+    assert received.of("conversation.item.input_audio_transcription.delta")
+    assert wer(jfk_reference(), received.completed_text) < 0.15, received.completed_text
+    deadline = time.monotonic() + 30  # the session becomes an event once its socket closed
+    while httpx.get(f"{fleet.api.url}/events/{event_id}", headers=AUTH).status_code == 404:
+        assert time.monotonic() < deadline, "the session did not become an event"
+        time.sleep(0.2)
+    record = fleet.wait_all([event_id])[event_id]
+    assert record["status"] == "completed" and record["attempts"] == 1, record
+    assert wer(jfk_reference(), record["result"]["transcript"]["text"]) < 0.15
+    assert fleet.worker_of(event_id) in (0, 1)  # transcribed in full by an events worker
+    status = httpx.get(f"{fleet.api.url}/status", timeout=30).json()
+    assert status["models"] == {"whisper": None, "embedding": None}
 
 
 def test_a_killed_worker_loses_its_event_to_another_which_completes_it_once(fleet: Fleet) -> None:

@@ -8,16 +8,22 @@ because the encoder always sees a 30 s window). Decodes run one at a time on wor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
 from skyhigh.config import Settings
+from skyhigh.domain.events import Transcript
 from skyhigh.speech.protocol import TranscribeOptions
 from skyhigh.speech.samples import FloatArray
 
 if TYPE_CHECKING:
     from skyhigh.speech.pool import TranscriberPool
+
+
+class TimedWord(NamedTuple):
+    word: str
+    end: float  # seconds from the start of the decoded audio
 
 
 class RealtimeEngine:
@@ -46,13 +52,30 @@ class RealtimeEngine:
         return cls(TranscriberPool.from_settings(speech))
 
     async def decode(self, audio: FloatArray, *, language: str | None, prompt: str | None) -> str:
-        if self._limiter is None:  # made on the event loop that uses it
-            self._limiter = anyio.CapacityLimiter(1)
-        options = TranscribeOptions(language=language, initial_prompt=prompt)
-        transcript = await anyio.to_thread.run_sync(
-            lambda: self.pool.transcribe(audio, options), limiter=self._limiter
+        transcript = await self._transcribe(
+            audio, TranscribeOptions(language=language, initial_prompt=prompt)
         )
         return transcript.text.strip()
+
+    async def decode_words(
+        self, audio: FloatArray, *, language: str | None, prompt: str | None
+    ) -> list[TimedWord]:
+        """The words of the audio with the second each ends at (word timestamps)."""
+        options = TranscribeOptions(language=language, initial_prompt=prompt, word_timestamps=True)
+        transcript = await self._transcribe(audio, options)
+        return [
+            TimedWord(word.word.strip(), word.end)
+            for segment in transcript.segments
+            for word in segment.words or ()
+            if word.word.strip()
+        ]
+
+    async def _transcribe(self, audio: FloatArray, options: TranscribeOptions) -> Transcript:
+        if self._limiter is None:  # made on the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(
+            lambda: self.pool.transcribe(audio, options), limiter=self._limiter
+        )
 
     def close(self) -> None:
         self.pool.close()

@@ -56,8 +56,8 @@ class TurnDetection(_Loose):
     prefix_padding_ms: int | None = Field(default=None, ge=0, le=5_000)
     silence_duration_ms: int | None = Field(default=None, ge=100, le=10_000)
 
-    def config(self) -> VadConfig:
-        defaults = VadConfig()
+    def config(self, defaults: VadConfig) -> VadConfig:
+        """These knobs; those not given from `defaults` (the server's)."""
         return VadConfig(
             threshold=defaults.threshold if self.threshold is None else self.threshold,
             prefix_padding_ms=self.prefix_padding_ms or defaults.prefix_padding_ms,

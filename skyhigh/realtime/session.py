@@ -5,7 +5,11 @@ session's one decoding task. Audio flows: append -> 16 kHz (audio_formats) -> sp
 and fed to the VAD (on a worker thread) -> the input buffer. A VAD start opens a turn, a stop
 (or a manual commit) closes it: `committed`, then the turn's full decode as `completed`. While
 a turn is open the decoder re-decodes it every REALTIME_PARTIAL_INTERVAL_MS and sends the words
-two successive decodes agree on as `delta`s (turns.StablePrefix).
+two successive decodes agree on as `delta`s (turns.StablePrefix). Knobs for the latency of the
+first delta: REALTIME_FIRST_DECODE_MS (a young turn's first decode once it holds that much
+speech, not at the next interval) and REALTIME_SETTLED_WORD_S (words ending that long before the
+decoded audio's end go out after one decode). REALTIME_CONTEXT_CHARS: the end of the session's
+completed text prompts each final decode.
 
 With `turn_detection: null` there is no VAD: the whole buffer is the open turn until the client
 commits. `clear` drops the buffer and the open turn (their audio stays in the session's event).
@@ -44,6 +48,7 @@ class Turn:
     item_id: str
     start: int  # sample (since the session began) where the turn's audio starts
     prefix: StablePrefix = field(default_factory=StablePrefix)
+    speech: int = 0  # sample where the VAD heard the speech start
     decoded_samples: int = 0  # turn length at the last partial decode
 
 
@@ -71,7 +76,8 @@ class RealtimeSession:
         self._send = send
         self.format = p.AudioFormat()
         self.transcription = p.Transcription()
-        self.vad_config: VadConfig | None = VadConfig()
+        self._vad_defaults = VadConfig(silence_duration_ms=settings.realtime_silence_duration_ms)
+        self.vad_config: VadConfig | None = self._vad_defaults
         self._converter = AudioConverter()
         self._vad: StreamingVad | None = None
         self._buffer = EMPTY  # the uncommitted input audio
@@ -79,7 +85,8 @@ class RealtimeSession:
         self._turn: Turn | None = None
         self._previous_item: str | None = None
         self._closed: deque[Closed] = deque()
-        self._turn_closed = anyio.Event()
+        self._wake = anyio.Event()  # a turn closed, or a new one is ready for its first decode
+        self._context = ""  # the completed turns' text, for the final decodes' prompt
 
     # ----------------------------------------------------------------- client events
 
@@ -128,7 +135,7 @@ class RealtimeSession:
             self.transcription = audio_input.transcription
         if turn_given:
             detection = audio_input.turn_detection if audio_input else None
-            self.vad_config = None if detection is None else detection.config()
+            self.vad_config = None if detection is None else detection.config(self._vad_defaults)
             self._vad = None  # rebuilt with the new knobs on the next append
         meta = self.spool.meta
         fresh = replace(
@@ -202,6 +209,10 @@ class RealtimeSession:
         elif self._turn is None:
             self._trim_idle_buffer()
         turn = self._turn
+        first = self._settings.realtime_first_decode_ms
+        if turn is not None and first and not turn.decoded_samples:
+            if self._end - max(turn.speech, turn.start) >= ms(first):
+                self._wake.set()  # decode the young turn now, not at the next interval
         if (
             turn is not None
             and self._end - turn.start > self._settings.realtime_max_turn_s * SAMPLE_RATE
@@ -213,7 +224,7 @@ class RealtimeSession:
     async def _open(self, boundary: Boundary) -> None:
         assert self.vad_config is not None
         start = max(self._buffer_start, boundary.sample - ms(self.vad_config.prefix_padding_ms))
-        self._turn = Turn(p.item_id(), start)
+        self._turn = Turn(p.item_id(), start, speech=boundary.sample)
         await self._send(
             p.server_event(
                 "input_audio_buffer.speech_started",
@@ -267,7 +278,7 @@ class RealtimeSession:
             )
         )
         self._previous_item = turn.item_id
-        self._turn_closed.set()
+        self._wake.set()
 
     def _clear(self) -> None:
         self._buffer_start += len(self._buffer)
@@ -294,11 +305,12 @@ class RealtimeSession:
             started = time.monotonic()
             await self._partial()
             with anyio.move_on_after(interval - (time.monotonic() - started)):
-                await self._turn_closed.wait()
-            self._turn_closed = anyio.Event()
+                await self._wake.wait()
+            self._wake = anyio.Event()
 
     async def _final(self, closed: Closed) -> None:
-        text = await self._decode(closed.audio)
+        text = await self._decode(closed.audio, self._prompt_with_context())
+        self._context = f"{self._context} {text}".strip()[-1000:]
         await self._send(
             p.server_event(
                 "conversation.item.input_audio_transcription.completed",
@@ -319,7 +331,16 @@ class RealtimeSession:
             return False
         audio = self._buffer[turn.start - self._buffer_start :].copy()
         turn.decoded_samples = length
-        delta = turn.prefix.update(await self._decode(audio))
+        margin = self._settings.realtime_settled_word_s
+        if margin:
+            words = await self._engine.decode_words(
+                audio, language=self.transcription.language, prompt=self.transcription.prompt
+            )
+            cutoff = len(audio) / SAMPLE_RATE - margin
+            settled = next((i for i, w in enumerate(words) if w.end > cutoff), len(words))
+            delta = turn.prefix.update([w.word for w in words], settled)
+        else:
+            delta = turn.prefix.update(await self._decode(audio, self.transcription.prompt))
         if delta:
             await self._send(
                 p.server_event(
@@ -331,7 +352,15 @@ class RealtimeSession:
             )
         return True
 
-    async def _decode(self, audio: FloatArray) -> str:
-        return await self._engine.decode(
-            audio, language=self.transcription.language, prompt=self.transcription.prompt
-        )
+    def _prompt_with_context(self) -> str | None:
+        """The session's prompt, then the end of the completed turns' text (at a word)."""
+        chars, prompt = self._settings.realtime_context_chars, self.transcription.prompt
+        if not chars or not self._context:
+            return prompt
+        context = self._context[-chars:]
+        if len(self._context) > chars:
+            context = context.partition(" ")[2] or context
+        return f"{prompt} {context}" if prompt else context
+
+    async def _decode(self, audio: FloatArray, prompt: str | None) -> str:
+        return await self._engine.decode(audio, language=self.transcription.language, prompt=prompt)

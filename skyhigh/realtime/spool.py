@@ -1,9 +1,10 @@
 """A session's audio on disk as it arrives, so that no accepted audio is lost.
 
 Each session writes `<session>.wav` (16 kHz mono 16-bit PCM; the header's sizes are patched when
-the session ends) and `<session>.json` (who, and the event options) into SPOOL_DIR/realtime.
-When the session ends it becomes an event through the normal intake, and both files go. A crash
-leaves them behind: `pending()` finds them at the next start, and they become events then.
+the session ends) and `<session>.json` (who, and the event options) into SPOOL_DIR/realtime;
+the audio is fsynced about once a second while it arrives. When the session ends it becomes an
+event through the normal intake, and both files go. A crash leaves them behind: `pending()`
+finds them at the next start, and they become events then.
 
 Everything here blocks: callers run it on a worker thread.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,6 +26,9 @@ from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
 
 HEADER_BYTES = 44
 BYTES_PER_SECOND = SAMPLE_RATE * 2
+# A killed process loses nothing that was flushed; a machine that loses power loses at most
+# this long of a session's audio (fsync at most once per this many seconds while it streams).
+FSYNC_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class SessionSpool:
         self.json.write_text(json.dumps(asdict(meta)))
         self._file: BinaryIO | None = self.wav.open("wb")
         self._file.write(wav_header(0))
+        self._synced_at = 0.0
+        self._sync(directory)
         self.bytes = 0
 
     def update(self, meta: SpooledSession) -> None:
@@ -88,6 +95,23 @@ class SessionSpool:
         self._file.write(pcm)
         self._file.flush()  # in the OS's hands: a killed process loses none of it
         self.bytes += len(pcm)
+        if time.monotonic() - self._synced_at >= FSYNC_INTERVAL_S:
+            os.fsync(self._file.fileno())  # on disk: a power loss loses at most the last second
+            self._synced_at = time.monotonic()
+
+    def _sync(self, directory: Path) -> None:
+        """The new files, and their names in the directory, on disk."""
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        with self.json.open("rb") as meta:
+            os.fsync(meta.fileno())
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        self._synced_at = time.monotonic()
 
     @property
     def seconds(self) -> float:

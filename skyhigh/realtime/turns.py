@@ -111,22 +111,26 @@ def ms(milliseconds: int) -> int:
 
 
 class StablePrefix:
-    """The words of an open turn that two successive decodes agree on, sent once each."""
+    """The words of an open turn that two successive decodes agree on, sent once each.
+
+    `settled` words may go out after one decode: those that end well before the end of the
+    decoded audio (word timestamps), which later audio rarely changes.
+    """
 
     def __init__(self) -> None:
         self.sent: list[str] = []
         self._previous: list[str] = []
 
-    def update(self, text: str) -> str:
+    def update(self, text: str | list[str], settled: int = 0) -> str:
         """The delta to send for this decode ("" when nothing new became stable)."""
-        words = text.split()
+        words = text.split() if isinstance(text, str) else text
         agreed = 0
         for old, new in zip(self._previous, words, strict=False):
             if old != new:
                 break
             agreed += 1
         self._previous = words
-        stable = words[:agreed]
+        stable = words[: max(agreed, settled)]
         if len(stable) <= len(self.sent) or stable[: len(self.sent)] != self.sent:
             return ""  # nothing new, or the decode changed its mind about text already sent
         fresh = stable[len(self.sent) :]

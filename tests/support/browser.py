@@ -27,8 +27,19 @@ def chromium_binary() -> str | None:
     )
 
 
+def fake_microphone(recording: Path) -> tuple[str, ...]:
+    """Chromium flags: getUserMedia is granted without asking and its microphone plays
+    `recording` (a WAV file) in a loop."""
+    return (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={recording}",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+
+
 class Browser:
-    """One headless chromium with one page.
+    """One headless chromium with one page (`extra_args`: more command-line flags).
 
     Usage::
 
@@ -37,7 +48,7 @@ class Browser:
             title = browser.evaluate("document.title")
     """
 
-    def __init__(self, profile: Path) -> None:
+    def __init__(self, profile: Path, *extra_args: str) -> None:
         binary = chromium_binary()
         if binary is None:
             raise RuntimeError("chromium is not installed")
@@ -48,7 +59,8 @@ class Browser:
                 binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--no-default-browser-check", "--disable-extensions", "--mute-audio",
                 "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-                f"--user-data-dir={profile}", "--window-size=1100,1250", "about:blank",
+                f"--user-data-dir={profile}", "--window-size=1100,1250", *extra_args,
+                "about:blank",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -87,8 +99,15 @@ class Browser:
                 result: dict[str, Any] = message.get("result", {})
                 return result
 
-    def evaluate(self, expression: str) -> Any:
-        answer = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, *, user_gesture: bool = False) -> Any:
+        """The expression's value; `user_gesture`: run as if the user clicked (media, audio)."""
+        answer = self.send(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            userGesture=user_gesture,
+            awaitPromise=True,
+        )
         if "exceptionDetails" in answer:
             raise RuntimeError(f"{expression!r} threw: {answer['exceptionDetails']}")
         return answer["result"].get("value")
