@@ -319,17 +319,13 @@ def test_fallback_heavy_audio_completes_with_base(
     jfk_looped: Audio,
     fallback_calls: FallbackCalls,
 ) -> None:
-    # The default model on JFK four times over: repeated speech compresses well, so chunks need
-    # the temperature fallback (on openai-whisper several in one batch failed the event;
-    # test_chunks_that_need_fallback_decode_together forces that on both). VAD splits at 500 ms
-    # silences here: at the 2 s default the looped clip decodes into a repetition loop on both
-    # engines (WER 1.66 against 0.23), a known open trade-off (BENCHMARKS.md "Speech").
+    # The default model at the default settings on JFK four times over: repeated speech
+    # compresses well, so chunks need the temperature fallback (on openai-whisper several in one
+    # batch failed the event; test_chunks_that_need_fallback_decode_together forces that on
+    # both). With no 2 s pause in 44 s, each chunk decodes into a repetition loop (WER 1.66 on
+    # both engines without the guard): the loop guard decodes it again split at 500 ms pauses.
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        model_cache_dir=model_cache,
-        whisper_engine=engine,
-        whisper_vad_threshold=0.3,
-        whisper_vad_min_silence_ms=500,
+        _env_file=None, model_cache_dir=model_cache, whisper_engine=engine
     )
     pool = TranscriberPool.from_settings(settings.speech)
     transcript = pool.transcribe(jfk_looped, TranscribeOptions())
