@@ -40,7 +40,7 @@ from typing import Any, Final
 import jiwer
 from whisper.normalizers import EnglishTextNormalizer
 
-from bench.wer_recordings import RECORDINGS, Recording, recording
+from bench.wer_recordings import DEFAULT_SET, RECORDINGS, Recording, recording
 from skyhigh.config import Settings, SpeechSettings
 from skyhigh.speech.pool import TranscriberPool
 from skyhigh.speech.protocol import TranscribeOptions
@@ -84,6 +84,8 @@ GRID: Final[dict[str, dict[str, Any]]] = {
     # Throughput knobs (no effect on the text with greedy decoding; measured with --calls).
     "batch8": {"whisper_batch_size": 8},
     "cross-batch8": {"whisper_batch_size": 8, "whisper_cross_request_batching": True},
+    # Two model instances of one thread each: two calls decode at once, one per core.
+    "instances2-threads1": {"whisper_instances": 2, "whisper_cpu_threads": 1},
     # The threshold between 0.3 and 0.5 with the chosen silence and beam.
     "vad-0.35-s2000-beam5": {
         "whisper_vad_threshold": 0.35,
@@ -101,6 +103,9 @@ GRID: Final[dict[str, dict[str, Any]]] = {
         "whisper_vad_min_silence_ms": 500,
         "whisper_vad_speech_pad_ms": 400,
     },
+    # The repetition-loop guard (skyhigh.speech.loop_guard): off, and splitting at 1 s pauses.
+    "no-loop-guard": {"whisper_loop_guard": False},
+    "loop-guard-1000ms": {"whisper_loop_guard_min_silence_ms": 1000},
     "no-vad": {"whisper_vad": False},
     "no-vad-condition": {"whisper_vad": False, "whisper_condition_on_previous_text": True},
 }
@@ -289,7 +294,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="base", help="WHISPER_MODEL (base, tiny.en, ...)")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--settings", nargs="+", choices=list(GRID), default=list(GRID))
-    parser.add_argument("--recordings", nargs="+", choices=RECORDINGS, default=list(RECORDINGS))
+    parser.add_argument("--recordings", nargs="+", choices=RECORDINGS, default=list(DEFAULT_SET))
     parser.add_argument(
         "--calls", type=int, default=0, help="instead: this many calls at once, audio-s/s"
     )

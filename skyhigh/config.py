@@ -248,6 +248,9 @@ class SpeechSettings(BaseModel):
     whisper_vad_min_silence_ms: int = Field(default=2000, ge=0, le=10_000)
     whisper_vad_speech_pad_ms: int = Field(default=400, ge=0, le=2_000)
     whisper_vad_max_chunk_s: float = Field(default=30.0, ge=1, le=30)
+    # A chunk whose text loops (compression ratio) is decoded again split at these pauses.
+    whisper_loop_guard: bool = True
+    whisper_loop_guard_min_silence_ms: int = Field(default=500, ge=0, le=10_000)
     # Speech chunks per model call (within a clip; across clips with cross-request batching).
     whisper_batch_size: int = Field(default=4, ge=1, le=64)
     whisper_cross_request_batching: bool = False

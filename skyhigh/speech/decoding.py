@@ -6,7 +6,7 @@ when a result looks like a repetition loop or is improbable; whisper's no-speech
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from skyhigh.config import SpeechSettings
@@ -41,6 +41,8 @@ class DecodingSettings:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     vad: VadOptions | None = VadOptions()  # None: the libraries' sequential transcribe
+    # The repetition-loop guard's minimum silence (skyhigh.speech.loop_guard); None: no guard.
+    loop_guard_min_silence_ms: int | None = 500
     batch_size: int = 4  # speech chunks per model call
 
     @classmethod
@@ -52,12 +54,22 @@ class DecodingSettings:
             no_speech_threshold=settings.whisper_no_speech_threshold,
             logprob_threshold=settings.whisper_logprob_threshold,
             vad=VadOptions.from_settings(settings) if settings.whisper_vad else None,
+            loop_guard_min_silence_ms=(
+                settings.whisper_loop_guard_min_silence_ms if settings.whisper_loop_guard else None
+            ),
             batch_size=settings.whisper_batch_size,
         )
 
     @property
     def temperatures(self) -> tuple[float, ...]:
         return TEMPERATURES if self.temperature_fallback else TEMPERATURES[:1]
+
+    @property
+    def loop_guard(self) -> VadOptions | None:
+        """The VAD a looping chunk is split with again: the service's, with shorter pauses."""
+        if self.vad is None or self.loop_guard_min_silence_ms is None:
+            return None
+        return replace(self.vad, min_silence_ms=self.loop_guard_min_silence_ms)
 
     @property
     def policy(self) -> GatePolicy:

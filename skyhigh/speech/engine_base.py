@@ -74,6 +74,7 @@ class WhisperTranscriber(ABC):
                 on_segment=on_segment,
                 deadline=deadline,
                 condition=self._decoding.condition_on_previous_text,
+                loop_guard=self._decoding.loop_guard,
             )
         language, probability = language_of(
             options.language,

@@ -9,7 +9,9 @@ The path both engines take when WHISPER_VAD is on (the default):
    deadline is checked before each batch and each chunk's result. With
    WHISPER_CONDITION_ON_PREVIOUS_TEXT they are decoded one at a time instead, each prompted
    with the text of the chunk before it.
-4. Segment and word times map back from chunk time to the clip's time; each segment is reported
+4. A chunk whose text loops is decoded again, split at shorter pauses, and the reading that
+   repeats less is kept (skyhigh.speech.loop_guard; WHISPER_LOOP_GUARD).
+5. Segment and word times map back from chunk time to the clip's time; each segment is reported
    to `on_segment` as soon as its chunk is decoded, in order.
 """
 
@@ -24,6 +26,7 @@ from skyhigh.speech.assembly import language_of, transcript_of
 from skyhigh.speech.batching import ChunkRunner
 from skyhigh.speech.chunk_decoder import ChunkSegment, DecodeKey
 from skyhigh.speech.deadline import Deadline, check
+from skyhigh.speech.loop_guard import guarded
 from skyhigh.speech.protocol import SegmentCallback, TranscribeOptions
 from skyhigh.speech.samples import FRAMES_PER_SECOND, FloatArray
 from skyhigh.speech.vad import SpeechChunk, VadOptions, find_chunks
@@ -43,7 +46,10 @@ def transcribe_speech(
     on_segment: SegmentCallback | None = None,
     deadline: Deadline | None = None,
     condition: bool = False,
+    loop_guard: VadOptions | None = None,
 ) -> Transcript:
+    """The clip's transcript from its speech alone; `loop_guard` is the VAD a looping chunk is
+    split with again (None: no guard)."""
     chunks = find_chunks(audio, vad)
     # On the first chunk of speech; with none, on the clip itself (as without VAD).
     sample = chunks[0].audio(audio) if chunks else audio
@@ -64,11 +70,24 @@ def transcribe_speech(
     else:
         decoded = runner.run(pieces, key, deadline=deadline) if chunks else iter(())
     for chunk, chunk_segments in zip(chunks, decoded, strict=True):
-        for raw in chunk_segments:
-            segment = _in_clip_time(len(segments), raw, chunk)
-            segments.append(segment)
-            if on_segment is not None:
-                on_segment(segment)
+        readings = [(chunk, chunk_segments)]
+        if loop_guard is not None:
+            check(deadline)
+            readings = guarded(
+                audio,
+                chunk,
+                chunk_segments,
+                runner=runner,
+                key=key,
+                vad=loop_guard,
+                deadline=deadline,
+            )
+        for piece, piece_segments in readings:
+            for raw in piece_segments:
+                segment = _in_clip_time(len(segments), raw, piece)
+                segments.append(segment)
+                if on_segment is not None:
+                    on_segment(segment)
     return transcript_of(segments, language=language, probability=probability, audio=audio)
 
 

@@ -16,6 +16,7 @@ chunks that need fallback decode together safely.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Final, Self
 
@@ -131,6 +132,8 @@ class FasterChunkDecoder:
         self._model = model  # faster_whisper.WhisperModel
         self._policy = policy
         self.multilingual = bool(model.model.is_multilingual)
+        # (digest of the audio, its encoder output) of the last language detection
+        self._detected: tuple[bytes, FloatArray] | None = None
 
     def _features(self, audio: FloatArray) -> FloatArray:
         # As WhisperModel.transcribe does: pad the audio with a window of silence, take 30 s.
@@ -138,10 +141,40 @@ class FasterChunkDecoder:
         window: FloatArray = np.ascontiguousarray(features[:, :WINDOW_FRAMES], dtype=np.float32)
         return window
 
+    def _encode(self, features: FloatArray) -> FloatArray:
+        """The encoder's output for a batch of windows, on the host (numpy reads only that)."""
+        import ctranslate2
+
+        output = self._model.encode(features)
+        host = output if output.device == "cpu" else output.to_device(ctranslate2.Device.cpu)
+        encoded: FloatArray = np.asarray(host)
+        return encoded
+
     def detect_language(self, audio: FloatArray) -> tuple[str, float]:
-        encoded = self._model.encode(self._features(audio[:WINDOW_SAMPLES]))
-        token, probability = self._model.model.detect_language(encoded)[0][0]
+        import ctranslate2
+
+        window = audio[:WINDOW_SAMPLES]
+        encoded = self._encode(self._features(window)[np.newaxis])
+        # The clip's first chunk is what language detection hears; its decode reuses this window.
+        self._detected = (_digest(window), encoded)
+        output = ctranslate2.StorageView.from_array(encoded)
+        token, probability = self._model.model.detect_language(output)[0][0]
         return str(token[2:-2]), float(probability)  # "<|en|>" -> "en"
+
+    def _encode_chunks(self, audios: Sequence[FloatArray]) -> FloatArray:
+        """Each chunk's encoder output, once per decode: every temperature of the fallback and
+        the word alignment use it (the first chunk's may come from language detection)."""
+        detected, self._detected = self._detected, None
+        reuse = -1
+        if detected is not None:
+            digest, _ = detected
+            reuse = next((i for i, a in enumerate(audios) if _digest(a) == digest), -1)
+        todo = [i for i in range(len(audios)) if i != reuse]
+        rows = self._encode(np.stack([self._features(audios[i]) for i in todo])) if todo else None
+        parts = [] if rows is None else list(rows)
+        if detected is not None and reuse >= 0:
+            parts.insert(reuse, detected[1][0])
+        return np.stack(parts)
 
     def decode(self, audios: Sequence[FloatArray], key: DecodeKey) -> list[list[ChunkSegment]]:
         import ctranslate2
@@ -153,18 +186,15 @@ class FasterChunkDecoder:
             task=key.task,
             language=key.language if self.multilingual else "en",
         )
-        features = np.stack([self._features(audio) for audio in audios])
-        encoded: dict[int, FloatArray] = {}  # per chunk, for the word alignment
+        encoded = self._encode_chunks(audios)
 
         def decode_once(indices: list[int], temperature: float) -> list[Decoded]:
-            return self._decode_once(
-                features[indices], indices, key, tokenizer, temperature, encoded
-            )
+            return self._decode_once(encoded[indices], len(indices), key, tokenizer, temperature)
 
         chosen = decode_with_fallback(len(audios), decode_once, self._policy)
 
         def add_words(index: int, segments: list[ChunkSegment], duration: float) -> None:
-            output = ctranslate2.StorageView.from_array(encoded[index])
+            output = ctranslate2.StorageView.from_array(encoded[index : index + 1])
             self._add_words(segments, tokenizer, output, duration)
 
         return chunk_segments(
@@ -177,21 +207,15 @@ class FasterChunkDecoder:
         )
 
     def _decode_once(
-        self,
-        features: FloatArray,
-        indices: list[int],
-        key: DecodeKey,
-        tokenizer: Any,
-        temperature: float,
-        encoded: dict[int, FloatArray],
+        self, encoded: FloatArray, count: int, key: DecodeKey, tokenizer: Any, temperature: float
     ) -> list[Decoded]:
+        import ctranslate2
+
         model = self._model
-        output = model.encode(features)
-        if key.word_timestamps:
-            _keep_rows(output, indices, encoded)
+        output = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded))
         results = model.model.generate(
             output,
-            [self._prompt(tokenizer, key) for _ in indices],
+            [self._prompt(tokenizer, key) for _ in range(count)],
             max_length=model.max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -254,14 +278,8 @@ class FasterChunkDecoder:
             segment.start, segment.end = float(timed["start"]), float(timed["end"])
 
 
-def _keep_rows(output: Any, indices: list[int], encoded: dict[int, FloatArray]) -> None:
-    """Keep each chunk's encoder output (host memory: numpy reads only that) for word timing."""
-    import ctranslate2
-
-    host = output if output.device == "cpu" else output.to_device(ctranslate2.Device.cpu)
-    rows = np.asarray(host)
-    for row, index in enumerate(indices):
-        encoded[index] = rows[row : row + 1]
+def _digest(audio: FloatArray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(audio).data, digest_size=16).digest()
 
 
 def _suppressed(tokenizer: Any) -> list[int]:

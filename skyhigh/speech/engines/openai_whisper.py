@@ -191,10 +191,12 @@ class OpenAIChunkDecoder:
             task=key.task,
         )
         mels = torch.stack([self._mel(audio) for audio in audios])
+        with torch.no_grad():  # encoded once: every temperature of the fallback decodes it
+            encoded = self._model.encoder(mels)
         prompt = tokenizer.encode(" " + key.initial_prompt.strip()) if key.initial_prompt else None
 
         def decode_once(indices: list[int], temperature: float) -> list[Decoded]:
-            return self._decode_once(mels[indices], key, prompt, temperature)
+            return self._decode_once(encoded[indices], key, prompt, temperature)
 
         chosen = decode_with_fallback(len(audios), decode_once, self._policy)
 
@@ -211,8 +213,10 @@ class OpenAIChunkDecoder:
         )
 
     def _decode_once(
-        self, mels: torch.Tensor, key: DecodeKey, prompt: list[int] | None, temperature: float
+        self, encoded: torch.Tensor, key: DecodeKey, prompt: list[int] | None, temperature: float
     ) -> list[Decoded]:
+        """Decode a batch of encoded windows (whisper's DecodingTask takes encoder output as it
+        takes mel spectrograms, and then skips the encoder)."""
         import whisper
 
         beam_size = self._policy.beam_size
@@ -226,7 +230,7 @@ class OpenAIChunkDecoder:
             prompt=prompt,
             fp16=self._fp16,
         )
-        results = _grouped_task_class()(self._model, options).run(mels)
+        results = _grouped_task_class()(self._model, options).run(encoded)
         return [
             Decoded(
                 tokens=[int(token) for token in result.tokens],
