@@ -7,7 +7,8 @@
 #
 # Builds with the classic builder as well as BuildKit (no `RUN --mount`, no heredocs). The classic
 # builder runs every stage up to the target, so `--target slim` builds the torch stages too: the
-# ONNX export of the embedding model needs torch, and only its output reaches the slim image.
+# ONNX exports (embedding and speaker models) need torch, and only their output reaches the slim
+# image, which is one flattened layer without uv, ffmpeg or build files.
 # The layers go from least to most often changed: system packages, Python dependencies
 # (pyproject.toml + uv.lock only), model weights (the few modules that resolve and convert them),
 # then the code, so an edit to the code rebuilds in seconds.
@@ -52,8 +53,8 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 # --------------------------------------------------------------------------- full dependencies
 FROM base AS full
 
-# Debian's ffmpeg decodes uploads here (the slim image decodes with PyAV instead: README, "Audio
-# decoding").
+# Debian's ffmpeg decodes uploads here; the slim image has none and decodes with PyAV
+# (AUDIO_DECODER=auto picks whichever is there).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
     && rm -rf /var/lib/apt/lists/*

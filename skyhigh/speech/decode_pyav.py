@@ -60,7 +60,7 @@ def decode_pcm(path: Path, whitelist: str, hint: str, *, limit_s: float, timeout
             )
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        chunks: list[np.ndarray[Any, np.dtype[np.int16]]] = []
+        chunks: list[np.ndarray[Any, Any]] = []  # s16 samples, as the resampler was told
         wanted = int(limit_s * SAMPLE_RATE)
         have = 0
         try:
