@@ -89,7 +89,7 @@ RUN python -c "import os, sys; from pathlib import Path; from skyhigh.speech.wei
 FROM full AS onnx-export
 RUN uv sync --locked --no-dev --group export --no-install-project --no-cache \
     && rm -rf /tmp/uv-*
-COPY skyhigh/knowledge/__init__.py skyhigh/knowledge/embedder.py \
+COPY skyhigh/knowledge/__init__.py skyhigh/knowledge/embedding.py skyhigh/knowledge/onnx_model.py \
     skyhigh/knowledge/onnx_export.py skyhigh/knowledge/onnx_embedder.py \
     skyhigh/knowledge/torch_embedder.py /app/skyhigh/knowledge/
 RUN python -c "import os; from pathlib import Path; from skyhigh.knowledge.onnx_export import export_onnx_model; print(export_onnx_model('all-MiniLM-L6-v2', cache_dir=Path(os.environ['MODEL_CACHE_DIR'])))"
