@@ -88,8 +88,9 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
     echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
-    if [[ $db != "$user" && $db != postgres ]]; then
-        # Single-user mode: no server, no network, before anyone can connect.
+    if [[ $db != postgres ]]; then
+        # initdb makes only `postgres`; the official image creates POSTGRES_DB (default: the
+        # user's name) too. Single-user mode: no server, no network, before anyone can connect.
         printf 'CREATE DATABASE "%s" OWNER "%s";\n' "${db//\"/\"\"}" "${user//\"/\"\"}" |
             postgres --single -D "$PGDATA" -j postgres >/dev/null
     fi

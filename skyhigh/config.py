@@ -259,6 +259,9 @@ class SpeechSettings(BaseModel):
     max_audio_seconds: float = 30 * 60
     # Wall-clock limit of each ffprobe/ffmpeg run: a hostile file cannot hold a worker forever.
     ffmpeg_timeout_s: float = Field(default=60.0, gt=0)
+    # Who decodes uploads: the ffmpeg command line, or PyAV (FFmpeg's libraries in the `av` wheel
+    # faster-whisper installs; the slim image has no ffmpeg). auto: ffmpeg when on PATH.
+    audio_decoder: Literal["auto", "ffmpeg", "pyav"] = "auto"
     # Transcription time per event; past it the event fails with audio_too_long. VAD makes
     # silence cheap, this bounds what VAD cannot (hours of noise that sounds like speech).
     max_transcribe_seconds: float = Field(default=900.0, gt=0)

@@ -47,7 +47,7 @@ from skyhigh.domain.errors import InvalidInput, QuotaExceeded
 from skyhigh.domain.events import ErrorCode
 from skyhigh.domain.tenancy import owner_namespace
 from skyhigh.intake.stream_slots import StreamSlots
-from skyhigh.speech.decode import probe_seconds
+from skyhigh.speech.decode import Decoder, probe_seconds
 
 MINUTE = 60
 HOUR = 3600
@@ -142,6 +142,7 @@ class Quotas:
         *,
         max_audio_s: float = 1800.0,
         probe_timeout_s: float = 60.0,
+        decoder: Decoder = "auto",
     ) -> None:
         self._counters = counters
         self._requests_per_minute = settings.rate_limit_per_minute
@@ -149,6 +150,7 @@ class Quotas:
         # What audio of unknown length reserves (MAX_AUDIO_SECONDS in the service).
         self._unknown_audio_s = min(max_audio_s, self._audio_s_per_hour)
         self._probe_timeout_s = probe_timeout_s
+        self._decoder: Decoder = decoder
         # Live streams per principal (skyhigh.intake.stream_slots), counted in this process.
         self.streams = StreamSlots(limit=settings.max_streams_per_principal)
 
@@ -193,7 +195,7 @@ class Quotas:
         if audio is not None:
             path = audio
             seconds = await anyio.to_thread.run_sync(
-                lambda: probe_seconds(path, timeout_s=self._probe_timeout_s)
+                lambda: probe_seconds(path, timeout_s=self._probe_timeout_s, decoder=self._decoder)
             )
         seconds = self._unknown_audio_s if seconds is None else seconds
         limit = self._audio_s_per_hour

@@ -163,6 +163,7 @@ def run_speech(payload: dict[str, Any], job: Job) -> dict[str, Any]:
                 path,
                 max_seconds=job.settings.max_audio_seconds,
                 timeout_s=job.settings.ffmpeg_timeout_s,
+                decoder=job.settings.audio_decoder,
             )
         except StepFailed as failure:
             if failure.code == ErrorCode.AUDIO_TOO_LONG:  # decoded up to the limit: charged

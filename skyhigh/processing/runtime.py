@@ -80,6 +80,7 @@ def open_quotas(counters: Counters, settings: Settings) -> Quotas:
         settings.intake,
         max_audio_s=settings.max_audio_seconds,
         probe_timeout_s=settings.ffmpeg_timeout_s,
+        decoder=settings.audio_decoder,
     )
 
 

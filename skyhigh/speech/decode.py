@@ -1,5 +1,9 @@
 """Decoding audio files into what Whisper takes: 16 kHz mono float32 in [-1, 1].
 
+Two decoders with one contract (AUDIO_DECODER): the ffmpeg command line, described here, and
+PyAV (FFmpeg's libraries inside the `av` wheel, decode_pyav.py) where no ffmpeg is installed, as
+in the slim image; `auto` picks the command line when ffmpeg and ffprobe are on PATH.
+
 ffmpeg does the decoding, but only of audio containers on ACCEPTED_CONTAINERS: ffmpeg reads
 whatever it is told to, and some of its demuxers open other files by name (an `ffconcat` script,
 HLS playlists, image sequences). So every file is
@@ -27,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -46,23 +51,43 @@ _WHITELIST = ",".join(ACCEPTED_CONTAINERS)
 ACCEPTED_HINT = (
     "WAV, MP3, FLAC, Ogg (Vorbis/Opus), M4A/MP4/MOV, WebM/Matroska, AAC, AMR, AIFF or CAF"
 )
+Decoder = Literal["auto", "ffmpeg", "pyav"]
 _NOT_ON_WHITELIST = re.compile(rb"\[([A-Za-z0-9_,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
+def pick_decoder(decoder: Decoder) -> Literal["ffmpeg", "pyav"]:
+    """The decoder `decoder` names; `auto`: the ffmpeg command line when ffmpeg and ffprobe are
+    on PATH, else PyAV."""
+    if decoder != "auto":
+        return decoder
+    return "ffmpeg" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "pyav"
+
+
 def load_audio(
-    path: Path, *, max_seconds: float, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S
+    path: Path,
+    *,
+    max_seconds: float,
+    timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S,
+    decoder: Decoder = "auto",
 ) -> FloatArray:
     """Decode an audio file in an accepted container into 16 kHz mono float32 in [-1, 1].
 
     Decoding stops just past `max_seconds`, so an overlong file costs at most that much memory.
-    `timeout_s` bounds each ffprobe/ffmpeg run. Raises empty_audio, unsupported_audio or
-    audio_too_long.
+    `timeout_s` bounds each ffprobe/ffmpeg run (with PyAV: the whole decode). Raises
+    empty_audio, unsupported_audio or audio_too_long.
     """
     if path.stat().st_size == 0:
         raise StepFailed(ErrorCode.EMPTY_AUDIO, "the audio file is empty (0 bytes)")
     with _private_copy(path) as private:
-        container = _probe(private, timeout_s=timeout_s)
-        pcm = _run_ffmpeg(private, container, limit_s=max_seconds + 1, timeout_s=timeout_s)
+        if pick_decoder(decoder) == "pyav":
+            from skyhigh.speech.decode_pyav import decode_pcm
+
+            pcm = decode_pcm(
+                private, _WHITELIST, ACCEPTED_HINT, limit_s=max_seconds + 1, timeout_s=timeout_s
+            )
+        else:
+            container = _probe(private, timeout_s=timeout_s)
+            pcm = _run_ffmpeg(private, container, limit_s=max_seconds + 1, timeout_s=timeout_s)
     samples = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
     if len(samples) < MIN_AUDIO_SECONDS * SAMPLE_RATE:
         raise StepFailed(
@@ -124,12 +149,20 @@ def _probe(path: Path, *, timeout_s: float) -> str:
     return name
 
 
-def probe_seconds(path: Path, *, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S) -> float | None:
-    """The duration a file declares, read by ffprobe under the same whitelists as decoding;
-    None when it declares none or is not accepted audio (decoding will say why). A header can
-    lie: this is for estimates (quota holds), the decoded length is the truth."""
+def probe_seconds(
+    path: Path, *, timeout_s: float = DEFAULT_FFMPEG_TIMEOUT_S, decoder: Decoder = "auto"
+) -> float | None:
+    """The duration a file declares, read by ffprobe (or PyAV) under the same whitelists as
+    decoding; None when it declares none or is not accepted audio (decoding will say why). A
+    header can lie: this is for estimates (quota holds), the decoded length is the truth."""
     if path.stat().st_size == 0:
         return None
+    if pick_decoder(decoder) == "pyav":
+        from skyhigh.speech.decode_pyav import probe_duration
+
+        with _private_copy(path) as private:
+            seconds = probe_duration(private, _WHITELIST, timeout_s=timeout_s)
+        return seconds if seconds is not None and seconds < 1e7 else None
     # fmt: off
     command = [
         "ffprobe", "-hide_banner", "-loglevel", "error",

@@ -51,7 +51,12 @@ def _load_clip(ref: KnownSpeakerRef, settings: Settings, path: Path) -> FloatArr
                 max_bytes=settings.max_audio_bytes,
                 timeout_s=settings.audio_url_timeout_s,
             )
-        audio = load_audio(path, max_seconds=limit_s, timeout_s=settings.ffmpeg_timeout_s)
+        audio = load_audio(
+            path,
+            max_seconds=limit_s,
+            timeout_s=settings.ffmpeg_timeout_s,
+            decoder=settings.audio_decoder,
+        )
     except StepFailed as failure:
         message = failure.message
         if failure.code == ErrorCode.AUDIO_TOO_LONG:
