@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
         MAX_AUDIO_SECONDS="600",
         # Not about embeddings: the torch embedder needs no one-time ONNX export at start-up.
         EMBEDDING_BACKEND="torch",
+        # Not about accuracy either: greedy decoding, one thread per worker (two event workers
+        # share the cores), so the long uploads the crash and fairness tests need finish sooner.
+        WHISPER_BEAM_SIZE="1",
+        WHISPER_CPU_THREADS="1",
     )
     api = ServerProcess(env, tmp / "api.log")
     writer = WorkerProcess(env, tmp / "writer.log", "-Q", "knowledge")
@@ -169,8 +174,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
     for worker in (writer, *workers):
         worker.wait_ready()
     yield Fleet(api, writer, workers, broker, database_url, env)
-    for process in (api, writer, *workers):
-        process.stop()
+    stops: list[Callable[[], None]] = [api.stop, writer.stop, *(w.stop for w in workers)]
+    with ThreadPoolExecutor() as pool:  # each waits out its shutdown grace: all at once
+        for stopped in [pool.submit(stop) for stop in stops]:
+            stopped.result()
     broker.stop()
 
 
