@@ -56,7 +56,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         REALTIME_SESSIONS_PER_PRINCIPAL="2",
         REALTIME_MAX_APPEND_BYTES="65536",
         REALTIME_IDLE_TIMEOUT_S="5",
-        EMBEDDING_BACKEND="torch",
     )
     process = ServerProcess(env, tmp / "server.log")
     process.start()

@@ -158,9 +158,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
         SHUTDOWN_GRACE_S="5",
         WORKER_CONCURRENCY="1",
         MAX_AUDIO_SECONDS="600",
-        # Not about embeddings: the torch embedder needs no one-time ONNX export at start-up.
-        EMBEDDING_BACKEND="torch",
-        # Not about accuracy either: greedy decoding, one thread per worker (two event workers
+        # Not about accuracy: greedy decoding, one thread per worker (two event workers
         # share the cores), so the long uploads the crash and fairness tests need finish sooner.
         WHISPER_BEAM_SIZE="1",
         WHISPER_CPU_THREADS="1",
