@@ -65,7 +65,7 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited: {self.log_path.read_text()[-3000:]}")
             if b"worker ready" in self.log_path.read_bytes():
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
 
     @property
@@ -121,7 +121,7 @@ class Fleet:
                         records[event_id] = record
             if len(records) == len(event_ids):
                 return records
-            time.sleep(0.2)
+            time.sleep(0.05)
         missing = sorted(set(event_ids) - set(records))
         raise AssertionError(f"{len(missing)} events unfinished, e.g. {missing[:5]}")
 
@@ -390,7 +390,7 @@ def test_a_backlog_of_long_uploads_delays_another_principal_by_one_event_per_wor
             record = httpx.get(f"{second_api.url}/events/fair-query", headers=bob, timeout=30)
             if record.json()["status"] in TERMINAL:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert record.json()["status"] == "completed", record.text
         rows = fleet.sql(
             "SELECT count(*) FROM events WHERE event_id = ANY(%s) AND started_at < "
