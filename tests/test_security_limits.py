@@ -140,7 +140,7 @@ def finished(http: httpx.Client, event_id: str, timeout_s: float = 180.0) -> dic
         if record["status"] in ("completed", "failed"):
             return record
         assert time.monotonic() < deadline, f"{event_id} still {record['status']}"
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- fairness, streams

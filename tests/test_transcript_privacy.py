@@ -57,7 +57,7 @@ def run(http: httpx.Client, event_id: str, event_type: str, data: dict[str, Any]
         if record["status"] in ("completed", "failed"):
             return record
         assert time.monotonic() < deadline, record
-        time.sleep(0.25)
+        time.sleep(0.05)
 
 
 def transcripts(http: httpx.Client, event_id: str, **options: Any) -> list[dict[str, Any]]:

@@ -59,7 +59,7 @@ def wait_ready(
                 return time.monotonic() - started
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"{url}{path} did not answer 200 within {timeout_s:.0f} s")
 
 
