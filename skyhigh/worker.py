@@ -17,6 +17,7 @@ WORKER_METRICS_PORT (0 = off) serves the process's Prometheus metrics over HTTP.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -125,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         "--pool": "solo",
         "--queues": f"{EVENTS_QUEUE},{KNOWLEDGE_QUEUE}",
         "--loglevel": "INFO",
+        # Celery's default, celery@<host>, is the same for every worker on one host, and
+        # workers that share a name answer remote control (ping, inspect) as one.
+        "--hostname": f"skyhigh-{os.getpid()}@%h",
     }
-    short = {"--pool": "-P", "--queues": "-Q", "--loglevel": "-l"}
+    short = {"--pool": "-P", "--queues": "-Q", "--loglevel": "-l", "--hostname": "-n"}
     for option, value in defaults.items():
         given = any(
             arg == option or arg.startswith(option + "=") or arg == short[option] for arg in args

@@ -28,6 +28,7 @@ import jwt
 import openai
 import psycopg
 import pytest
+from celery import Celery
 
 from tests.speech_helpers import jfk_reference, wer
 from tests.support.client import TERMINAL
@@ -209,6 +210,19 @@ def test_the_api_process_loads_no_models_and_reports_its_workers(fleet: Fleet) -
     assert len(workers) == 3 and all(w["model"] == "tiny.en" for w in workers)
     ready = httpx.get(f"{fleet.api.url}/ready", timeout=30).json()
     assert ready["checks"] == {"store": "ok", "broker": "ok"}
+
+
+def test_each_worker_answers_remote_control_under_its_own_name(fleet: Fleet) -> None:
+    # Three processes on one host: with Celery's default name (celery@<host>) for all of them,
+    # a ping is answered under one name and the workers cannot be told apart.
+    control = Celery(broker=fleet.redis.url, set_as_current=False).control
+    names: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(names) < 3 and time.monotonic() < deadline:
+        names |= {name for reply in control.ping(timeout=2.0) for name in reply}
+    assert len(names) == 3, names
+    pids = {str(w.pid) for w in (fleet.writer, *fleet.workers)}
+    assert {name.split("@")[0].removeprefix("skyhigh-") for name in names} == pids
 
 
 def test_forty_mixed_events_complete_exactly_once(fleet: Fleet) -> None:
