@@ -46,7 +46,10 @@ def _session(url: str, audio: bytes, out: dict[str, Any], silence_ms: int = SILE
         listener = Listener(connection)
         connection.send({"type": "session.update", "session": session_update()})
         listener.wait_for(lambda r: bool(r.of("session.updated")))
-        started = stream(connection, audio, PCM24, pace=1.0)
+        # Enough trailing silence for the VAD to close the last turn at this silence duration.
+        started = stream(
+            connection, audio, PCM24, pace=1.0, trailing_silence_s=silence_ms / 1000 + 1.5
+        )
         received = listener.wait_for(turns_settled, timeout_s=120)
     first_delta, final = [], []
     for begin in received.of("input_audio_buffer.speech_started"):

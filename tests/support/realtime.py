@@ -134,6 +134,16 @@ def turns_settled(received: Received) -> bool:
     """Every committed turn has its completed transcript, and no speech is open."""
     committed = len(received.of("input_audio_buffer.committed"))
     completed = len(received.of("conversation.item.input_audio_transcription.completed"))
-    started = len(received.of("input_audio_buffer.speech_started"))
-    stopped = len(received.of("input_audio_buffer.speech_stopped"))
-    return committed > 0 and committed == completed and started == stopped
+    # No speech is open: the last word on speech, if any (manual commits have none), is not a
+    # start. (Counting starts against stops would not do: a turn cut at REALTIME_MAX_TURN_S is
+    # committed while the speech goes on, and the next turn starts without a stop before it.)
+    speech = [
+        kind
+        for _, event in received.events
+        if (kind := event["type"]).startswith("input_audio_buffer.speech_")
+    ]
+    return (
+        committed > 0
+        and committed == completed
+        and speech[-1:] != ["input_audio_buffer.speech_started"]
+    )
