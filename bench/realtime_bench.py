@@ -32,7 +32,15 @@ import httpx
 
 from tests.speech_helpers import normalise, wer
 from tests.support.client import wait_terminal
-from tests.support.realtime import Listener, client, pcm16, session_update, stream, turns_settled
+from tests.support.realtime import (
+    Listener,
+    Received,
+    client,
+    pcm16,
+    session_update,
+    stream,
+    turns_settled,
+)
 from tests.support.server import ServerProcess
 from tests.support.settings import AUTH, DATA, TOKENS, server_env
 
@@ -51,28 +59,31 @@ def _session(url: str, audio: bytes, out: dict[str, Any], silence_ms: int = SILE
             connection, audio, PCM24, pace=1.0, trailing_silence_s=silence_ms / 1000 + 1.5
         )
         received = listener.wait_for(turns_settled, timeout_s=120)
-    first_delta, final = [], []
-    for begin in received.of("input_audio_buffer.speech_started"):
-        item = begin["item_id"]
-        heard = started + (begin["audio_start_ms"] + PREFIX_MS) / 1000
-        deltas = [
-            at
-            for at, e in received.events
-            if e["type"].endswith("transcription.delta") and e["item_id"] == item
-        ]
-        if deltas:
-            first_delta.append(deltas[0] - heard)
-    for stop in received.of("input_audio_buffer.speech_stopped"):
-        item = stop["item_id"]
-        closed = started + (stop["audio_end_ms"] + silence_ms) / 1000
-        done = [
-            at
-            for at, e in received.events
-            if e["type"].endswith("transcription.completed") and e["item_id"] == item
-        ]
-        if done:
-            final.append(done[0] - closed)
+    # First delta: from when speech was heard (the VAD's start plus its prefix padding).
+    first_delta = _latencies(
+        received, started, "speech_started", "audio_start_ms", PREFIX_MS, "delta"
+    )
+    # Final: from when the VAD could close the turn (its stop plus the silence it waits for).
+    final = _latencies(received, started, "speech_stopped", "audio_end_ms", silence_ms, "completed")
     out.update(first_delta=first_delta, final=final, text=received.completed_text)
+
+
+def _latencies(
+    received: Received, started: float, mark: str, at: str, offset_ms: int, reply: str
+) -> list[float]:
+    """Per turn: seconds from the audio time of its `input_audio_buffer.<mark>` event (`at`,
+    plus `offset_ms`; stream time since `started`) to its first `...transcription.<reply>`."""
+    latencies = []
+    for event in received.of(f"input_audio_buffer.{mark}"):
+        expected = started + (event[at] + offset_ms) / 1000
+        replies = [
+            arrived
+            for arrived, e in received.events
+            if e["type"].endswith(f"transcription.{reply}") and e["item_id"] == event["item_id"]
+        ]
+        if replies:
+            latencies.append(replies[0] - expected)
+    return latencies
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
