@@ -3,7 +3,7 @@
 JFK four times over (44 s of continuous repeated speech) is two chunks at the default VAD. A
 scripted runner stands in for the model, so what the guard decides, and where the text it keeps
 lands in the clip, is checked without decoding; the real decode on both engines is
-tests/test_transcriber.py's `test_fallback_heavy_audio_completes_with_base`.
+tests/test_transcriber.py's `test_fallback_heavy_audio_completes`.
 """
 
 from __future__ import annotations

@@ -312,20 +312,27 @@ def test_chunks_that_need_fallback_decode_together(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ENGINES)
-def test_fallback_heavy_audio_completes_with_base(
+@pytest.mark.parametrize(
+    ("engine", "model"), [("faster-whisper", "base"), ("openai-whisper", "tiny.en")]
+)
+def test_fallback_heavy_audio_completes(
     engine: Literal["openai-whisper", "faster-whisper"],
+    model: str,
     model_cache: Path,
     jfk_looped: Audio,
     fallback_calls: FallbackCalls,
 ) -> None:
-    # The default model at the default settings on JFK four times over: repeated speech
-    # compresses well, so chunks need the temperature fallback (on openai-whisper several in one
-    # batch failed the event; test_chunks_that_need_fallback_decode_together forces that on
-    # both). With no 2 s pause in 44 s, each chunk decodes into a repetition loop (WER 1.66 on
-    # both engines without the guard): the loop guard decodes it again split at 500 ms pauses.
+    # The default settings on JFK four times over: repeated speech compresses well, so chunks
+    # need the temperature fallback (on openai-whisper several in one batch failed the event;
+    # test_chunks_that_need_fallback_decode_together forces that on both). With no 2 s pause in
+    # 44 s, each chunk decodes into a repetition loop (WER 1.66 on both engines with `base`
+    # without the guard): the loop guard decodes it again split at 500 ms pauses. The default
+    # model on faster-whisper, where the guard is what passes the WER bound. openai-whisper runs
+    # tiny.en (its beam search and sampling on `base` cost this test 83 s): the same fallback
+    # path, but tiny.en does not loop on this clip, so there the bound holds with or without
+    # the guard.
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, model_cache_dir=model_cache, whisper_engine=engine
+        _env_file=None, model_cache_dir=model_cache, whisper_engine=engine, whisper_model=model
     )
     pool = TranscriberPool.from_settings(settings.speech)
     transcript = pool.transcribe(jfk_looped, TranscribeOptions())
