@@ -1,4 +1,4 @@
-"""Realtime pieces on their own: input formats, streaming VAD, stable prefixes, secrets, admission.
+"""Realtime pieces on their own: formats, streaming VAD, stable prefixes, secrets, admission, quota.
 
 The real thing (a server, a socket, the SDK) is tests/test_realtime.py; these pin the parts whose
 edge cases a stream rarely hits.
@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from skyhigh.config import RealtimeSettings, Settings
+from skyhigh.domain.errors import QuotaExceeded
 from skyhigh.domain.tenancy import Principal
+from skyhigh.intake.quotas import InProcessCounters, Quotas
 from skyhigh.realtime.admission import Refused, SessionAdmission
 from skyhigh.realtime.audio_formats import PCMA, PCMU, AudioConverter
 from skyhigh.realtime.client_secrets import ClientSecrets
 from skyhigh.realtime.engine import RealtimeEngine
+from skyhigh.realtime.metering import AudioMeter
 from skyhigh.realtime.turns import StablePrefix, StreamingVad, VadConfig
 from skyhigh.speech.samples import SAMPLE_RATE
 from skyhigh.speech.vad import VadOptions, speech_spans
@@ -142,3 +145,50 @@ def test_admission_caps_per_principal_per_server_and_on_lag() -> None:
             with pytest.raises(Refused, match="REALTIME_MAX_SESSIONS"):
                 admission.check("c")
     admission.check("a")  # places are given back
+
+
+class _CountedCounters(InProcessCounters):
+    """In-process counters that count their operations, and can be made to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations = 0
+        self.down = False
+
+    async def add(self, key: str, amount: float, *, ttl_s: int) -> float:
+        if self.down:
+            raise ConnectionError("the counters are unreachable")
+        self.operations += 1
+        return await super().add(key, amount, ttl_s=ttl_s)
+
+
+def test_a_session_is_charged_a_second_at_a_time_until_the_quota_ends_it() -> None:
+    counters = _CountedCounters()
+    settings = Settings(_env_file=None, audio_minutes_per_hour=0.1)  # type: ignore[call-arg]
+    quotas = Quotas(counters, settings.intake)
+    meter = AudioMeter(quotas, "ann")
+    appended = 0  # 100 ms appends of 16 kHz audio, as the spool counts them
+
+    async def stream_until_refused() -> None:
+        nonlocal appended
+        with pytest.raises(QuotaExceeded, match="AUDIO_MINUTES_PER_HOUR") as refused:
+            while appended < 200:
+                appended += 1
+                await meter.track(appended * 1600 / SAMPLE_RATE)
+        assert "0.12 of 0.1 audio minutes used this hour" in str(refused.value)
+
+    anyio.run(stream_until_refused)
+    assert appended == 70 and counters.operations == 7  # seven seconds, seven charges
+    assert meter.charged_s == 7.0  # the batch that passed the limit is charged too
+
+    async def outage_then_settle() -> None:
+        counters.down = True
+        await meter.track(8.0)  # not counted, and the session is not ended for it
+        assert meter.charged_s == 7.0
+        counters.down = False
+        await meter.settle(8.5)  # past the limit: settling never raises
+        with pytest.raises(QuotaExceeded, match=r"0\.14 of 0\.1 audio minutes"):  # 8.5 s
+            await quotas.check_audio("ann")
+
+    anyio.run(outage_then_settle)
+    assert meter.charged_s == 8.5

@@ -6,7 +6,10 @@ OpenAI's Realtime transcription sessions (skyhigh.realtime): the official SDK's
 Auth as on every route (the edge middleware verified `Authorization: Bearer` or the browser's
 `["bearer", "<token>"]` subprotocols), or a client secret minted here (single use, short-lived).
 A refused socket is accepted, sent an `error` event and closed with 1008 (a refused handshake
-reaches a browser only as 1006); a refused admission closes with 1013 (try again later).
+reaches a browser only as 1006); a refused admission, or an audio quota already used up, closes
+with 1013 (try again later). The session's audio is charged to the quota as it streams
+(skyhigh.realtime.metering); the charge that uses the hour up ends it like its other limits
+(an `error` event, then close 1000), and what it streamed still becomes its event.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from skyhigh.intake.service import Intake
 from skyhigh.realtime import protocol as p
 from skyhigh.realtime.admission import Refused
 from skyhigh.realtime.client_secrets import looks_like_client_secret
+from skyhigh.realtime.metering import AudioMeter
 from skyhigh.realtime.service import RealtimeService
 from skyhigh.realtime.session import RealtimeSession
 
@@ -120,6 +124,7 @@ async def realtime(
         await websocket.close(close_code, reason=message[:120])
         return
     session_id = service.new_session_id()
+    meter = AudioMeter(runtime.quotas, principal.owner)
     try:
         lag: list[RealtimeSession] = []
         with service.admission.admit(principal.owner, lambda: lag[0].lag_s() if lag else 0.0):
@@ -130,9 +135,10 @@ async def realtime(
             )
             lag.append(session)
             try:
-                await _run(websocket, session, service, send)
+                await _run(websocket, session, service, send, meter)
             finally:
                 with anyio.CancelScope(shield=True):
+                    await meter.settle(session.spool.seconds)
                     await _become_event(service, intake, session)
     except Refused as exc:  # lost a race for the last place
         await send(p.error_event(str(exc), code=exc.code))
@@ -187,19 +193,23 @@ async def _refusal(
 
 
 async def _run(
-    websocket: WebSocket, session: RealtimeSession, service: RealtimeService, send: Any
+    websocket: WebSocket,
+    session: RealtimeSession,
+    service: RealtimeService,
+    send: Any,
+    meter: AudioMeter,
 ) -> None:
     await send(p.server_event("session.created", session=session.describe()))
     async with anyio.create_task_group() as tg:
         tg.start_soon(session.run_decoder)
-        reason = await _receive(websocket, session, service)
+        reason = await _receive(websocket, session, service, meter)
         tg.cancel_scope.cancel()
     if reason is not None and websocket.application_state == WebSocketState.CONNECTED:
-        await websocket.close(1000, reason=reason)
+        await websocket.close(1000, reason=reason[:120])
 
 
 async def _receive(
-    websocket: WebSocket, session: RealtimeSession, service: RealtimeService
+    websocket: WebSocket, session: RealtimeSession, service: RealtimeService, meter: AudioMeter
 ) -> str | None:
     """Handle client events until the client leaves (None) or a limit ends the session."""
     idle = service.settings.realtime_idle_timeout_s
@@ -222,6 +232,16 @@ async def _receive(
         if message["type"] == "websocket.disconnect":
             return None
         await _handle_frame(session, message)
+        try:
+            await meter.track(session.spool.seconds)
+        except QuotaExceeded as exc:
+            text = (
+                f"the audio quota is used up: {exc}; the window ends in {exc.retry_after_s} s. "
+                f"The session ends here; its audio so far becomes event "
+                f"{session.spool.meta.event_id}"
+            )
+            await session.error(text, code="quota_exceeded")
+            return text
 
 
 async def _handle_frame(session: RealtimeSession, message: dict[str, Any]) -> None:

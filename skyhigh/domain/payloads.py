@@ -331,6 +331,8 @@ class SpeechJob(SpeechOptions):
     audio_url: str | None = None
     # Audio seconds reserved at intake, settled when the event ends (skyhigh.intake.quotas).
     audio_hold: dict[str, float] | None = None
+    # Charged while it streamed (a realtime session): the worker does not charge it again.
+    audio_charged: bool = False
 
 
 QUERY_EXAMPLE: dict[str, Any] = {

@@ -18,6 +18,11 @@ decoding (a lookup table that does not exist, a download refused) charges nothin
 past MAX_AUDIO_SECONDS is charged MAX_AUDIO_SECONDS, what was decoded. An event given up by
 MAX_ATTEMPTS keeps its hold until the window ends (refusing early, never late).
 
+A realtime session cannot be reserved up front (its length is known only when it ends), so it
+is charged as it streams (`charge_streamed`, skyhigh.realtime.metering): audio it already
+accepted, counted whatever the outcome, into the hour it arrived in. The event it becomes is
+marked as charged: intake neither checks nor holds it, and the worker does not charge it again.
+
 Usage::
 
     quotas = Quotas(InProcessCounters(), settings.intake)
@@ -25,6 +30,7 @@ Usage::
     hold = await quotas.hold_audio(owner, "speech", spooled_path, loc=("body", "file"))
     await quotas.release_audio(owner, hold)           # the event was not stored after all
     quotas.charge_audio_sync(owner, 42.0, hold.stored())  # from a worker thread, at the end
+    await quotas.charge_streamed(owner, 1.0)          # a realtime session's last second
 """
 
 from __future__ import annotations
@@ -179,7 +185,7 @@ class Quotas:
         used = await self._counters.add(key, 0, ttl_s=2 * HOUR)
         if used >= self._audio_s_per_hour:
             raise QuotaExceeded(
-                f"{used / 60:.1f} of {self._audio_s_per_hour / 60:g} audio minutes used this "
+                f"{used / 60:.2f} of {self._audio_s_per_hour / 60:g} audio minutes used this "
                 "hour (AUDIO_MINUTES_PER_HOUR)",
                 retry_after_s=retry_after,
             )
@@ -218,6 +224,21 @@ class Quotas:
                 retry_after_s=retry_after,
             )
         return AudioHold(seconds, window)
+
+    async def charge_streamed(self, owner: str, seconds: float) -> None:
+        """Charge audio a realtime session has accepted, in this hour; raise QuotaExceeded when
+        the charge took the hour past the limit (the seconds stay charged: they were streamed)."""
+        if not self.audio_limited or seconds <= 0:
+            return
+        key, retry_after = _window("audio", owner, HOUR)
+        used = await self._counters.add(key, seconds, ttl_s=2 * HOUR)
+        limit = self._audio_s_per_hour
+        if used > limit + 1e-6:
+            raise QuotaExceeded(
+                f"{used / 60:.2f} of {limit / 60:g} audio minutes used this hour "
+                "(AUDIO_MINUTES_PER_HOUR)",
+                retry_after_s=retry_after,
+            )
 
     async def release_audio(self, owner: str, hold: AudioHold | None) -> None:
         """Give a hold back whole: its event was not stored (a replay, a failed intake)."""

@@ -13,9 +13,9 @@ an OpenAI-compatible one) calls `Intake.accept` once. The order matters and live
 3. answer a replay (same event_id, same body) before spooling its audio again, and even when
    the queue is full; a different body under a used id is an `EventConflict`;
 4. spool audio durably, reserve its seconds against the audio quota (skyhigh.intake.quotas,
-   given back unless the event is stored), then store the event (group commit): the 202 goes
-   out only once both are on disk, because it promises the event will reach `completed` or
-   `failed`;
+   given back unless the event is stored; none for audio charged already), then store the
+   event (group commit): the 202 goes out only once both are on disk, because it promises the
+   event will reach `completed` or `failed`;
 5. announce `queued` before dispatching, so no subscriber sees `processing` first;
 6. record webhook targets (also on replays: an intake that died between storing and
    scheduling is completed by the client's retry).
@@ -68,7 +68,9 @@ class Submission:
     `principal` is who sends it; `event_id` the client's id, unique within that principal.
     `payload` is the validated `event_data`. `upload` is audio sent as a file (multipart),
     spooled and hashed by intake; its hash stands in for the bytes in the body hash. `fields`
-    is where the payload's fields sit in the request, for error locations.
+    is where the payload's fields sit in the request, for error locations. `audio_charged`:
+    the audio was counted against the principal's quota already (a realtime session charges as
+    it streams), so intake neither checks nor reserves it and the worker does not charge it.
     """
 
     principal: Principal
@@ -77,6 +79,7 @@ class Submission:
     payload: BaseModel
     upload: BinaryIO | None = None
     fields: tuple[str, ...] = ("body", "event_data")
+    audio_charged: bool = False
 
     @property
     def key(self) -> str:
@@ -159,7 +162,7 @@ class Intake:
         """Store and dispatch the event, or return the stored one for a replay."""
         authorize(submission.principal, submission.event_type, submission.payload)
         await self._knowledge.check(submission.payload, loc=submission.fields)
-        if carries_audio(submission.event_type):
+        if carries_audio(submission.event_type) and not submission.audio_charged:
             await self._quotas.check_audio(submission.principal.owner)
         key = submission.key
         self._check_urls(submission)
@@ -192,6 +195,7 @@ class Intake:
                         **spooled.stored,
                         **reader_fields(submission.principal),
                         **({} if hold is None else {"audio_hold": hold.stored()}),
+                        **({"audio_charged": True} if submission.audio_charged else {}),
                     },
                     request_id_var.get(),
                     owner=submission.principal.owner,
@@ -224,6 +228,8 @@ class Intake:
             ticket.done(created=reservation.dispatched)
 
     async def _hold_audio(self, submission: Submission, spooled: _Spooled) -> AudioHold | None:
+        if submission.audio_charged:
+            return None
         owner, event_type = submission.principal.owner, submission.event_type
         return await self._quotas.hold_audio(owner, event_type, spooled.path, loc=submission.fields)
 

@@ -152,6 +152,8 @@ class Pipeline:
     def _count_audio(self, claimed: ClaimedEvent, job: Job) -> None:
         if self.on_audio is None or claimed.event_type != "speech":
             return
+        if claimed.payload.get("audio_charged") is True:  # charged as it streamed (realtime)
+            return
         hold = claimed.payload.get("audio_hold")
         self.on_audio(
             claimed.owner, job.usage.get("audio_s", 0.0), hold if isinstance(hold, dict) else None

@@ -3,9 +3,11 @@ and turning each session's spooled audio into a speech event (also after a crash
 
 One session becomes one event, when it ends (the client closes, an idle timeout or the session
 limit): a `speech` event of the caller, id `realtime-<session id>`, through the normal intake,
-so it is listed, transcribed in full by the service's main model, indexed, webhooked
-(`callback_url` in the session) and charged like an upload. Audio spooled by a process that
-died becomes an event at the next start (`recover`).
+so it is listed, transcribed in full by the service's main model, indexed and webhooked
+(`callback_url` in the session). Its audio was charged to the quota as it streamed
+(skyhigh.realtime.metering), so the event is marked charged and not charged again; that holds
+for audio spooled by a process that died too, which becomes an event at the next start
+(`recover`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class RealtimeService:
             method=principal.method,
             owner=principal.owner,
             scopes=sorted(principal.scopes),
+            audio_charged=True,
         )
         return await anyio.to_thread.run_sync(SessionSpool, self.directory, meta)
 
@@ -101,6 +104,7 @@ class RealtimeService:
                 _payload(meta),
                 upload=file,
                 fields=("session",),
+                audio_charged=meta.audio_charged,
             )
             record = await intake.accept(submission)
         finally:

@@ -45,6 +45,9 @@ class SpooledSession:
     prompt: str | None = None
     callback_url: str | None = None
     index_transcript: bool | None = None
+    # Charged to the audio quota as it streamed (skyhigh.realtime.metering), so the event is not
+    # charged again; False in a spool left by a version that charged the event instead.
+    audio_charged: bool = False
 
     def principal(self) -> Principal:
         return Principal(self.subject, self.method, self.owner, frozenset(self.scopes))
