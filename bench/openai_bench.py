@@ -18,6 +18,8 @@ With --calls N it measures throughput instead: N copies of one recording (--call
 SkyHigh and then to the peer, one server running at a time; audio seconds per second (median
 of the rounds) and WER per server. `--peer speaches` runs the speaches server
 (bench.speaches_peer) from a source tree (--peer-src) with its own Python (--peer-python).
+`--skyhigh-config NAME KEY=VALUE ...` (repeatable) runs one SkyHigh server per configuration
+in the same run, before the peer, so every ratio shares one peer figure.
 
 The overhead reported is (a) / (c): everything the service adds to transcription (HTTP,
 multipart, durable spool + store, queue, ffmpeg decoding, live channel, rendering). Because
@@ -55,6 +57,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +126,7 @@ def serving(
             proc.wait()
 
 
-def skyhigh_server(args: argparse.Namespace, tmp: Path) -> Any:
+def skyhigh_server(args: argparse.Namespace, tmp: Path, extra: tuple[str, ...] = ()) -> Any:
     lancedb = tmp / "lancedb_data"
     shutil.copytree(ROOT / "lancedb_data", lancedb)
     env = {
@@ -137,7 +140,7 @@ def skyhigh_server(args: argparse.Namespace, tmp: Path) -> Any:
         "WORKER_CONCURRENCY": "1",
         "WHISPER_INSTANCES": "1",
         "LOG_LEVEL": "WARNING",
-        **dict(item.split("=", 1) for item in args.skyhigh_env),
+        **dict(item.split("=", 1) for item in [*args.skyhigh_env, *extra]),
     }
 
     def command(port: int) -> list[str]:
@@ -478,8 +481,12 @@ def calls_mode(args: argparse.Namespace, out: Path) -> None:
         args.model, engine="faster-whisper", cache_dir=Path(args.cache_dir)
     ).ct2_dir
     assert ct2_dir is not None
+    # One SkyHigh server per --skyhigh-config (over --skyhigh-env), then the peer once: the
+    # ratios of one run share its machine state, and the peer is not re-measured per config.
+    configs = args.skyhigh_config or [["skyhigh"]]
     servers: list[tuple[str, Callable[[Path], Any], str, str]] = [
-        ("skyhigh", lambda tmp: skyhigh_server(args, tmp), TOKEN, "whisper-1")
+        (name, partial(skyhigh_server, args, extra=tuple(extra)), TOKEN, "whisper-1")
+        for name, *extra in configs
     ]
     if args.peer_python:
         start = speaches_server if args.peer == "speaches" else peer_server
@@ -500,6 +507,7 @@ def calls_mode(args: argparse.Namespace, out: Path) -> None:
         "language": args.language or None,
         "recording": {"name": call.name, "seconds": round(call.duration_s, 2)},
         "skyhigh_env": args.skyhigh_env,
+        "skyhigh_configs": {name: extra for name, *extra in args.skyhigh_config or []},
         "peer": args.peer if args.peer_python else None,
         "peer_commit": speaches_peer.commit(Path(args.peer_src)) if args.peer_src else None,
         "results": results,
@@ -551,6 +559,13 @@ def main() -> None:
     parser.add_argument(
         "--skyhigh-env", nargs="*", default=[], metavar="KEY=VALUE", help="more server settings"
     )
+    parser.add_argument(
+        "--skyhigh-config",
+        nargs="+",
+        action="append",
+        metavar="NAME [KEY=VALUE ...]",
+        help="--calls: one more SkyHigh server in the same run (repeatable), over --skyhigh-env",
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     args.engine = args.engine or "openai-whisper"
@@ -560,6 +575,9 @@ def main() -> None:
         parser.error("--peer speaches needs --peer-src (its source tree)")
     if any("=" not in item for item in args.skyhigh_env):
         parser.error("--skyhigh-env takes KEY=VALUE items")
+    for name, *extra in args.skyhigh_config or []:
+        if "=" in name or any("=" not in item for item in extra):
+            parser.error("--skyhigh-config takes a NAME, then KEY=VALUE items")
     name = "calls" if args.calls else args.engine
     out = Path(args.out or ROOT / "bench" / "results" / f"openai_bench-{name}.json")
     (calls_mode if args.calls else rows_mode)(args, out)
