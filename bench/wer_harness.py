@@ -52,6 +52,9 @@ ENGINES: Final = ("openai-whisper", "faster-whisper", "speaches-ref")
 GRID: Final[dict[str, dict[str, Any]]] = {
     "defaults": {},
     "beam1": {"whisper_beam_size": 1},
+    # Between greedy and the default beam 5, at the current VAD defaults: what speed buys.
+    "beam2": {"whisper_beam_size": 2},
+    "beam3": {"whisper_beam_size": 3},
     "beam5": {"whisper_beam_size": 5},
     "vad-threshold-0.3": {"whisper_vad_threshold": 0.3},
     "vad-threshold-0.5": {"whisper_vad_threshold": 0.5},
