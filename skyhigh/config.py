@@ -227,6 +227,12 @@ class KnowledgeSettings(BaseModel):
     seed_empty_knowledge: bool = False
 
 
+# Each engine's beam width when WHISPER_BEAM_SIZE is unset, from the measured accuracy/speed
+# table (BENCHMARKS.md "Speech"): on faster-whisper, beam 5 saves one word in 270 on the accuracy
+# set for 17 % of the throughput; on openai-whisper it saves five.
+DEFAULT_BEAM_SIZE: dict[str, int] = {"faster-whisper": 1, "openai-whisper": 5}
+
+
 class SpeechSettings(BaseModel):
     """Whisper engines, weights and decoding (skyhigh.speech)."""
 
@@ -235,8 +241,9 @@ class SpeechSettings(BaseModel):
     whisper_compute_type: str = "int8"
     whisper_device: str = "cpu"
     whisper_cpu_threads: int = Field(default=0, ge=0)
-    # Beam 5 and the VAD below were chosen by bench/wer_harness.py (BENCHMARKS.md "Speech").
-    whisper_beam_size: int = Field(default=5, ge=1, le=10)
+    # Beam width; unset, each engine's measured default (DEFAULT_BEAM_SIZE). The VAD below was
+    # chosen by bench/wer_harness.py (BENCHMARKS.md "Speech").
+    whisper_beam_size: int | None = Field(default=None, ge=1, le=10)
     whisper_condition_on_previous_text: bool = False
     whisper_temperature_fallback: bool = True
     whisper_no_speech_threshold: float = 0.6
@@ -272,6 +279,13 @@ class SpeechSettings(BaseModel):
     diarization_threads: int = Field(default=1, ge=1, le=16)
     # A known speaker's reference clip longer than this fails the event (a few seconds suffice).
     diarization_max_reference_s: float = Field(default=30.0, gt=0, le=300)
+
+    @property
+    def beam_size(self) -> int:
+        """WHISPER_BEAM_SIZE, or the engine's default when it is unset."""
+        if self.whisper_beam_size is not None:
+            return self.whisper_beam_size
+        return DEFAULT_BEAM_SIZE[self.whisper_engine]
 
 
 class WebhookSettings(BaseModel):

@@ -6,9 +6,9 @@ what the defaults chosen from bench.wer_harness's sweep measured and what the de
 them measured (BENCHMARKS.md "Speech"), so going back to the old decoding or VAD settings fails:
 
     pooled WER of jfk-phone, sonnet-pauses, call-phone (270 reference words)
-    engine           before (beam 1, VAD 0.3 / 500 ms)   defaults (beam 5, VAD 0.5 / 2 s)   bound
-    faster-whisper   0.130                               0.100                              0.115
-    openai-whisper   0.148                               0.100                              0.115
+    engine           before (beam 1, VAD 0.3 / 500 ms)   defaults (VAD 0.5 / 2 s)          bound
+    faster-whisper   0.130                               0.111 (greedy; beam 5: 0.107)      0.120
+    openai-whisper   0.148                               0.100 (beam 5; greedy: 0.119)      0.115
 
 Each engine's `base` model is loaded once for the module; the recordings are built once.
 """
@@ -35,7 +35,7 @@ from skyhigh.speech.vad import VadOptions
 
 ENGINES: Final = ("openai-whisper", "faster-whisper")
 SCORED: Final = ("jfk-phone", "sonnet-pauses", "call-phone")
-BOUNDS: Final = {"faster-whisper": 0.115, "openai-whisper": 0.115}
+BOUNDS: Final = {"faster-whisper": 0.120, "openai-whisper": 0.115}
 SPEECH_S: Final = (8.0, 19.0)  # where jfk-silence's speech is: 8 s of near-silence each side
 
 

@@ -93,14 +93,8 @@ def test_no_text_in_the_silent_tail(base_transcript: Transcript, clip: PausedCli
 
 @pytest.mark.slow
 def test_words_lie_in_the_speech_they_belong_to(
-    base_transcript: Transcript, clip: PausedClip, request: pytest.FixtureRequest
+    base_transcript: Transcript, clip: PausedClip
 ) -> None:
-    if request.node.callspec.params["base_transcript"] == "faster-whisper":
-        # Known and open: at the defaults chosen by the accuracy sweep (beam 5, VAD 0.5 / 2 s;
-        # BENCHMARKS.md "Speech") faster-whisper finds no word of the 3 s turn "And so my fellow
-        # Americans," between the 5 s and 8 s pauses in this clip's time; threshold 0.4 did not
-        # help either. Strict: this fails once the words come back.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="short turn after a pause"))
     words = _words(base_transcript)
     assert len(words) >= 100
     by_region: list[list[str]] = [[] for _ in clip.regions]
@@ -167,7 +161,7 @@ def test_vad_off_is_the_sequential_transcribe_of_before(
         logprob_threshold=-1.0,
         no_speech_threshold=0.6,
         condition_on_previous_text=False,
-        beam_size=vad_off.speech.whisper_beam_size,
+        beam_size=vad_off.speech.beam_size,
         best_of=BEST_OF,
         fp16=False,
     )

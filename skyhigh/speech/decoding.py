@@ -1,7 +1,8 @@
 """The decoding settings both engines share, so that they behave alike.
 
-Greedy at temperature 0 (beam search with WHISPER_BEAM_SIZE > 1); whisper's temperature fallback
-when a result looks like a repetition loop or is improbable; whisper's no-speech gate.
+Greedy or beam search at temperature 0 (WHISPER_BEAM_SIZE, or the engine's default); whisper's
+temperature fallback when a result looks like a repetition loop or is improbable; whisper's
+no-speech gate.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class DecodingSettings:
     @classmethod
     def from_settings(cls, settings: SpeechSettings) -> DecodingSettings:
         return cls(
-            beam_size=settings.whisper_beam_size,
+            beam_size=settings.beam_size,
             condition_on_previous_text=settings.whisper_condition_on_previous_text,
             temperature_fallback=settings.whisper_temperature_fallback,
             no_speech_threshold=settings.whisper_no_speech_threshold,
