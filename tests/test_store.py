@@ -3,6 +3,7 @@ idempotency, leases, recovery, limits, migrations."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -47,6 +48,30 @@ def test_group_commit_keeps_per_event_outcomes(store: EventStore) -> None:
     assert created == [True, False, False, None, True]  # duplicate in batch = replay
     assert isinstance(outcomes[3], EventConflict)
     assert [r.event_id for r in store.list_events().items] == ["b", "a", "old"]
+
+
+def test_group_commit_stores_every_column(store: EventStore) -> None:
+    payload = {"text": 'Grüße, 東京 "quoted"', "k": 3, "nested": {"list": [1, None, True]}}
+    store.create_many(
+        [
+            NewEvent("full", "query", "d" * 64, payload, owner="jwt:alice", request_id="req-1"),
+            NewEvent("bare", "query", "e" * 64, {}),
+        ]
+    )
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            sqlalchemy.text(
+                "SELECT event_id, owner, event_type, body_sha256, payload, status, request_id,"
+                " attempts, created_at = enqueued_at FROM events ORDER BY seq"
+            )
+        ).all()
+    # SQLite hands the JSON column back as text, Postgres as a dict.
+    stored = [(*r[:4], r[4] if isinstance(r[4], dict) else json.loads(r[4]), *r[5:]) for r in rows]
+    assert stored == [
+        ("full", "jwt:alice", "query", "d" * 64, payload, "queued", "req-1", 0, True),
+        ("bare", "token", "query", "e" * 64, {}, "queued", None, 0, True),
+    ]
+    assert store.get("full").created_at == store.get("bare").created_at
 
 
 def test_claim_happens_once_and_counts_attempts(store: EventStore) -> None:
