@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
 
@@ -23,6 +24,7 @@ PCM: Final = "audio/pcm"
 PCMU: Final = "audio/pcmu"
 PCMA: Final = "audio/pcma"
 PCM_RATES: Final = (24_000, 16_000)
+Float64Array = npt.NDArray[np.float64]
 
 
 def _mulaw_table() -> FloatArray:
@@ -84,14 +86,15 @@ class AudioConverter:
         return self._resampler.feed(samples)
 
 
-def lowpass(up: int, down: int) -> FloatArray:
+def lowpass(up: int, down: int) -> Float64Array:
     """resample_poly's default filter: a Kaiser (beta 5) windowed sinc, 10 taps per phase of the
     larger rate either side, cut off at the lower Nyquist, gain `up` (zero-stuffing divides)."""
     larger = max(up, down)
     half = 10 * larger
     taps = np.arange(-half, half + 1, dtype=np.float64)
-    h = np.sinc(taps / larger) * np.kaiser(2 * half + 1, 5.0)
-    return (h / h.sum() * up).astype(np.float64)
+    h: Float64Array = np.sinc(taps / larger) * np.kaiser(2 * half + 1, 5.0)
+    gain: Float64Array = h / h.sum() * up
+    return gain
 
 
 class PolyphaseResampler:
