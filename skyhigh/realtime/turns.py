@@ -119,6 +119,12 @@ class StreamingVad:
             return Boundary("stop", silence)
         return None
 
+    @property
+    def pausing(self) -> bool:
+        """In a turn, and the latest frames are silence: a stop may follow within the silence
+        duration (a partial decode started now would make that turn's final wait for it)."""
+        return self.speaking and self._silence_from is not None
+
     def reset(self) -> None:
         """After a clear: the next speech is a new turn (positions keep counting)."""
         self.speaking, self._silence_from = False, None
