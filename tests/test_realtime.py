@@ -106,6 +106,26 @@ def test_sdk_streams_a_recording_and_the_session_becomes_an_event(server: Server
         assert srt.status_code == 200 and "-->" in srt.text
 
 
+def test_turns_close_at_the_readers_pauses_not_inside_lines(server: ServerProcess) -> None:
+    # The sonnet's first 14.8 s: "Sonnet one", a pause, lines 1-2, a pause, lines 3-4; inside
+    # the lines only pauses shorter than the 500 ms silence duration. A VAD that forgot Silero's
+    # state at every append heard pauses inside words there: five turns, words clipped at cuts.
+    audio = pcm16(SONNET)[: PCM24 * 148 // 10]
+    with _connect(server) as connection:
+        listener = Listener(connection)
+        connection.send({"type": "session.update", "session": session_update()})
+        listener.wait_for(lambda r: bool(r.of("session.updated")))
+        stream(connection, audio, PCM24, pace=0)
+        received = listener.wait_for(turns_settled)
+    stops = [e["audio_end_ms"] for e in received.of("input_audio_buffer.speech_stopped")]
+    assert len(stops) == 3, (stops, received.completed_text)
+    # The VAD stops after "one" (0.9 s) and after "die" (8.7 s); the 0.36 s pause after line 1
+    # (5.5 s) is shorter than the silence duration and stays inside the turn.
+    assert 800 < stops[0] < 1_500 and 8_500 < stops[1] < 9_200, stops
+    text = normalise(received.completed_text)
+    assert "beauty's rose might never die" in text and "bear his memory" in text, text
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

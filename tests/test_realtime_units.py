@@ -6,6 +6,7 @@ edge cases a stream rarely hits.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import anyio
@@ -17,11 +18,11 @@ from skyhigh.domain.errors import QuotaExceeded
 from skyhigh.domain.tenancy import Principal
 from skyhigh.intake.quotas import InProcessCounters, Quotas
 from skyhigh.realtime.admission import Refused, SessionAdmission
-from skyhigh.realtime.audio_formats import PCMA, PCMU, AudioConverter
+from skyhigh.realtime.audio_formats import PCMA, PCMU, AudioConverter, PolyphaseResampler
 from skyhigh.realtime.client_secrets import ClientSecrets
 from skyhigh.realtime.engine import RealtimeEngine
 from skyhigh.realtime.metering import AudioMeter
-from skyhigh.realtime.turns import StablePrefix, StreamingVad, VadConfig
+from skyhigh.realtime.turns import SileroStream, StablePrefix, StreamingVad, VadConfig
 from skyhigh.speech.samples import SAMPLE_RATE
 from skyhigh.speech.vad import VadOptions, speech_spans
 from tests.support.realtime import pcm16
@@ -40,9 +41,42 @@ def test_pcm_in_odd_sized_pieces_equals_one_piece(rate: int) -> None:
     pieces = AudioConverter("audio/pcm", rate)
     parts = [pieces.convert(data[i : i + 777]) for i in range(0, len(data), 777)]
     joined = np.concatenate(parts)
-    assert abs(len(joined) - SAMPLE_RATE) <= 2 and abs(len(whole) - SAMPLE_RATE) <= 2
+    # The resampler's filter looks 30 input samples ahead: the last 10 outputs wait for more.
+    assert abs(len(joined) - SAMPLE_RATE) <= 10 and abs(len(whole) - SAMPLE_RATE) <= 10
     n = min(len(whole), len(joined))
     assert np.allclose(whole[:n], joined[:n], atol=1e-6)
+
+
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+@pytest.mark.parametrize("hz,kept", [(1_000, True), (6_000, True), (10_000, False)])
+def test_24k_pcm_keeps_the_speech_band_and_drops_what_would_alias(hz: float, kept: bool) -> None:
+    # 16 kHz holds up to 8 kHz: a 10 kHz tone at 24 kHz would fold to 6 kHz (linear
+    # interpolation passed it at -3 dB). The low-pass keeps the band and removes the rest.
+    data = (_sine(24_000, 1.0, hz) * 32767).astype("<i2").tobytes()
+    pieces = AudioConverter("audio/pcm", 24_000)
+    out = np.concatenate([pieces.convert(data[i : i + 4_800]) for i in range(0, len(data), 4_800)])
+    level = _rms(out[1_000:-1_000]) / _rms(_sine(16_000, 1.0, hz))
+    assert (0.97 < level < 1.03) if kept else (level < 0.01), level
+
+
+def test_resampled_pieces_equal_one_pass_exactly() -> None:
+    noise = np.random.default_rng(7).uniform(-0.5, 0.5, 24_000).astype(np.float32)
+    for up, down in [(2, 3), (2, 1)]:
+        whole = PolyphaseResampler(up, down).feed(noise)
+        stream = PolyphaseResampler(up, down)
+        sizes = [1, 2, 3, 1_600, 5, 777, 2_400]
+        parts, start = [], 0
+        for i in itertools.count():
+            if start >= len(noise):
+                break
+            parts.append(stream.feed(noise[start : start + sizes[i % len(sizes)]]))
+            start += sizes[i % len(sizes)]
+        joined = np.concatenate(parts)
+        assert len(joined) == len(whole) >= len(noise) * up // down - 21
+        assert np.array_equal(joined, whole)
 
 
 @pytest.mark.parametrize("codec,media_type", [("mulaw", PCMU), ("alaw", PCMA)])
@@ -51,7 +85,7 @@ def test_g711_decodes_to_the_recording(codec: str, media_type: str) -> None:
     encoded = pcm16(DATA / "jfk.wav", 8_000, codec=codec)
     ours = AudioConverter(media_type).convert(encoded)
     reference = np.frombuffer(pcm16(DATA / "jfk.wav", 8_000), dtype="<i2") / 32768.0
-    assert abs(len(ours) - 2 * len(reference)) <= 2
+    assert abs(len(ours) - 2 * len(reference)) <= 21  # the filter's look-ahead (1.3 ms)
     error = ours[::2][: len(reference)] - reference[: len(ours[::2])]
     assert float(np.sqrt(np.mean(error**2))) < 0.01
 
@@ -79,6 +113,19 @@ def test_streaming_vad_finds_the_speech_offline_vad_finds() -> None:
     # The first start and the last stop agree with one pass over the clip within 100 ms.
     assert abs(starts[0] - offline[0][0]) < 0.1 * SAMPLE_RATE
     assert abs(stops[-1] - offline[-1][1]) < 0.1 * SAMPLE_RATE
+
+
+def test_silero_fed_in_appends_gives_the_probabilities_of_one_pass() -> None:
+    # Silero's recurrent state runs through the stream: a VAD that forgot it at every append
+    # heard pauses inside words and cut turns there.
+    from faster_whisper.vad import get_vad_model
+
+    audio = np.frombuffer(pcm16(DATA / "sonnet1.flac", 16_000), dtype="<i2")[: 512 * 600]
+    audio = audio.astype(np.float32) / 32768
+    one_pass = np.asarray(get_vad_model()(audio)).reshape(-1)
+    stream = SileroStream()
+    pieces = [stream(audio[i : i + 1_536]) for i in range(0, len(audio), 1_536)]
+    assert np.allclose(np.concatenate(pieces), one_pass, atol=1e-5)
 
 
 def test_stable_prefix_sends_only_words_two_decodes_agree_on() -> None:

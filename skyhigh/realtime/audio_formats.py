@@ -2,8 +2,13 @@
 
 `audio/pcm` is 16-bit little-endian mono at 24 kHz (OpenAI's only rate) or 16 kHz; `audio/pcmu`
 and `audio/pcma` are G.711 mu-law and A-law at 8 kHz. Appends arrive in arbitrary sizes, so a
-converter carries what it could not use yet (an odd byte, a resampling phase) to the next one.
+converter carries what it could not use yet (an odd byte, the resampler's history) to the next one.
 Plain numpy: `audioop` is gone from Python 3.13.
+
+Resampling is a polyphase low-pass FIR (the filter scipy.signal.resample_poly designs), run as
+a stream. Linear interpolation, what came before, lets everything above 8 kHz alias into the
+speech band; the VAD then heard pauses differently (more, shorter turns) and Whisper misheard
+more words (BENCHMARKS.md "Live").
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from skyhigh.speech.samples import SAMPLE_RATE, FloatArray
 
@@ -18,6 +24,7 @@ PCM: Final = "audio/pcm"
 PCMU: Final = "audio/pcmu"
 PCMA: Final = "audio/pcma"
 PCM_RATES: Final = (24_000, 16_000)
+Float64Array = npt.NDArray[np.float64]
 
 
 def _mulaw_table() -> FloatArray:
@@ -56,7 +63,8 @@ class AudioConverter:
         self.media_type = media_type
         self.rate = rate if media_type == PCM else 8_000
         self._odd_byte = b""
-        self._pending = np.zeros(0, dtype=np.float32)  # input samples not yet resampled
+        # 24k -> 16k is 2:3, 8k -> 16k is 2:1.
+        self._resampler = PolyphaseResampler(2, 3 if self.rate == 24_000 else 1)
 
     @property
     def bytes_per_second(self) -> int:
@@ -75,25 +83,56 @@ class AudioConverter:
         return self._resample(samples)
 
     def _resample(self, samples: FloatArray) -> FloatArray:
-        # Rational ratios only (24k -> 16k is 3:2, 8k -> 16k is 1:2): whole input groups map to
-        # whole output groups, so chunk boundaries leave no seams; the remainder waits.
-        up, down = (2, 3) if self.rate == 24_000 else (2, 1)
-        joined = np.concatenate([self._pending, samples])
-        groups = len(joined) // down
-        if groups == 0:
-            self._pending = joined
+        return self._resampler.feed(samples)
+
+
+def lowpass(up: int, down: int) -> Float64Array:
+    """resample_poly's default filter: a Kaiser (beta 5) windowed sinc, 10 taps per phase of the
+    larger rate either side, cut off at the lower Nyquist, gain `up` (zero-stuffing divides)."""
+    larger = max(up, down)
+    half = 10 * larger
+    taps = np.arange(-half, half + 1, dtype=np.float64)
+    h: Float64Array = np.sinc(taps / larger) * np.kaiser(2 * half + 1, 5.0)
+    gain: Float64Array = h / h.sum() * up
+    return gain
+
+
+class PolyphaseResampler:
+    """Resample by up/down in pieces: the same output as one pass over the whole stream.
+
+    Output sample m sits at input position m * down / up (no delay: the filter is centred), so
+    it needs input up to (m * down + half) / up; it is made once that input has arrived, and the
+    input still needed by later outputs is kept. Before the first sample the stream is zeros,
+    as resample_poly pads it. Only the last few output samples (under a millisecond at 24 kHz)
+    wait for input that may never come, which a live turn does not miss.
+    """
+
+    def __init__(self, up: int, down: int) -> None:
+        self.up, self.down = up, down
+        self._h = lowpass(up, down)
+        self._half = (len(self._h) - 1) // 2
+        history = -(-2 * self._half // up) + 1  # inputs one output's filter spans, rounded up
+        self._kept = np.zeros(history, dtype=np.float64)  # input from `_first` on
+        self._first = -history  # stream index of `_kept[0]`
+        self._next = 0  # the next output sample's index
+
+    def feed(self, samples: FloatArray) -> FloatArray:
+        up, down, half = self.up, self.down, self._half
+        kept = np.concatenate([self._kept, samples.astype(np.float64)])
+        end = self._first + len(kept)  # one past the last input sample
+        last = ((end - 1) * up - half) // down  # the last output whose input has all arrived
+        if last < self._next:
+            self._kept = kept
             return np.zeros(0, dtype=np.float32)
-        # One sample of look-ahead for interpolation: keep it for the next call.
-        usable = groups * down
-        if usable == len(joined):
-            groups -= 1
-            usable -= down
-            if groups == 0:
-                self._pending = joined
-                return np.zeros(0, dtype=np.float32)
-        positions = np.arange(groups * up, dtype=np.float64) * (down / up)
-        out: FloatArray = np.interp(positions, np.arange(usable + 1), joined[: usable + 1]).astype(
-            np.float32
-        )
-        self._pending = joined[usable:]
+        stuffed = np.zeros(len(kept) * up, dtype=np.float64)
+        stuffed[::up] = kept
+        # filtered[q] is output m for q = m * down + half - first * up ("full" convolution).
+        filtered = np.convolve(stuffed, self._h)
+        outputs = np.arange(self._next, last + 1)
+        out = filtered[outputs * down + half - self._first * up].astype(np.float32)
+        self._next = last + 1
+        # Keep the input from the first one the next output's filter reaches.
+        needed = (self._next * down - half) // up
+        drop = max(0, needed - self._first)
+        self._kept, self._first = kept[drop:], self._first + drop
         return out

@@ -324,8 +324,8 @@ class RealtimeSession:
     async def _partial(self) -> bool:
         """Decode the open turn again if enough new audio came; whether it decoded."""
         turn = self._turn
-        if turn is None:
-            return False
+        if turn is None or (self._vad is not None and self._vad.pausing):
+            return False  # in a pause the decoder stays free for the final that may come
         length = self._end - turn.start
         if length - turn.decoded_samples < MIN_NEW_AUDIO_S * SAMPLE_RATE:
             return False

@@ -1,9 +1,13 @@
 """Turns in a live stream: where speech starts and stops, and which partial text is stable.
 
 `StreamingVad` runs Silero (the model skyhigh.speech.vad uses) over each new 32 ms frame as
-audio arrives, so the cost per append is the new audio only. Silero 5 as faster-whisper runs it
-judges a frame from its 512 samples plus the 64 before them, so feeding the previous frame's
-tail as context gives the same probabilities as one pass over the whole stream.
+audio arrives, so the cost per append is the new audio only. Silero judges a frame from its 512
+samples, the 64 before them, and its recurrent state (h, c) after the frames before: within one
+call faster-whisper's wrapper carries that state from frame to frame, but every call starts from
+zeros. `SileroStream` keeps both the context and the state across appends, so a stream gets the
+probabilities of one pass over the whole recording. Calling the wrapper per append instead (what
+was here before) forgot the state every 100 ms: the VAD then heard "pauses" inside words, cut
+turns there and clipped the words at the cut (BENCHMARKS.md "Live").
 
 `StablePrefix` is the agreement policy of whisper_streaming and WhisperLive: a word is sent as a
 delta only once two successive decodes of the open turn agree on it (and on all before it);
@@ -48,17 +52,37 @@ class Boundary:
         return self.sample * 1000 // SAMPLE_RATE
 
 
+class SileroStream:
+    """Silero speech probabilities of whole 512-sample frames, fed in pieces: each frame gets the
+    64 samples before it and the recurrent state after all earlier frames, as in one pass."""
+
+    def __init__(self) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        vad.warm_up()
+        self._session = get_vad_model().session
+        self._context = np.zeros(CONTEXT, dtype=np.float32)  # the first frame's: silence
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+
+    def __call__(self, frames: FloatArray) -> FloatArray:
+        rows = frames.reshape(-1, FRAME)
+        contexts = np.concatenate([self._context[None, :], rows[:-1, -CONTEXT:]])
+        batch = np.concatenate([contexts, rows], axis=1).astype(np.float32)
+        output, self._h, self._c = self._session.run(
+            None, {"input": batch, "h": self._h, "c": self._c}
+        )
+        self._context = rows[-1, -CONTEXT:].copy()
+        return np.asarray(output, dtype=np.float32).reshape(-1)
+
+
 class StreamingVad:
     """Feed 16 kHz audio in pieces; get speech starts and stops as they become certain."""
 
     def __init__(self, config: VadConfig) -> None:
-        from faster_whisper.vad import get_vad_model
-
-        vad.warm_up()
-        self._model = get_vad_model()
+        self._silero = SileroStream()
         self.config = config
         self._tail = np.zeros(0, dtype=np.float32)  # samples not yet a whole frame
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._position = 0  # samples judged so far
         self.speaking = False
         self._silence_from: int | None = None
@@ -69,12 +93,7 @@ class StreamingVad:
         self._tail = joined[whole:]
         if whole == 0:
             return []
-        frames = joined[:whole]
-        # One leading frame whose last 64 samples are the real context; its output is dropped.
-        lead = np.zeros(FRAME, dtype=np.float32)
-        lead[-CONTEXT:] = self._context
-        probabilities = np.asarray(self._model(np.concatenate([lead, frames]))).reshape(-1)[1:]
-        self._context = frames[-CONTEXT:].copy()
+        probabilities = self._silero(joined[:whole])
         boundaries: list[Boundary] = []
         for index, probability in enumerate(probabilities):
             found = self._judge(float(probability), self._position + index * FRAME)
@@ -99,6 +118,12 @@ class StreamingVad:
             self.speaking, self._silence_from = False, None
             return Boundary("stop", silence)
         return None
+
+    @property
+    def pausing(self) -> bool:
+        """In a turn, and the latest frames are silence: a stop may follow within the silence
+        duration (a partial decode started now would make that turn's final wait for it)."""
+        return self.speaking and self._silence_from is not None
 
     def reset(self) -> None:
         """After a clear: the next speech is a new turn (positions keep counting)."""
