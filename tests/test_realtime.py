@@ -70,7 +70,13 @@ def _connect(server: ServerProcess, api_key: str = TOKENS[0]) -> Any:
 
 
 def _event(server: ServerProcess, event_id: str) -> dict[str, Any]:
+    """The session's event once terminal. The server stores it after the socket closes, so the
+    first reads just after a client's close may still be 404 (README, "Every session is an
+    event"); anything else but 200 fails at once."""
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        deadline = time.monotonic() + 10
+        while http.get(f"/events/{event_id}").status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.05)
         return wait_terminal(http.get, event_id)
 
 
