@@ -316,7 +316,7 @@ class RealtimeSettings(BaseModel):
     realtime_engine: Literal["openai-whisper", "faster-whisper"] = "faster-whisper"
     # tiny.en: a base decode of a few seconds costs ~1 s here (30 s encoder window).
     realtime_model: str = "tiny.en"
-    realtime_partial_interval_ms: int = Field(default=700, ge=100, le=10_000)
+    realtime_partial_interval_ms: int = Field(default=500, ge=100, le=10_000)
     # A new turn's first partial decode once it holds this much speech (0: at the next interval).
     realtime_first_decode_ms: int = Field(default=0, ge=0, le=10_000)
     # Words ending this long before a partial decode's audio ends go out at once; 0: agreement.
