@@ -316,16 +316,16 @@ class RealtimeSettings(BaseModel):
     realtime_engine: Literal["openai-whisper", "faster-whisper"] = "faster-whisper"
     # tiny.en: a base decode of a few seconds costs ~1 s here (30 s encoder window).
     realtime_model: str = "tiny.en"
-    realtime_partial_interval_ms: int = Field(default=700, ge=100, le=10_000)
+    realtime_partial_interval_ms: int = Field(default=500, ge=100, le=10_000)
     # A new turn's first partial decode once it holds this much speech (0: at the next interval).
     realtime_first_decode_ms: int = Field(default=0, ge=0, le=10_000)
-    # Words ending at least this long before the end of a partial decode's audio go out after
-    # that one decode (word timestamps); 0: only words two successive decodes agree on.
+    # Words ending this long before a partial decode's audio ends go out at once; 0: agreement.
     realtime_settled_word_s: float = Field(default=0.6, ge=0, le=10)
-    # The last this many characters of the session's completed turns prompt each turn's final
-    # decode (context across turns); 0: no context.
+    # The session's last this many characters of completed text prompt each final; 0: none.
     realtime_context_chars: int = Field(default=0, ge=0, le=1000)
     realtime_max_turn_s: float = Field(default=20.0, ge=2, le=30)
+    # Each turn's final decode; partial decodes are greedy, since they set the delta latency.
+    realtime_final_beam_size: int = Field(default=5, ge=1, le=10)
     # server_vad's silence_duration_ms when a session does not set it (OpenAI's default: 500).
     realtime_silence_duration_ms: int = Field(default=500, ge=100, le=10_000)
     realtime_max_session_s: float = Field(default=3600.0, gt=0)

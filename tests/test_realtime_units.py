@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any
 
 import anyio
 import numpy as np
@@ -23,6 +24,7 @@ from skyhigh.realtime.client_secrets import ClientSecrets
 from skyhigh.realtime.engine import RealtimeEngine
 from skyhigh.realtime.metering import AudioMeter
 from skyhigh.realtime.turns import SileroStream, StablePrefix, StreamingVad, VadConfig
+from skyhigh.speech.protocol import TranscribeOptions
 from skyhigh.speech.samples import SAMPLE_RATE
 from skyhigh.speech.vad import VadOptions, speech_spans
 from tests.support.realtime import pcm16
@@ -159,6 +161,31 @@ def test_a_partial_decode_has_word_end_times_within_its_audio(jfk: np.ndarray) -
     assert "fellow americans" in text, words
     ends = [w.end for w in words]
     assert ends == sorted(ends) and 0 < ends[0] and ends[-1] <= 4.0, words
+
+
+def test_partials_decode_greedily_and_finals_with_the_final_beam(
+    jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        realtime_enabled=True, realtime_final_beam_size=4, model_cache_dir=model_cache_dir()
+    )
+    engine = RealtimeEngine.load(settings)
+    asked: list[int | None] = []
+    transcribe = engine.pool.transcribe
+
+    def recording(audio: np.ndarray, options: TranscribeOptions, **kwargs: Any) -> Any:
+        asked.append(options.beam_size)
+        return transcribe(audio, options, **kwargs)
+
+    monkeypatch.setattr(engine.pool, "transcribe", recording)
+    try:
+        audio = jfk[: 4 * SAMPLE_RATE]
+        anyio.run(lambda: engine.decode_words(audio, language="en", prompt=None))
+        final = anyio.run(lambda: engine.decode(audio, language="en", prompt=None))
+    finally:
+        engine.close()
+    assert asked == [1, 4]
+    assert "fellow americans" in final.lower(), final
 
 
 def test_client_secret_is_single_use_and_expires() -> None:

@@ -108,6 +108,61 @@ def _borrowed(transcriber: Transcriber) -> Iterator[Transcriber]:
         yield instance
 
 
+def test_each_engine_has_its_measured_beam_default() -> None:
+    def beam(**overrides: Any) -> int:
+        return Settings(_env_file=None, **overrides).speech.beam_size  # type: ignore[call-arg]
+
+    assert beam(whisper_engine="faster-whisper") == 1
+    assert beam(whisper_engine="openai-whisper") == 5
+    assert beam(whisper_engine="faster-whisper", whisper_beam_size=3) == 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_clip_can_name_its_beam(
+    engine: Literal["openai-whisper", "faster-whisper"],
+    model_cache: Path,
+    jfk: Audio,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Realtime decodes partials greedily and finals with a beam, on one model: the option
+    # reaches the decoder on the VAD path (each chunk's policy) and the sequential one (the
+    # library's transcribe). The engine's own default otherwise.
+    beams: list[int | None] = []
+
+    def policy_of(count: int, decode_once: Any, policy: Any) -> Any:
+        beams.append(policy.beam_size)
+        return decode_with_fallback(count, decode_once, policy)
+
+    monkeypatch.setattr(openai_whisper, "decode_with_fallback", policy_of)
+    monkeypatch.setattr(faster_whisper, "decode_with_fallback", policy_of)
+    if engine == "faster-whisper":
+        from faster_whisper import WhisperModel
+
+        sequential = WhisperModel.transcribe
+
+        def library_transcribe(self: Any, *args: Any, **kwargs: Any) -> Any:
+            beams.append(kwargs["beam_size"])
+            return sequential(self, *args, **kwargs)
+
+        monkeypatch.setattr(WhisperModel, "transcribe", library_transcribe)
+    else:
+
+        def whisper_transcribe(*args: Any, **kwargs: Any) -> Any:
+            beams.append(kwargs["beam_size"] or 1)  # whisper's greedy is beam_size=None
+            return transcribe_reporting(*args, **kwargs)
+
+        monkeypatch.setattr(openai_whisper, "transcribe_reporting", whisper_transcribe)
+    default = Settings(_env_file=None, whisper_engine=engine).speech.beam_size  # type: ignore[call-arg]
+    for vad in (True, False):
+        pool = TranscriberPool.from_settings(_settings(engine, model_cache, whisper_vad=vad).speech)
+        for beam in (3, None):
+            beams.clear()
+            text = pool.transcribe(jfk, TranscribeOptions(beam_size=beam)).text
+            assert beams == [beam or default], (vad, beam, beams)
+            assert wer(jfk_reference(), text) < 0.2, text
+        pool.close()
+
+
 def test_engines_are_registered_by_name() -> None:
     assert set(engine_names()) >= set(ENGINES)
     with pytest.raises(ValueError, match="unknown speech engine 'nope'"):

@@ -4,6 +4,8 @@ Loaded by the lifespan only with REALTIME_ENABLED (REALTIME_ENGINE, REALTIME_MOD
 faster-whisper int8 by default: a base decode of a few seconds costs about a second here,
 because the encoder always sees a 30 s window). Decodes run one at a time on worker threads
 (the model is one instance, and on two cores a second decode would only slow the first).
+Partial decodes are greedy, because they set how soon a delta goes out; each turn's final
+decode uses REALTIME_FINAL_BEAM_SIZE (BENCHMARKS.md "Live").
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class TimedWord(NamedTuple):
 
 
 class RealtimeEngine:
-    def __init__(self, pool: TranscriberPool) -> None:
+    def __init__(self, pool: TranscriberPool, *, final_beam_size: int = 5) -> None:
         self.pool = pool
+        self.final_beam_size = final_beam_size
         self.model_name = pool.model_name
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -49,19 +52,23 @@ class RealtimeEngine:
                 "whisper_cross_request_batching": False,
             }
         )
-        return cls(TranscriberPool.from_settings(speech))
+        pool = TranscriberPool.from_settings(speech)
+        return cls(pool, final_beam_size=realtime.realtime_final_beam_size)
 
     async def decode(self, audio: FloatArray, *, language: str | None, prompt: str | None) -> str:
-        transcript = await self._transcribe(
-            audio, TranscribeOptions(language=language, initial_prompt=prompt)
+        options = TranscribeOptions(
+            language=language, initial_prompt=prompt, beam_size=self.final_beam_size
         )
+        transcript = await self._transcribe(audio, options)
         return transcript.text.strip()
 
     async def decode_words(
         self, audio: FloatArray, *, language: str | None, prompt: str | None
     ) -> list[TimedWord]:
         """The words of the audio with the second each ends at (word timestamps)."""
-        options = TranscribeOptions(language=language, initial_prompt=prompt, word_timestamps=True)
+        options = TranscribeOptions(
+            language=language, initial_prompt=prompt, word_timestamps=True, beam_size=1
+        )
         transcript = await self._transcribe(audio, options)
         return [
             TimedWord(word.word.strip(), word.end)

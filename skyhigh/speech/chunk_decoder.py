@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from skyhigh.speech.decoding import COMPRESSION_RATIO_THRESHOLD, GatePolicy
@@ -40,6 +40,11 @@ class DecodeKey:
     task: str
     initial_prompt: str | None
     word_timestamps: bool
+    beam_size: int | None = None  # None: the engine's (WHISPER_BEAM_SIZE)
+
+    def policy(self, default: GatePolicy) -> GatePolicy:
+        """The engine's decoding policy with this key's beam width, when it names one."""
+        return default if self.beam_size is None else replace(default, beam_size=self.beam_size)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class TranscribeOptions:
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
     initial_prompt: str | None = None
+    # Beam width for this clip; None: the engine's (WHISPER_BEAM_SIZE or its default). Realtime
+    # decodes partial text greedily and each turn's final with a wider beam, on one model.
+    beam_size: int | None = None
 
 
 class Transcriber(Protocol):

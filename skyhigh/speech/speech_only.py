@@ -62,6 +62,7 @@ def transcribe_speech(
         task=options.task,
         initial_prompt=options.initial_prompt,
         word_timestamps=options.word_timestamps,
+        beam_size=options.beam_size,
     )
     segments: list[Segment] = []
     pieces = [chunk.audio(audio) for chunk in chunks]

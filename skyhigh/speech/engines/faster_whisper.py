@@ -108,7 +108,7 @@ class FasterWhisperTranscriber(WhisperTranscriber):
             audio,
             language=language,
             task=options.task,
-            beam_size=d.beam_size,
+            beam_size=options.beam_size or d.beam_size,
             best_of=BEST_OF,
             temperature=list(d.temperatures),
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
@@ -187,11 +187,14 @@ class FasterChunkDecoder:
             language=key.language if self.multilingual else "en",
         )
         encoded = self._encode_chunks(audios)
+        policy = key.policy(self._policy)
 
         def decode_once(indices: list[int], temperature: float) -> list[Decoded]:
-            return self._decode_once(encoded[indices], len(indices), key, tokenizer, temperature)
+            return self._decode_once(
+                encoded[indices], len(indices), key, tokenizer, temperature, policy.beam_size
+            )
 
-        chosen = decode_with_fallback(len(audios), decode_once, self._policy)
+        chosen = decode_with_fallback(len(audios), decode_once, policy)
 
         def add_words(index: int, segments: list[ChunkSegment], duration: float) -> None:
             output = ctranslate2.StorageView.from_array(encoded[index : index + 1])
@@ -200,14 +203,20 @@ class FasterChunkDecoder:
         return chunk_segments(
             chosen,
             [len(audio) / SAMPLE_RATE for audio in audios],
-            self._policy,
+            policy,
             timestamp_begin=tokenizer.timestamp_begin,
             decode_text=tokenizer.decode,
             add_words=add_words if key.word_timestamps else None,
         )
 
     def _decode_once(
-        self, encoded: FloatArray, count: int, key: DecodeKey, tokenizer: Any, temperature: float
+        self,
+        encoded: FloatArray,
+        count: int,
+        key: DecodeKey,
+        tokenizer: Any,
+        temperature: float,
+        beam_size: int,
     ) -> list[Decoded]:
         import ctranslate2
 
@@ -222,7 +231,7 @@ class FasterChunkDecoder:
             suppress_blank=True,
             suppress_tokens=_suppressed(tokenizer),
             max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP_S / model.time_precision),
-            **self._sampling(temperature),
+            **self._sampling(temperature, beam_size),
         )
         decoded = []
         for result in results:
@@ -248,7 +257,8 @@ class FasterChunkDecoder:
         )
         return prompt
 
-    def _sampling(self, temperature: float) -> dict[str, Any]:
+    @staticmethod
+    def _sampling(temperature: float, beam_size: int) -> dict[str, Any]:
         if temperature > 0:  # best-of-N samples, as faster-whisper's sequential fallback
             return {
                 "beam_size": 1,
@@ -256,7 +266,7 @@ class FasterChunkDecoder:
                 "sampling_topk": 0,
                 "sampling_temperature": temperature,
             }
-        return {"beam_size": self._policy.beam_size}
+        return {"beam_size": beam_size}
 
     def _add_words(
         self, segments: list[ChunkSegment], tokenizer: Any, encoded: Any, duration: float

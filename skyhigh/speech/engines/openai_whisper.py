@@ -109,6 +109,7 @@ class OpenAIWhisperTranscriber(WhisperTranscriber):
         deadline: Deadline | None,
     ) -> None:
         d = self._decoding
+        beam_size = options.beam_size or d.beam_size
         reported = 0
 
         def report_new(raw_segments: list[dict[str, Any]]) -> None:
@@ -136,7 +137,7 @@ class OpenAIWhisperTranscriber(WhisperTranscriber):
             language=language,
             task=options.task,
             # whisper decodes greedily only when beam_size is None; 1 would run a 1-wide beam.
-            beam_size=d.beam_size if d.beam_size > 1 else None,
+            beam_size=beam_size if beam_size > 1 else None,
             best_of=BEST_OF,
             fp16=self._fp16,
         )
@@ -194,11 +195,12 @@ class OpenAIChunkDecoder:
         with torch.no_grad():  # encoded once: every temperature of the fallback decodes it
             encoded = self._model.encoder(mels)
         prompt = tokenizer.encode(" " + key.initial_prompt.strip()) if key.initial_prompt else None
+        policy = key.policy(self._policy)
 
         def decode_once(indices: list[int], temperature: float) -> list[Decoded]:
-            return self._decode_once(encoded[indices], key, prompt, temperature)
+            return self._decode_once(encoded[indices], key, prompt, temperature, policy.beam_size)
 
-        chosen = decode_with_fallback(len(audios), decode_once, self._policy)
+        chosen = decode_with_fallback(len(audios), decode_once, policy)
 
         def add_words(index: int, segments: list[ChunkSegment], duration: float) -> None:
             self._add_words(segments, tokenizer, mels[index], duration)
@@ -206,20 +208,24 @@ class OpenAIChunkDecoder:
         return chunk_segments(
             chosen,
             [len(audio) / SAMPLE_RATE for audio in audios],
-            self._policy,
+            policy,
             timestamp_begin=tokenizer.timestamp_begin,
             decode_text=tokenizer.decode,
             add_words=add_words if key.word_timestamps else None,
         )
 
     def _decode_once(
-        self, encoded: torch.Tensor, key: DecodeKey, prompt: list[int] | None, temperature: float
+        self,
+        encoded: torch.Tensor,
+        key: DecodeKey,
+        prompt: list[int] | None,
+        temperature: float,
+        beam_size: int,
     ) -> list[Decoded]:
         """Decode a batch of encoded windows (whisper's DecodingTask takes encoder output as it
         takes mel spectrograms, and then skips the encoder)."""
         import whisper
 
-        beam_size = self._policy.beam_size
         options = whisper.DecodingOptions(
             task=key.task,
             language=key.language if self.multilingual else "en",
