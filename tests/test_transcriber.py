@@ -117,6 +117,7 @@ def test_each_engine_has_its_measured_beam_default() -> None:
     assert beam(whisper_engine="faster-whisper", whisper_beam_size=3) == 3
 
 
+@pytest.mark.slow  # four pools, eight decodes
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_clip_can_name_its_beam(
     engine: Literal["openai-whisper", "faster-whisper"],
