@@ -184,11 +184,7 @@ class Quotas:
         key, retry_after = _window("audio", owner, HOUR)
         used = await self._counters.add(key, 0, ttl_s=2 * HOUR)
         if used >= self._audio_s_per_hour:
-            raise QuotaExceeded(
-                f"{used / 60:.2f} of {self._audio_s_per_hour / 60:g} audio minutes used this "
-                "hour (AUDIO_MINUTES_PER_HOUR)",
-                retry_after_s=retry_after,
-            )
+            raise self._audio_used_up(used, retry_after)
 
     async def hold_audio(
         self, owner: str, event_type: str, audio: Path | None, *, loc: tuple[str, ...]
@@ -232,13 +228,15 @@ class Quotas:
             return
         key, retry_after = _window("audio", owner, HOUR)
         used = await self._counters.add(key, seconds, ttl_s=2 * HOUR)
-        limit = self._audio_s_per_hour
-        if used > limit + 1e-6:
-            raise QuotaExceeded(
-                f"{used / 60:.2f} of {limit / 60:g} audio minutes used this hour "
-                "(AUDIO_MINUTES_PER_HOUR)",
-                retry_after_s=retry_after,
-            )
+        if used > self._audio_s_per_hour + 1e-6:
+            raise self._audio_used_up(used, retry_after)
+
+    def _audio_used_up(self, used: float, retry_after: int) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"{used / 60:.2f} of {self._audio_s_per_hour / 60:g} audio minutes used this hour "
+            "(AUDIO_MINUTES_PER_HOUR)",
+            retry_after_s=retry_after,
+        )
 
     async def release_audio(self, owner: str, hold: AudioHold | None) -> None:
         """Give a hold back whole: its event was not stored (a replay, a failed intake)."""

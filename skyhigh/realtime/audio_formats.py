@@ -80,9 +80,6 @@ class AudioConverter:
             samples = _G711[self.media_type][np.frombuffer(data, dtype=np.uint8)]
         if self.rate == SAMPLE_RATE:
             return samples
-        return self._resample(samples)
-
-    def _resample(self, samples: FloatArray) -> FloatArray:
         return self._resampler.feed(samples)
 
 
