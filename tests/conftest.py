@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from main import create_app
 from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
 from skyhigh.store.events import EventStore
+from tests.support.principals import jwt_server_env
 from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
@@ -30,7 +31,7 @@ from tests.support.settings import AUTH, METRICS_TOKEN, make_settings, server_en
 # Every test needs these (audio decoding and the fixtures tests make).
 BASE_TOOLS = ("ffmpeg", "ffprobe", "sox", "openssl")
 # A test that uses one of these shared server fixtures is slow, whatever else it does.
-SLOW_FIXTURES = {"live_server", "postgres", "redis_server"}
+SLOW_FIXTURES = {"live_server", "jwt_server", "postgres", "redis_server"}
 # A fixture that starts a service needs its binaries.
 FIXTURE_TOOLS = {
     "postgres": ("runuser",) if os.geteuid() == 0 else (),
@@ -139,6 +140,18 @@ def live_server(
         METRICS_TOKEN=METRICS_TOKEN,
     )
     server = ServerProcess(env, tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server in JWT mode for the principal tests (test_security_limits, test_tenancy,
+    test_transcript_privacy): its settings are the union they need (tests/support/principals.py),
+    and each module signs its own subjects, so none sees another's events or quotas."""
+    tmp = tmp_path_factory.mktemp("jwt")
+    server = ServerProcess(jwt_server_env(tmp), tmp / "server.log")
     server.start()
     yield server
     server.stop()
