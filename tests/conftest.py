@@ -124,7 +124,8 @@ def live_server(
     Every event's outcome also goes to the receiver's /global path (WEBHOOK_URL); retries are
     fast so retry tests stay short. Audio URLs may name any host, private ones too (the edge
     tests need it), and /metrics wants METRICS_TOKEN. A test may kill and restart it (same
-    port, same database).
+    port, same database): test_server's crash tests do, on one worker (exactly one event is
+    mid-work) with 0.5 s of grace at shutdown.
     """
     tmp = tmp_path_factory.mktemp("live")
     env = server_env(
@@ -138,6 +139,8 @@ def live_server(
         AUDIO_URL_ALLOWED_HOSTS="*",
         AUDIO_URL_ALLOW_PRIVATE="true",
         METRICS_TOKEN=METRICS_TOKEN,
+        WORKER_CONCURRENCY="1",
+        SHUTDOWN_GRACE_S="0.5",
     )
     server = ServerProcess(env, tmp / "server.log")
     server.start()

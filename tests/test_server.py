@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +15,19 @@ import pytest
 from tests.speech_helpers import jfk_reference, wer
 from tests.support.client import wait_terminal
 from tests.support.server import ServerProcess
-from tests.support.settings import DATA, TOKENS, server_env
+from tests.support.settings import DATA, TOKENS
 
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
-# 53 s of real read speech: long enough to overlap probes and a shutdown, and not repetitive.
+# 53 s of real read speech, not repetitive; its first 20 s (`speech_20s`) are seconds of work,
+# long enough to overlap probes and a shutdown, and quick to finish afterwards.
 LONG_SPEECH = DATA / "sonnet1.flac"
+
+
+@pytest.fixture(scope="module")
+def speech_20s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clip = tmp_path_factory.mktemp("speech") / "sonnet-20s.flac"
+    subprocess.run(["sox", str(LONG_SPEECH), str(clip), "trim", "0", "20"], check=True)
+    return clip
 
 
 def log_lines(text: str) -> list[dict[str, object]]:
@@ -30,16 +39,12 @@ def log_lines(text: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the tests that end it (kill -9, SIGTERM): each ends it its own way and
-    starts it again (same port, same database), and reads only the log written since it began.
-    One worker, so exactly one event is mid-work; 0.5 s of grace at shutdown."""
-    tmp = tmp_path_factory.mktemp("crash")
-    env = server_env(tmp, WORKER_CONCURRENCY="1", SHUTDOWN_GRACE_S="0.5")
-    server = ServerProcess(env, tmp / "server.log")
-    server.start()
-    yield server
-    server.stop()
+def crash_server(live_server: ServerProcess) -> ServerProcess:
+    """The session's shared server, for the tests that end it (kill -9, SIGTERM): each ends it
+    its own way and starts it again (same port, same database), and reads only the log written
+    since it began. One worker, so exactly one event is mid-work; 0.5 s of grace at shutdown
+    (conftest.py)."""
+    return live_server
 
 
 @pytest.mark.slow
@@ -50,7 +55,8 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(
     log_path = server.log_path
     since = log_path.stat().st_size
     audio = base64.b64encode((DATA / "jfk.wav").read_bytes()).decode()
-    ids = [f"crash-speech-{i}" for i in range(6)] + [f"crash-query-{i}" for i in range(6)]
+    # At the kill: the first query done, the first clip mid-work, the rest queued behind it.
+    ids = ["crash-query-0", "crash-speech-0", "crash-speech-1", "crash-query-1", "crash-query-2"]
     try:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
             for event_id in ids:
@@ -91,21 +97,25 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(
             assert wer(jfk_reference(), text) <= 0.15
     log_text = log_path.read_bytes()[since:].decode(errors="replace")
     completions = Counter(
-        line["event_id"] for line in log_lines(log_text) if line.get("msg") == "completed"
+        line["event_id"]
+        for line in log_lines(log_text)
+        if line.get("msg") == "completed" and line.get("event_id") in ids
     )
     assert completions == Counter(ids), completions  # each completed exactly once
-    whole_log = log_path.read_text(errors="replace")
+    whole_log = log_path.read_text(errors="replace")  # every test's, on the shared server
     for secret in TOKENS:
         assert secret not in whole_log
     assert audio[1000:1100] not in whole_log  # no audio in the logs
 
 
 @pytest.mark.slow
-def test_health_answers_while_a_long_transcription_runs(live_server: ServerProcess) -> None:
-    clip = LONG_SPEECH
+def test_health_answers_while_a_long_transcription_runs(
+    live_server: ServerProcess, speech_20s: Path
+) -> None:
+    clip = speech_20s
     server = live_server  # the shared one: this test only reads from it
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-        files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
+        files = {"file": ("speech.flac", clip.read_bytes(), "audio/flac")}
         response = http.post(
             "/events/upload", files=files, data={"event_id": "long", "lookup": "false"}
         )
@@ -119,16 +129,18 @@ def test_health_answers_while_a_long_transcription_runs(live_server: ServerProce
     assert answered == [200] * 20
     assert still == "processing"  # the probes really overlapped the transcription
     assert record["status"] == "completed"
-    assert record["result"]["transcript"]["duration_s"] > 30
+    assert record["result"]["transcript"]["duration_s"] > 15
 
 
 @pytest.mark.slow
-def test_graceful_shutdown_puts_unfinished_work_back(crash_server: ServerProcess) -> None:
-    clip = LONG_SPEECH
+def test_graceful_shutdown_puts_unfinished_work_back(
+    crash_server: ServerProcess, speech_20s: Path
+) -> None:
+    clip = speech_20s  # seconds of work: far more than the 0.5 s of grace
     server = crash_server
     since = server.log_path.stat().st_size
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-        files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
+        files = {"file": ("speech.flac", clip.read_bytes(), "audio/flac")}
         assert http.post("/events/upload", files=files, data={"event_id": "cut"}).status_code == 202
         while http.get("/events/cut").json()["status"] != "processing":
             time.sleep(0.02)
