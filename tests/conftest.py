@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from main import create_app
 from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
 from skyhigh.store.events import EventStore
+from tests.support.crash import Crash, crash
 from tests.support.principals import jwt_server_env
 from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
 from tests.support.server import ServerProcess
@@ -146,6 +147,13 @@ def live_server(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_crash(live_server: ServerProcess, webhook_receiver: WebhookReceiver) -> Crash:
+    """The live server killed (-9) once, mid-work and mid-delivery, and started again: one
+    restart (a model load) for test_server's and test_webhooks' crash checks."""
+    return crash(live_server, webhook_receiver)
 
 
 @pytest.fixture(scope="session")
