@@ -22,6 +22,8 @@ from fastapi.testclient import TestClient
 from main import create_app
 from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
 from skyhigh.store.events import EventStore
+from tests.support.crash import Crash, crash
+from tests.support.principals import jwt_server_env
 from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
@@ -30,7 +32,7 @@ from tests.support.settings import AUTH, METRICS_TOKEN, make_settings, server_en
 # Every test needs these (audio decoding and the fixtures tests make).
 BASE_TOOLS = ("ffmpeg", "ffprobe", "sox", "openssl")
 # A test that uses one of these shared server fixtures is slow, whatever else it does.
-SLOW_FIXTURES = {"live_server", "postgres", "redis_server"}
+SLOW_FIXTURES = {"live_server", "jwt_server", "postgres", "redis_server"}
 # A fixture that starts a service needs its binaries.
 FIXTURE_TOOLS = {
     "postgres": ("runuser",) if os.geteuid() == 0 else (),
@@ -123,7 +125,8 @@ def live_server(
     Every event's outcome also goes to the receiver's /global path (WEBHOOK_URL); retries are
     fast so retry tests stay short. Audio URLs may name any host, private ones too (the edge
     tests need it), and /metrics wants METRICS_TOKEN. A test may kill and restart it (same
-    port, same database).
+    port, same database): test_server's crash tests do, on one worker (exactly one event is
+    mid-work) with 0.5 s of grace at shutdown.
     """
     tmp = tmp_path_factory.mktemp("live")
     env = server_env(
@@ -137,8 +140,29 @@ def live_server(
         AUDIO_URL_ALLOWED_HOSTS="*",
         AUDIO_URL_ALLOW_PRIVATE="true",
         METRICS_TOKEN=METRICS_TOKEN,
+        WORKER_CONCURRENCY="1",
+        SHUTDOWN_GRACE_S="0.5",
     )
     server = ServerProcess(env, tmp / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_crash(live_server: ServerProcess, webhook_receiver: WebhookReceiver) -> Crash:
+    """The live server killed (-9) once, mid-work and mid-delivery, and started again: one
+    restart (a model load) for test_server's and test_webhooks' crash checks."""
+    return crash(live_server, webhook_receiver)
+
+
+@pytest.fixture(scope="session")
+def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server in JWT mode for the principal tests (test_security_limits, test_tenancy,
+    test_transcript_privacy): its settings are the union they need (tests/support/principals.py),
+    and each module signs its own subjects, so none sees another's events or quotas."""
+    tmp = tmp_path_factory.mktemp("jwt")
+    server = ServerProcess(jwt_server_env(tmp), tmp / "server.log")
     server.start()
     yield server
     server.stop()

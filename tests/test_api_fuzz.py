@@ -13,6 +13,7 @@ prints the failing checks and a curl command that reproduces it against a runnin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,21 +72,68 @@ CONFIG: dict[str, Any] = {
 }
 
 
+Message = dict[str, Any]
+
+
 class AppUnderTest:
-    """An ASGI app that forwards to the `fuzz_app` fixture's app.
+    """An ASGI app that forwards to the `fuzz_app` fixture's app, whose lifespan runs once.
 
     schemathesis binds the app to the schema when it parametrizes (at collection), but the
     private app needs a temporary directory, which only a fixture should make. (Deferring
     the whole schema with schemathesis.pytest.from_fixture does not work: schemathesis 4.32.5
     sets `node._nodeid` there, which pytest 9 no longer has.)
+
+    schemathesis starts a lifespan on a test's first request and its pytest plugin ends it
+    after each test: the app's models, store and workers would load once per operation. So
+    the first of those lifespans starts the app's own, on the same event loop (where the
+    requests run too), and each one hands out that one's state; `closing` makes the next end
+    of a lifespan end the app's as well (the fixture's teardown).
     """
 
     def __init__(self) -> None:
         self.target: FastAPI | None = None
+        self.closing = False
+        self._state: dict[str, Any] = {}
+        self._to_app: asyncio.Queue[Message] | None = None
+        self._from_app: asyncio.Queue[Message] | None = None
+        self._running: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert self.target is not None, "the test must request the fuzz_app fixture"
-        await self.target(scope, receive, send)
+        if scope["type"] != "lifespan":
+            await self.target(scope, receive, send)
+            return
+        await receive()  # lifespan.startup
+        if self._running is None:
+            message = await self._start(self.target)
+            if message["type"] != "lifespan.startup.complete":
+                await send(message)  # lifespan.startup.failed
+                return
+        scope["state"].update(self._state)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown: after every test
+        if self.closing:
+            await self._stop()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _start(self, app: FastAPI) -> Message:
+        self._state = {}
+        self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state}
+        self._running = asyncio.get_running_loop().create_task(
+            app(scope, self._to_app.get, self._from_app.put)
+        )
+        await self._to_app.put({"type": "lifespan.startup"})
+        return await self._from_app.get()
+
+    async def _stop(self) -> None:
+        if self._running is None or self._to_app is None or self._from_app is None:
+            return
+        await self._to_app.put({"type": "lifespan.shutdown"})
+        message = await self._from_app.get()
+        await self._running
+        self._running = None
+        assert message["type"] == "lifespan.shutdown.complete", message
 
 
 APP = AppUnderTest()
@@ -105,10 +153,14 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     assert app.openapi() == main.app.openapi(), "settings changed the schema; load it per app"
     APP.target = app
     yield app
-    # schemathesis starts the app's lifespan (models, store, workers) on a test's first
-    # request and its pytest plugin ends it after each test; this only makes sure of that.
+    # The app's lifespan (started by the first test's first request) ends with one more
+    # schemathesis lifespan, on the loop it runs on.
+    APP.closing = True
+    with asgi.get_client(APP):
+        pass
     asgi.shutdown_lifespans()
     APP.target = None
+    APP.closing = False
 
 
 @schema.parametrize()

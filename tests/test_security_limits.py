@@ -20,7 +20,6 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +28,6 @@ from typing import Any
 
 import anyio
 import httpx
-import jwt
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -40,25 +38,23 @@ from skyhigh.intake.quotas import InProcessCounters, Quotas
 from skyhigh.net.policy import blocked_reason
 from skyhigh.secret_strength import estimated_bits
 from skyhigh.store.cursors import decode_cursor
+from tests.support.principals import (
+    BODY_TIMEOUT_S,
+    HEAD_TIMEOUT_S,
+    JWT_SECRET,
+    MAX_PENDING_PER_PRINCIPAL,
+    MAX_STREAMS_PER_PRINCIPAL,
+    Signer,
+)
 from tests.support.server import ServerProcess
 from tests.support.settings import DATA, TOKENS, server_env
 from tests.support.streams import ws_url
 
-JWT_SECRET = "limits-test-secret-0123456789abcdefghij"
-MAX_PENDING_EVENTS = 64
-MAX_PER_PRINCIPAL = 8  # room for eight parallel uploads: the audio quota must stop them
-MAX_STREAMS = 3
-HEAD_TIMEOUT_S = 3
-BODY_TIMEOUT_S = 3
-AUDIO_MINUTES_PER_HOUR = 0.5  # 30 s: two JFK clips (11 s each) fit, a third does not
+MAX_PER_PRINCIPAL = MAX_PENDING_PER_PRINCIPAL
+MAX_STREAMS = MAX_STREAMS_PER_PRINCIPAL
 JFK = (DATA / "jfk.wav").read_bytes()
-
-
-def token(sub: str, scope: str | None = None) -> str:
-    claims: dict[str, Any] = {"sub": sub, "exp": int(time.time()) + 3600}
-    if scope is not None:
-        claims["scope"] = scope
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+SIGNER = Signer("limits-")
+token = SIGNER.token
 
 
 class HeldAudio:
@@ -91,31 +87,15 @@ class HeldAudio:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("limits")
-    env = server_env(
-        tmp,
-        AUTH_MODE="jwt",
-        JWT_SECRET=JWT_SECRET,
-        MAX_PENDING_EVENTS=str(MAX_PENDING_EVENTS),
-        MAX_PENDING_PER_PRINCIPAL=str(MAX_PER_PRINCIPAL),
-        MAX_STREAMS_PER_PRINCIPAL=str(MAX_STREAMS),
-        REQUEST_HEAD_TIMEOUT_S=str(HEAD_TIMEOUT_S),
-        REQUEST_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
-        AUDIO_MINUTES_PER_HOUR=str(AUDIO_MINUTES_PER_HOUR),
-        AUDIO_URL_ALLOWED_HOSTS="127.0.0.1",
-        AUDIO_URL_ALLOW_PRIVATE="true",
-        WORKER_CONCURRENCY="1",
-    )
-    process = ServerProcess(env, tmp / "server.log")
-    process.start()
-    yield process
-    process.stop()
+def server(jwt_server: ServerProcess) -> ServerProcess:
+    """The session's JWT-mode server (tests/support/principals.py): these limits, one worker,
+    AUDIO_MINUTES_PER_HOUR 0.3 (18 s: one JFK clip of 11 s fits, a second does not), held
+    downloads from 127.0.0.1 allowed."""
+    return jwt_server
 
 
 def client(server: ServerProcess, sub: str, scope: str | None = None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token(sub, scope)}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60.0)
+    return SIGNER.client(server.url, sub, scope)
 
 
 def post(
@@ -215,14 +195,12 @@ def test_uploads_for_a_missing_lookup_table_are_not_transcribed(server: ServerPr
             record = finished(eve, f"missing-{index}")
             assert record["error"]["code"] == "table_not_found", record
             assert record["result"] is None  # no transcript was made
-        # Nothing was charged: both clips of the half minute are still there, not a third.
+        # Nothing was charged: the one clip the 18 s allow is still there, not a second.
         assert upload(eve, "paid-1", lookup="false").status_code == 202
-        assert upload(eve, "paid-2", lookup="false").status_code == 202
-        refused = upload(eve, "paid-3", lookup="false")
+        refused = upload(eve, "paid-2", lookup="false")
         assert refused.status_code == 429, refused.text
         assert "AUDIO_MINUTES_PER_HOUR" in refused.json()["detail"]
-        for event_id in ("paid-1", "paid-2"):
-            assert finished(eve, event_id)["status"] == "completed"
+        assert finished(eve, "paid-1")["status"] == "completed"
 
 
 @pytest.mark.slow
@@ -231,14 +209,14 @@ def test_concurrent_uploads_cannot_overshoot_the_audio_quota(server: ServerProce
     with client(server, "frank") as frank, ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda i: upload(frank, f"burst-{i}"), range(8)))
         codes = sorted(response.status_code for response in responses)
-        assert codes == [202, 202] + [429] * 6, [r.text for r in responses]
+        assert codes == [202] + [429] * 7, [r.text for r in responses]  # one clip fits in 18 s
         for response in responses:
             if response.status_code == 429:  # the quota refused them, not the queue share
                 assert "AUDIO_MINUTES_PER_HOUR" in response.json()["detail"]
         for index, response in enumerate(responses):
             if response.status_code == 202:
                 assert finished(frank, f"burst-{index}")["status"] == "completed"
-        # Charged with the decoded length (11 s each): the hour is still used up.
+        # Charged with the decoded length (11 s): the hour is still used up.
         assert upload(frank, "after").status_code == 429
 
 
@@ -365,13 +343,17 @@ def test_a_stalled_body_is_closed_and_a_slow_one_is_not(server: ServerProcess) -
         elapsed, received = _closed_after(sock, within_s=BODY_TIMEOUT_S + 10)
     assert received.startswith(b"HTTP/1.1 408 "), received[:200]
     assert b"REQUEST_BODY_TIMEOUT_S" in received
-    # A body that keeps coming, however slowly, is not cut: 1 s gaps, longer than both limits.
+    # A body that keeps coming, however slowly, is not cut: five pieces, each 0.6 of a limit
+    # after the last, so the body takes 2.4 times either limit in all.
     with _raw(server) as sock:
         sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body))
-        pieces = [body[i : i + 40] for i in range(0, len(body), 40)]
-        for piece in pieces:
+        size = -(-len(body) // 5)
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        assert len(pieces) == 5
+        for index, piece in enumerate(pieces):
+            if index:
+                time.sleep(min(HEAD_TIMEOUT_S, BODY_TIMEOUT_S) * 0.6)
             sock.sendall(piece)
-            time.sleep(max(HEAD_TIMEOUT_S, BODY_TIMEOUT_S) * 1.5 / len(pieces) + 0.8)
         sock.settimeout(30)
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 202 "), answer[:300]

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import base64
 import json
+import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.speech_helpers import jfk_reference, wer
 from tests.support.client import wait_terminal
+from tests.support.crash import AUTH, EVENT_IDS, Crash
 from tests.support.server import ServerProcess
-from tests.support.settings import DATA, TOKENS, server_env
+from tests.support.settings import DATA, TOKENS
 
-AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
-# 53 s of real read speech: long enough to overlap probes and a shutdown, and not repetitive.
+# 53 s of real read speech, not repetitive; its first 20 s (`speech_20s`) are seconds of work,
+# long enough to overlap probes and a shutdown, and quick to finish afterwards.
 LONG_SPEECH = DATA / "sonnet1.flac"
+
+
+@pytest.fixture(scope="module")
+def speech_20s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clip = tmp_path_factory.mktemp("speech") / "sonnet-20s.flac"
+    subprocess.run(["sox", str(LONG_SPEECH), str(clip), "trim", "0", "20"], check=True)
+    return clip
 
 
 def log_lines(text: str) -> list[dict[str, object]]:
@@ -29,58 +37,18 @@ def log_lines(text: str) -> list[dict[str, object]]:
     return lines
 
 
-@pytest.fixture(scope="module")
-def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the tests that end it (kill -9, SIGTERM): each ends it its own way and
-    starts it again (same port, same database), and reads only the log written since it began.
-    One worker, so exactly one event is mid-work; 0.5 s of grace at shutdown."""
-    tmp = tmp_path_factory.mktemp("crash")
-    env = server_env(tmp, WORKER_CONCURRENCY="1", SHUTDOWN_GRACE_S="0.5")
-    server = ServerProcess(env, tmp / "server.log")
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.slow
 def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(
-    crash_server: ServerProcess,
+    live_server: ServerProcess, live_server_crash: Crash
 ) -> None:
-    server = crash_server
-    log_path = server.log_path
-    since = log_path.stat().st_size
-    audio = base64.b64encode((DATA / "jfk.wav").read_bytes()).decode()
-    ids = [f"crash-speech-{i}" for i in range(6)] + [f"crash-query-{i}" for i in range(6)]
-    try:
-        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-            for event_id in ids:
-                if "speech" in event_id:
-                    data: dict[str, object] = {"audio_base64": audio, "language": "en"}
-                    body = {"event_id": event_id, "event_type": "speech", "event_data": data}
-                else:
-                    body = {
-                        "event_id": event_id,
-                        "event_type": "query",
-                        "event_data": {"text": f"refund question {event_id}"},
-                    }
-                assert http.post("/events/", json=body).status_code == 202
-            # Kill while the worker is in the middle of the queue.
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                statuses = [http.get(f"/events/{i}").json()["status"] for i in ids]
-                if "completed" in statuses and "processing" in statuses:
-                    break
-                time.sleep(0.05)
-            before = Counter(statuses)
-        server.kill()
-        assert before["completed"] >= 1 and before["queued"] >= 1, before
-
-        server.start()  # same database: recovery re-dispatches what the crash left behind
-        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-            records = {i: wait_terminal(http.get, i, timeout_s=300) for i in ids}
-    finally:
-        if server.proc is None or server.proc.poll() is not None:
-            server.start()  # running again for the next test, whatever failed
+    """The session's one kill -9 of the shared server (tests/support/crash.py): one worker, so
+    exactly one event was mid-work; the events' outcomes and the log since they were sent."""
+    server, crashed = live_server, live_server_crash
+    ids = EVENT_IDS
+    before = crashed.before
+    assert before["completed"] >= 1 and before["queued"] >= 1, before
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        records = {i: wait_terminal(http.get, i, timeout_s=300) for i in ids}
 
     assert {r["status"] for r in records.values()} == {"completed"}, records
     interrupted = [r for r in records.values() if r["attempts"] == 2]
@@ -89,23 +57,27 @@ def test_kill_9_mid_work_loses_nothing_and_completes_nothing_twice(
         if "speech" in event_id:
             text = records[event_id]["result"]["transcript"]["text"]
             assert wer(jfk_reference(), text) <= 0.15
-    log_text = log_path.read_bytes()[since:].decode(errors="replace")
+    log_text = server.log_path.read_bytes()[crashed.log_from :].decode(errors="replace")
     completions = Counter(
-        line["event_id"] for line in log_lines(log_text) if line.get("msg") == "completed"
+        line["event_id"]
+        for line in log_lines(log_text)
+        if line.get("msg") == "completed" and line.get("event_id") in ids
     )
     assert completions == Counter(ids), completions  # each completed exactly once
-    whole_log = log_path.read_text(errors="replace")
+    whole_log = server.log_path.read_text(errors="replace")  # every test's, on the shared server
     for secret in TOKENS:
         assert secret not in whole_log
-    assert audio[1000:1100] not in whole_log  # no audio in the logs
+    assert crashed.audio[1000:1100] not in whole_log  # no audio in the logs
 
 
 @pytest.mark.slow
-def test_health_answers_while_a_long_transcription_runs(live_server: ServerProcess) -> None:
-    clip = LONG_SPEECH
+def test_health_answers_while_a_long_transcription_runs(
+    live_server: ServerProcess, speech_20s: Path
+) -> None:
+    clip = speech_20s
     server = live_server  # the shared one: this test only reads from it
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-        files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
+        files = {"file": ("speech.flac", clip.read_bytes(), "audio/flac")}
         response = http.post(
             "/events/upload", files=files, data={"event_id": "long", "lookup": "false"}
         )
@@ -119,16 +91,20 @@ def test_health_answers_while_a_long_transcription_runs(live_server: ServerProce
     assert answered == [200] * 20
     assert still == "processing"  # the probes really overlapped the transcription
     assert record["status"] == "completed"
-    assert record["result"]["transcript"]["duration_s"] > 30
+    assert record["result"]["transcript"]["duration_s"] > 15
 
 
 @pytest.mark.slow
-def test_graceful_shutdown_puts_unfinished_work_back(crash_server: ServerProcess) -> None:
-    clip = LONG_SPEECH
-    server = crash_server
+def test_graceful_shutdown_puts_unfinished_work_back(
+    live_server: ServerProcess, speech_20s: Path
+) -> None:
+    """Ends the shared server with SIGTERM (one worker, 0.5 s of grace: conftest.py) and
+    starts it again (same port, same database); reads only the log written since it began."""
+    clip = speech_20s  # seconds of work: far more than the 0.5 s of grace
+    server = live_server
     since = server.log_path.stat().st_size
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
-        files = {"file": ("long.flac", clip.read_bytes(), "audio/flac")}
+        files = {"file": ("speech.flac", clip.read_bytes(), "audio/flac")}
         assert http.post("/events/upload", files=files, data={"event_id": "cut"}).status_code == 202
         while http.get("/events/cut").json()["status"] != "processing":
             time.sleep(0.02)

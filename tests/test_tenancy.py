@@ -15,51 +15,31 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
 from skyhigh.domain.tenancy import event_key
 from skyhigh.processing.dispatch import FairQueue, InProcessDispatcher
 from tests.support.client import jfk_base64
+from tests.support.principals import RATE_LIMIT_PER_MINUTE, Signer
 from tests.support.server import ServerProcess
-from tests.support.settings import DATA, server_env
+from tests.support.settings import DATA
 from tests.support.streams import ws_messages
 
-JWT_SECRET = "tenancy-test-secret-0123456789abcdef"  # 36 bytes: HS256 wants >= 32
-RATE_LIMIT_PER_MINUTE = 600
-AUDIO_MINUTES_PER_HOUR = 0.3  # 18 s: one JFK clip (11 s) fits, a second does not
 WRITER = "events:read events:write knowledge:write"
-
-
-def token(sub: str | None, scope: str | None = None) -> str:
-    claims: dict[str, Any] = {"exp": int(time.time()) + 3600}
-    if sub is not None:
-        claims["sub"] = sub
-    if scope is not None:
-        claims["scope"] = scope
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+SIGNER = Signer("tenancy-")
+token = SIGNER.token
+owner = SIGNER.owner
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("tenancy")
-    env = server_env(
-        tmp,
-        AUTH_MODE="jwt",
-        JWT_SECRET=JWT_SECRET,
-        RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT_PER_MINUTE),
-        AUDIO_MINUTES_PER_HOUR=str(AUDIO_MINUTES_PER_HOUR),
-        WORKER_CONCURRENCY="2",
-    )
-    process = ServerProcess(env, tmp / "server.log")
-    process.start()
-    yield process
-    process.stop()
+def server(jwt_server: ServerProcess) -> ServerProcess:
+    """The session's JWT-mode server (tests/support/principals.py): RATE_LIMIT_PER_MINUTE 600,
+    AUDIO_MINUTES_PER_HOUR 0.3 (18 s: one JFK clip of 11 s fits, a second does not)."""
+    return jwt_server
 
 
 def client(server: ServerProcess, sub: str, scope: str | None = None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token(sub, scope)}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60.0)
+    return SIGNER.client(server.url, sub, scope)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +109,10 @@ def test_another_principals_event_is_not_found(
     assert "alice-private-1" in listed(alice)
     assert "alice-private-1" not in listed(bob)
     # Ids that look like stored keys of another namespace cannot be named either.
-    alice_key = event_key("jwt:alice", "alice-private-1")
+    alice_key = event_key(owner("alice"), "alice-private-1")
     assert alice_key is not None
     assert bob.get(f"/events/{alice_key}").status_code == 404
-    assert bob.get("/events/alice-private-1", params={"owner": "jwt:alice"}).status_code == 403
+    assert bob.get("/events/alice-private-1", params={"owner": owner("alice")}).status_code == 403
 
 
 @pytest.mark.slow
@@ -177,8 +157,8 @@ def test_admin_sees_every_event_and_may_name_its_owner(
     with client(server, "root", "admin") as root:
         items = root.get("/events/", params={"limit": 200}).json()["items"]
         owners = {(item["event_id"], item["owner"]) for item in items}
-        assert {("bob-1", "jwt:bob"), ("alice-private-1", "jwt:alice")} <= owners
-        foreign = root.get("/events/alice-private-1", params={"owner": "jwt:alice"})
+        assert {("bob-1", owner("bob")), ("alice-private-1", owner("alice"))} <= owners
+        foreign = root.get("/events/alice-private-1", params={"owner": owner("alice")})
         assert foreign.status_code == 200 and foreign.json()["event_id"] == "alice-private-1"
         assert root.get("/events/alice-private-1").status_code == 404  # not in root's own space
 

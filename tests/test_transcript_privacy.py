@@ -10,41 +10,31 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
 from skyhigh.domain.tenancy import owner_namespace
 from tests.support.client import jfk_base64
+from tests.support.principals import Signer
 from tests.support.server import ServerProcess
-from tests.support.settings import server_env
 
 pytestmark = pytest.mark.slow
 
-JWT_SECRET = "privacy-test-secret-0123456789abcdef-xyz"
 WRITER = "events:read events:write knowledge:write"
+SIGNER = Signer("privacy-")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("privacy")
-    env = server_env(tmp, AUTH_MODE="jwt", JWT_SECRET=JWT_SECRET, WORKER_CONCURRENCY="2")
-    process = ServerProcess(env, tmp / "server.log")
-    process.start()
-    yield process
-    process.stop()
+def server(jwt_server: ServerProcess) -> ServerProcess:
+    """The session's JWT-mode server (tests/support/principals.py)."""
+    return jwt_server
 
 
 def client(server: ServerProcess, sub: str, scope: str | None = None) -> httpx.Client:
-    claims: dict[str, Any] = {"sub": sub, "exp": int(time.time()) + 3600}
-    if scope is not None:
-        claims["scope"] = scope
-    headers = {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60.0)
+    return SIGNER.client(server.url, sub, scope)
 
 
 def run(http: httpx.Client, event_id: str, event_type: str, data: dict[str, Any]) -> Any:
@@ -91,7 +81,7 @@ def test_each_owner_finds_only_their_own_transcripts(server: ServerProcess) -> N
         assert [m["id"] for m in everything] == ["jfk-1", "jfk-1"]  # admin: both owners' rows
         shown = json.dumps(everything)
         for sub in ("alice", "bob"):
-            assert owner_namespace(f"jwt:{sub}") not in shown and "~" not in shown
+            assert owner_namespace(SIGNER.owner(sub)) not in shown and "~" not in shown
 
         # A principal that indexed nothing finds nothing.
         with client(server, "carol") as carol:

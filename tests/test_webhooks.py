@@ -19,6 +19,7 @@ from skyhigh.domain.events import ErrorCode, StepFailed
 from skyhigh.store.events import EventStore, NewEvent
 from skyhigh.webhooks.sender import Webhooks, backoff_s, check_callback_url, check_settings
 from skyhigh.webhooks.signing import Signer, signing_key
+from tests.support.crash import HOOK_EVENT, HOOK_PATH, Crash
 from tests.support.receivers import WEBHOOK_KEY, WEBHOOK_SECRET, Received, WebhookReceiver
 from tests.support.server import ServerProcess
 from tests.support.settings import TOKENS, make_settings
@@ -159,27 +160,16 @@ def test_retries_after_a_500_and_gives_up_after_a_400_or_the_attempt_limit(
 
 @pytest.mark.slow
 def test_a_restart_resumes_a_pending_delivery(
-    live_server: ServerProcess, webhook_receiver: WebhookReceiver
+    live_server: ServerProcess, webhook_receiver: WebhookReceiver, live_server_crash: Crash
 ) -> None:
-    path = "/answer/500,500,200/restart"
-    response = post(live_server, "hook-restart", callback_url=webhook_receiver.url + path)
-    assert response.status_code == 202
-    deadline = time.monotonic() + 60
-    while not any(
-        d["attempts"] >= 1 and d["status"] == "pending"
-        for d in deliveries(live_server, "hook-restart")
-        if d["url"].endswith(path)
-    ):
-        assert time.monotonic() < deadline, deliveries(live_server, "hook-restart")
-        time.sleep(0.02)
-    live_server.kill()  # kill -9: nothing gets to finish cleanly
-    killed_at = time.monotonic()
-    live_server.start()
-
-    hits = webhook_receiver.wait_for(path, 3, timeout_s=60)
+    """The session's one kill -9 of the shared server (tests/support/crash.py) came while
+    HOOK_EVENT's callback, answered 500 once, waited for its retry."""
+    killed_at = live_server_crash.killed_at
+    hits = webhook_receiver.wait_for(HOOK_PATH, 3, timeout_s=60)
+    assert hits[0].at < killed_at  # tried before the kill
     assert [r.answered for r in hits][-1] == 200
     assert hits[-1].at > killed_at  # sent by the restarted server
-    (view,) = [d for d in deliveries(live_server, "hook-restart") if d["url"].endswith(path)]
+    (view,) = [d for d in deliveries(live_server, HOOK_EVENT) if d["url"].endswith(HOOK_PATH)]
     assert view["status"] == "delivered" and view["attempts"] == len(hits) == 3
 
 
