@@ -132,8 +132,9 @@ def live_server(
     fast so retry tests stay short. Audio URLs may name any host, private ones too (the edge
     tests need it), and /metrics wants METRICS_TOKEN. Realtime sessions are on
     (tests/test_realtime.py, and the demo page's live captions), with small limits its tests
-    reach: three sessions, two per principal, 64 KiB appends, 5 s idle. A test may kill and
-    restart it (same port, same database).
+    reach: three sessions, two per principal, 64 KiB appends, 3 s idle (a session waiting for
+    its last transcript gets it well within that; the idle test waits it out). A test may kill
+    and restart it (same port, same database).
     """
     tmp = tmp_path_factory.mktemp("live")
     env = server_env(
@@ -151,7 +152,7 @@ def live_server(
         REALTIME_MAX_SESSIONS="3",
         REALTIME_SESSIONS_PER_PRINCIPAL="2",
         REALTIME_MAX_APPEND_BYTES="65536",
-        REALTIME_IDLE_TIMEOUT_S="5",
+        REALTIME_IDLE_TIMEOUT_S="3",
     )
     server = ServerProcess(env, tmp / "server.log")
     server.start()

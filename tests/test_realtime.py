@@ -53,7 +53,7 @@ PCM24 = 48_000  # bytes per second of 24 kHz 16-bit mono
 def server(live_server: ServerProcess) -> ServerProcess:
     """The shared live server: realtime is on there, with REALTIME_MAX_SESSIONS 3,
     REALTIME_SESSIONS_PER_PRINCIPAL 2, REALTIME_MAX_APPEND_BYTES 64 KiB and
-    REALTIME_IDLE_TIMEOUT_S 5."""
+    REALTIME_IDLE_TIMEOUT_S 3."""
     return live_server
 
 
@@ -269,7 +269,7 @@ def test_limits_idle_timeout_and_sessions_per_principal(server: ServerProcess) -
         assert error["code"] == "session_limit_reached"
         assert "REALTIME_SESSIONS_PER_PRINCIPAL" in error["message"]
         assert refused.closed.rcvd.code == 1013  # type: ignore[union-attr]
-        # Nothing sent for REALTIME_IDLE_TIMEOUT_S (5 s): the server ends the session.
+        # Nothing sent for REALTIME_IDLE_TIMEOUT_S (3 s): the server ends the session.
         with pytest.raises(AssertionError, match="socket closed"):
             a.wait_for(lambda r: False, timeout_s=15)
         assert a.received.of("error")[-1]["error"]["code"] == "idle_timeout"
