@@ -23,6 +23,7 @@ from main import create_app
 from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
 from skyhigh.store.events import EventStore
 from tests.support.crash import Crash, crash
+from tests.support.diarized import diarize_two_speakers
 from tests.support.principals import jwt_server_env
 from tests.support.receivers import WEBHOOK_SECRET, WebhookReceiver
 from tests.support.server import ServerProcess
@@ -106,6 +107,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture(scope="session")
+def diarized(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The two-speaker conversation diarized once on the session app (tests/support/diarized.py):
+    for the diarization result tests and the speaker index tests."""
+    return diarize_two_speakers(client, tmp_path_factory.mktemp("diarized"))
+
+
 # --- live results (tests/test_streams.py, test_webhooks.py, test_request_cli.py, test_demo.py)
 
 
@@ -124,9 +132,12 @@ def live_server(
 
     Every event's outcome also goes to the receiver's /global path (WEBHOOK_URL); retries are
     fast so retry tests stay short. Audio URLs may name any host, private ones too (the edge
-    tests need it), and /metrics wants METRICS_TOKEN. A test may kill and restart it (same
-    port, same database): test_server's crash tests do, on one worker (exactly one event is
-    mid-work) with 0.5 s of grace at shutdown.
+    tests need it), and /metrics wants METRICS_TOKEN. Realtime sessions are on
+    (tests/test_realtime.py, and the demo page's live captions), with small limits its tests
+    reach: three sessions, two per principal, 64 KiB appends, 3 s idle (a session waiting for
+    its last transcript gets it well within that; the idle test waits it out). A test may kill
+    and restart it (same port, same database): test_server's crash tests do, on one worker
+    (exactly one event is mid-work) with 0.5 s of grace at shutdown.
     """
     tmp = tmp_path_factory.mktemp("live")
     env = server_env(
@@ -142,6 +153,11 @@ def live_server(
         METRICS_TOKEN=METRICS_TOKEN,
         WORKER_CONCURRENCY="1",
         SHUTDOWN_GRACE_S="0.5",
+        REALTIME_ENABLED="true",
+        REALTIME_MAX_SESSIONS="3",
+        REALTIME_SESSIONS_PER_PRINCIPAL="2",
+        REALTIME_MAX_APPEND_BYTES="65536",
+        REALTIME_IDLE_TIMEOUT_S="3",
     )
     server = ServerProcess(env, tmp / "server.log")
     server.start()

@@ -4,10 +4,6 @@ speakers on segments and words."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from functools import cache
 
@@ -35,7 +31,8 @@ from skyhigh.speech.diarization.service import DIARIZATION_VAD
 from skyhigh.speech.vad import speech_spans
 from skyhigh.speech.weights import ModelChecksumError
 from tests.conversations import Conversation, conversations, der, utterances
-from tests.support.settings import ROOT, model_cache_dir
+from tests.support.settings import model_cache_dir
+from tests.support.torch_free import torch_free_diarization
 
 MAX_DER = 0.15
 
@@ -211,32 +208,10 @@ def test_uncovered_frames_take_the_nearest_window_label() -> None:
     assert len(np.flatnonzero(got[6100:] >= 0)) > pipeline.NEAREST_BLOCK
 
 
-TORCH_FREE = r"""
-import json, sys
-from pathlib import Path
-from tests.conversations import conversations, der
-from skyhigh.speech.diarization import Diarizer
-from skyhigh.speech.diarization.onnx_model import OnnxSpeakerEncoder, find_speaker_onnx
-model = find_speaker_onnx(cache_dir=Path(sys.argv[1]))
-conversation = conversations()[0]
-turns = Diarizer(OnnxSpeakerEncoder(model)).diarize(conversation.audio, conversation.regions)
-loaded = sorted(n for n in sys.modules if n.split(".")[0] in {"torch", "resemblyzer", "librosa"})
-hyp = [(t.start, t.end, t.speaker) for t in turns]
-print(json.dumps({"der": der(conversation.turns, hyp), "loaded": loaded}))
-"""
-
-
 def test_onnx_path_diarizes_without_torch() -> None:
     onnx_encoder()  # the export (torch) happens here, as an image build does
-    done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE, str(model_cache_dir()), str(ROOT)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    # A fresh interpreter diarizes with the export alone (shared with the worker's check in
+    # tests/test_diarization_server.py: tests/support/torch_free.py).
+    outcome = torch_free_diarization()["encoder"]
     assert outcome["loaded"] == []
     assert outcome["der"] <= MAX_DER

@@ -8,13 +8,10 @@ speaker model; DER (defined in tests/conversations.py) is computed from the resu
 from __future__ import annotations
 
 import base64
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import webvtt
 from fastapi.testclient import TestClient
 
@@ -22,8 +19,9 @@ from skyhigh.domain.events import Segment, SpeakerTalk, Transcript, Word
 from skyhigh.speech.diarization import Turn
 from skyhigh.speech.diarization.service import label_transcript
 from skyhigh.speech.subtitles import to_srt, to_text, to_vtt
-from tests.conversations import Conversation, conversations, der, utterances
+from tests.conversations import Conversation, der, utterances
 from tests.support.client import wait_terminal
+from tests.support.diarized import DIARIZED_EVENT_ID, b64, encoded, two_speakers
 
 # DER of the result's segments (Whisper's segment times, not the speaker turns): a segment spans
 # the short pauses inside it, which DER counts as false-alarm speech (measured 0.26 on the
@@ -32,34 +30,6 @@ from tests.support.client import wait_terminal
 # holds. A one-speaker answer would score ~0.5 on either.
 MAX_SEGMENT_DER = 0.35
 MAX_DER = 0.15
-
-
-def encoded(audio: np.ndarray, directory: Path, name: str) -> bytes:
-    """The clip as Ogg Opus at 64 kbit/s (as a client would send a call; FLAC of the noisy
-    conversation would pass the test app's 1 MB audio limit)."""
-    raw = directory / f"{name}.f32"
-    out = directory / f"{name}.ogg"
-    raw.write_bytes(np.asarray(audio, dtype=np.float32).tobytes())
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "f32le", "-ar", "16000"]
-        + ["-ac", "1", "-i", str(raw), "-c:a", "libopus", "-b:a", "64k", str(out)],
-        check=True,
-    )
-    return out.read_bytes()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-@cache
-def two_speakers() -> Conversation:
-    return conversations()[0]  # jfk-sonnet: 29.7 s, JFK and the Sonnet reader taking turns
-
-
-def reader_reference(directory: Path) -> str:
-    # The sonnet's closing lines: never reached by the conversation's four sonnet turns.
-    return b64(encoded(utterances("sonnet")[-1].audio, directory, "reader-ref"))
 
 
 def segment_der(
@@ -81,29 +51,6 @@ def segment_der(
             if min(end, ref_end) > max(start, ref_start)
         ]
     return der(reference, hypothesis)
-
-
-@pytest.fixture(scope="module")
-def diarized(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("diarized")
-    conversation = two_speakers()
-    body = {
-        "event_id": "diarized-two-speakers",
-        "event_type": "speech",
-        "event_data": {
-            "audio_base64": b64(encoded(conversation.audio, tmp, "conversation")),
-            "language": "en",
-            "lookup": False,
-            "word_timestamps": True,
-            "diarize": True,
-            "known_speakers": [{"name": "Reader", "audio_base64": reader_reference(tmp)}],
-        },
-    }
-    response = client.post("/events/", json=body)
-    assert response.status_code == 202, response.text
-    record = wait_terminal(client.get, "diarized-two-speakers", timeout_s=300)
-    assert record["status"] == "completed", record
-    return record
 
 
 def test_a_diarized_event_names_its_speakers_within_the_der_bound(diarized: dict[str, Any]) -> None:
@@ -129,7 +76,7 @@ def test_a_diarized_event_names_its_speakers_within_the_der_bound(diarized: dict
 def test_the_transcript_formats_carry_the_speakers(
     client: TestClient, diarized: dict[str, Any]
 ) -> None:
-    url = "/events/diarized-two-speakers/transcript"
+    url = f"/events/{DIARIZED_EVENT_ID}/transcript"
     segments = diarized["result"]["transcript"]["segments"]
     as_json = client.get(url, params={"format": "json"}).json()
     assert [s["speaker"] for s in as_json["segments"]] == [s["speaker"] for s in segments]

@@ -5,10 +5,6 @@ and the worker's diarization path without torch."""
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +16,19 @@ import pytest
 
 from tests.conversations import conversations, utterances
 from tests.support.client import wait_terminal
+from tests.support.diarized import encoded
 from tests.support.server import ServerProcess
-from tests.support.settings import AUTH, ROOT, TOKENS, model_cache_dir
+from tests.support.settings import AUTH, TOKENS
 from tests.support.streams import ws_messages
-from tests.test_diarization_events import MAX_DER, MAX_SEGMENT_DER, encoded, segment_der
+from tests.support.torch_free import torch_free_diarization
+from tests.test_diarization_events import MAX_DER, MAX_SEGMENT_DER, segment_der
 
 DIARIZE = "gpt-4o-transcribe-diarize"
+# The conversation diarized without known speakers or hints: `diarized_json` streamed from
+# DIARIZE and `verbose_json` from whisper-1 with `diarize` are the same request (the model
+# name and the format only pick the rendering), so with one Idempotency-Key the second test
+# answers from the first one's event instead of transcribing and diarizing 30 s again.
+PLAIN_DIARIZE_KEY = f"oai-diarize-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +90,11 @@ def test_the_sdk_streams_diarized_segments_then_the_text(
     with clips["conversation"].open("rb") as audio:
         events = list(
             sdk.audio.transcriptions.create(
-                file=audio, model=DIARIZE, response_format="diarized_json", stream=True
+                file=audio,
+                model=DIARIZE,
+                response_format="diarized_json",
+                stream=True,
+                extra_headers={"Idempotency-Key": PLAIN_DIARIZE_KEY},
             )
         )
     *segments, done = events
@@ -105,6 +112,7 @@ def test_diarize_with_any_model_and_speakers_in_verbose_json(
             model="whisper-1",
             response_format="verbose_json",
             extra_body={"diarize": True},
+            extra_headers={"Idempotency-Key": PLAIN_DIARIZE_KEY},
         )
     speakers = [segment.model_extra["speaker"] for segment in result.segments or ()]
     assert set(speakers) == {"SPEAKER_00", "SPEAKER_01"}
@@ -217,44 +225,10 @@ def test_live_subscribers_get_a_speakers_message_relabelling_the_segments(
     assert {s["speaker"] for s in transcript["segments"]} == {"SPEAKER_00", "SPEAKER_01"}
 
 
-TORCH_FREE = r"""
-import json, sys
-from pathlib import Path
-from skyhigh.config import Settings
-from skyhigh.domain.events import Segment, Transcript
-from skyhigh.speech.diarization.service import SpeakerModel, diarize_transcript
-from tests.conversations import conversations, der
-settings = Settings(_env_file=None, model_cache_dir=Path(sys.argv[1]))
-conversation = conversations()[0]
-# One segment per reference turn: the labels then follow the diarization alone.
-segments = [
-    Segment(id=i, start=s, end=e, text=" x", avg_logprob=0, no_speech_prob=0)
-    for i, (s, e, _) in enumerate(conversation.turns)
-]
-transcript = Transcript(text="x", language="en", duration_s=30, segments=segments)
-model = SpeakerModel(settings.speech)
-labelled = diarize_transcript(model.get(), conversation.audio, transcript)
-loaded = sorted(n for n in sys.modules if n.split(".")[0] in {"torch", "resemblyzer", "librosa"})
-hyp = [(s.start, s.end, s.speaker) for s in labelled.segments]
-print(json.dumps({"der": der(conversation.turns, hyp), "loaded": loaded,
-                  "speakers": [s.speaker for s in labelled.speakers or ()]}))
-"""
-
-
 def test_the_workers_diarization_path_runs_without_torch() -> None:
-    from skyhigh.speech.diarization.onnx_model import ensure_speaker_onnx
-
-    ensure_speaker_onnx(cache_dir=model_cache_dir())  # the export (torch) happens here
-    done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE, str(model_cache_dir())],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    # The worker's diarization step in a fresh interpreter, on the ONNX export alone (shared
+    # with the encoder's check in tests/test_diarization.py: tests/support/torch_free.py).
+    outcome = torch_free_diarization()["worker"]
     assert outcome["loaded"] == []
     assert outcome["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
     assert outcome["der"] <= MAX_DER

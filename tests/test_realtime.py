@@ -1,7 +1,9 @@
 """Realtime transcription over a real WebSocket, spoken to by the official openai SDK.
 
-One server per module (REALTIME_ENABLED, tiny.en on faster-whisper for realtime); sessions
-stream real recordings in 100 ms appends. Only the pacing test streams at real time.
+The session's live server (tests/conftest.py: REALTIME_ENABLED, tiny.en on faster-whisper for
+realtime, and the limits these tests reach); sessions stream real recordings in 100 ms appends,
+at half real time or as fast as the server takes them; the demo page's microphone plays in
+real time.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from tests.support.realtime import (
     turns_settled,
 )
 from tests.support.server import ServerProcess
-from tests.support.settings import AUTH, DATA, TOKENS, server_env
+from tests.support.settings import AUTH, DATA, TOKENS
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,20 +50,25 @@ PCM24 = 48_000  # bytes per second of 24 kHz 16-bit mono
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("realtime")
-    env = server_env(
-        tmp,
-        REALTIME_ENABLED="true",
-        REALTIME_MAX_SESSIONS="3",
-        REALTIME_SESSIONS_PER_PRINCIPAL="2",
-        REALTIME_MAX_APPEND_BYTES="65536",
-        REALTIME_IDLE_TIMEOUT_S="5",
-    )
-    process = ServerProcess(env, tmp / "server.log")
-    process.start()
-    yield process
-    process.stop()
+def server(live_server: ServerProcess) -> ServerProcess:
+    """The shared live server: realtime is on there, with REALTIME_MAX_SESSIONS 3,
+    REALTIME_SESSIONS_PER_PRINCIPAL 2, REALTIME_MAX_APPEND_BYTES 64 KiB and
+    REALTIME_IDLE_TIMEOUT_S 3."""
+    return live_server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def expiring_secret(server: ServerProcess) -> dict[str, Any]:
+    """A client secret with the shortest lifetime a client may ask for (10 s, OpenAI's lower
+    bound), minted before the module's first test: the expiry test then waits out only what is
+    left of it, not all ten seconds. (Secrets live in the server's memory: no test before that
+    one restarts it.)"""
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        body = {"expires_after": {"anchor": "created_at", "seconds": 10}}
+        response = http.post("/v1/realtime/client_secrets", json=body)
+    assert response.status_code == 200, response.text
+    minted: dict[str, Any] = response.json()
+    return minted
 
 
 def _connect(server: ServerProcess, api_key: str = TOKENS[0]) -> Any:
@@ -228,7 +234,9 @@ def _subprotocol_session(server: ServerProcess, credential: str) -> tuple[list[s
     return kinds, None
 
 
-def test_client_secrets_are_single_use_and_expire(server: ServerProcess) -> None:
+def test_client_secrets_are_single_use_and_expire(
+    server: ServerProcess, expiring_secret: dict[str, Any]
+) -> None:
     secret = _mint(server)
     assert _subprotocol_session(server, secret) == (["session.created"], None)
     assert _subprotocol_session(server, secret) == (["error"], 1008)  # reused
@@ -240,9 +248,11 @@ def test_client_secrets_are_single_use_and_expire(server: ServerProcess) -> None
         listener.wait_for(lambda r: bool(r.of("session.created")))
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.post("/v1/realtime/client_secrets").status_code == 401
-    expiring = _mint(server, expires_after={"anchor": "created_at", "seconds": 10})
-    time.sleep(10.5)
-    assert _subprotocol_session(server, expiring) == (["error"], 1008)  # expired
+    # Minted (with the same 10 s) before this module's first test; `expires_at` is whole
+    # seconds, the server's expiry is not: past it by a second, the secret has expired.
+    assert expiring_secret["expires_at"] - time.time() <= 10
+    time.sleep(max(0.0, expiring_secret["expires_at"] + 1 - time.time()))
+    assert _subprotocol_session(server, expiring_secret["value"]) == (["error"], 1008)  # expired
     assert _subprotocol_session(server, TOKENS[1]) == (["session.created"], None)
 
 
@@ -259,14 +269,14 @@ def test_limits_idle_timeout_and_sessions_per_principal(server: ServerProcess) -
         assert error["code"] == "session_limit_reached"
         assert "REALTIME_SESSIONS_PER_PRINCIPAL" in error["message"]
         assert refused.closed.rcvd.code == 1013  # type: ignore[union-attr]
-        # Nothing sent for REALTIME_IDLE_TIMEOUT_S (5 s): the server ends the session.
+        # Nothing sent for REALTIME_IDLE_TIMEOUT_S (3 s): the server ends the session.
         with pytest.raises(AssertionError, match="socket closed"):
             a.wait_for(lambda r: False, timeout_s=15)
         assert a.received.of("error")[-1]["error"]["code"] == "idle_timeout"
 
 
 def test_kill_9_mid_session_the_spooled_audio_becomes_an_event(server: ServerProcess) -> None:
-    process = server  # the module's: killed here and started again (same port, same spool)
+    process = server  # the shared one: killed here and started again (same port, same spool)
     try:
         audio = pcm16(JFK)
         connection = _connect(process).__enter__()
@@ -277,13 +287,17 @@ def test_kill_9_mid_session_the_spooled_audio_becomes_an_event(server: ServerPro
         listener.wait_for(lambda r: bool(r.of("session.updated")))
         stream(connection, audio, PCM24, pace=0, trailing_silence_s=0)
         listener.wait_for(lambda r: bool(r.of("input_audio_buffer.speech_started")))
-        time.sleep(1.0)  # the appends reach the spool
+        # The server handles a session's events in order, and an append is in the spool file
+        # (flushed) before the next event is read: once a session.update sent after the last
+        # append is answered, all the audio has reached the spool.
+        connection.send({"type": "session.update", "session": session_update()})
+        listener.wait_for(lambda r: len(r.of("session.updated")) == 2)
         process.kill()
         process.start()
         record = _event(process, event_id)
     finally:
         if process.proc is None or process.proc.poll() is not None:
-            process.start()  # running again for the module's other tests, whatever failed
+            process.start()  # running again for the other tests, whatever failed
     assert record["status"] == "completed", record
     assert wer(jfk_reference(), record["result"]["transcript"]["text"]) < 0.15
 

@@ -3,43 +3,21 @@ model.
 
 A real two-speaker conversation (tests/conversations.py: JFK and the Sonnet reader taking turns)
 goes through the in-process app with real tiny.en weights, the real speaker model and real
-LanceDB, with `index_transcript`; queries on the transcripts table filtered by speaker must
-return exactly that speaker's turns of the event's own result.
+LanceDB, with `index_transcript` (the session's `diarized` event, tests/support/diarized.py);
+queries on the transcripts table filtered by speaker must return exactly that speaker's turns
+of the event's own result.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.client import wait_terminal
-from tests.test_diarization_events import b64, encoded, reader_reference, two_speakers
+from tests.support.diarized import DIARIZED_EVENT_ID
 
-EVENT_ID = "indexed-two-speakers"
-
-
-@pytest.fixture(scope="module")
-def indexed(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("indexed")
-    body = {
-        "event_id": EVENT_ID,
-        "event_type": "speech",
-        "event_data": {
-            "audio_base64": b64(encoded(two_speakers().audio, tmp, "conversation")),
-            "language": "en",
-            "lookup": False,
-            "index_transcript": True,
-            "diarize": True,
-            "known_speakers": [{"name": "Reader", "audio_base64": reader_reference(tmp)}],
-        },
-    }
-    response = client.post("/events/", json=body)
-    assert response.status_code == 202, response.text
-    record = wait_terminal(client.get, EVENT_ID, timeout_s=300)
-    assert record["status"] == "completed", record
-    return record
+EVENT_ID = DIARIZED_EVENT_ID
 
 
 def query(client: TestClient, event_id: str, filter_: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,9 +45,9 @@ def turns(segments: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_a_speaker_filter_returns_only_that_speakers_words(
-    client: TestClient, indexed: dict[str, Any]
+    client: TestClient, diarized: dict[str, Any]
 ) -> None:
-    transcript = indexed["result"]["transcript"]
+    transcript = diarized["result"]["transcript"]
     names = [s["speaker"] for s in transcript["speakers"]]
     assert "Reader" in names and len(names) == 2
     expected = turns(transcript["segments"])
@@ -91,7 +69,7 @@ def test_a_speaker_filter_returns_only_that_speakers_words(
     assert sum(len(text.split()) for text in said.values()) == len(transcript["text"].split())
 
 
-def test_an_unknown_speaker_matches_no_rows(client: TestClient, indexed: dict[str, Any]) -> None:
+def test_an_unknown_speaker_matches_no_rows(client: TestClient, diarized: dict[str, Any]) -> None:
     assert query(client, "speaker-q-nobody", {"speaker": "Nobody", "event_id": EVENT_ID}) == []
 
 

@@ -44,8 +44,15 @@ def transcribe_jfk(client: TestClient, **options: Any) -> dict[str, Any]:
     return record
 
 
-def test_jfk_openai_whisper_tiny_en(client: TestClient) -> None:
-    record = transcribe_jfk(client, language="en", word_timestamps=True)
+@pytest.fixture(scope="module")
+def jfk_record(client: TestClient) -> dict[str, Any]:
+    """JFK on the session app (tiny.en, word timestamps, looked up), transcribed once for the
+    tests that read one finished speech event."""
+    return transcribe_jfk(client, language="en", word_timestamps=True)
+
+
+def test_jfk_openai_whisper_tiny_en(jfk_record: dict[str, Any]) -> None:
+    record = jfk_record
     result = record["result"]
     transcript = result["transcript"]
     assert wer(jfk_reference(), transcript["text"]) <= 0.15, transcript["text"]
@@ -102,8 +109,8 @@ def test_spoken_question_finds_the_baggage_entry(client: TestClient, tmp_path: P
     assert "baggage-checked-allowance#0" in top3
 
 
-def test_transcript_formats(client: TestClient) -> None:
-    record = transcribe_jfk(client, lookup=False)
+def test_transcript_formats(client: TestClient, jfk_record: dict[str, Any]) -> None:
+    record = jfk_record
     url = f"/events/{record['event_id']}/transcript"
 
     as_json = client.get(url).json()
