@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # SkyHigh exports Prometheus metrics (/metrics). FastAPI's native OpenTelemetry asks the
+        # global providers on every request whether to trace (16 us of a POST's ~170 us on the
+        # event loop, measured); with no provider configured that question is always "no".
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(router)
     install_docs(app)

@@ -18,6 +18,8 @@ class EventPublisher(Protocol):
     def publish(self, key: str, message: dict[str, Any]) -> None:
         """Announce `message` for `key`; must be quick and never raise into the caller.
 
+        `message` is the caller's new dict, never changed afterwards: it may be encoded later.
+
         Messages have a `type`: "status" (with `status`, and `result` or `error` once
         terminal), "segment" (with `segment`), "transcript", "matches".
         """
