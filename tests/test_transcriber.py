@@ -297,12 +297,12 @@ def test_cross_request_batching_needs_vad(model_cache: Path) -> None:
 # --------------------------------------------------------------------------- fallback, deadline
 
 
-@pytest.fixture(scope="session")
-def jfk_looped(tmp_path_factory: pytest.TempPathFactory) -> Audio:
-    """JFK four times over (44 s, two 30-second chunks): repeated speech that compresses well,
+def jfk_looped(times: int, tmp: Path) -> Audio:
+    """JFK `times` times over (11 s each, no 2 s pause): repeated speech that compresses well,
     so Whisper's temperature fallback runs."""
-    path = tmp_path_factory.mktemp("looped") / "jfk4.wav"
-    ffmpeg("-stream_loop", "3", "-i", str(DATA / "jfk.wav"), "-ar", "16000", "-ac", "1", str(path))
+    path = tmp / f"jfk{times}.wav"
+    source = str(DATA / "jfk.wav")
+    ffmpeg("-stream_loop", str(times - 1), "-i", source, "-ar", "16000", "-ac", "1", str(path))
     return load_audio(path, max_seconds=120)
 
 
@@ -369,34 +369,37 @@ def test_chunks_that_need_fallback_decode_together(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("engine", "model"), [("faster-whisper", "base"), ("openai-whisper", "tiny.en")]
+    ("engine", "model", "times"),
+    [("faster-whisper", "base", 3), ("openai-whisper", "tiny.en", 2)],
 )
 def test_fallback_heavy_audio_completes(
     engine: Literal["openai-whisper", "faster-whisper"],
     model: str,
+    times: int,
     model_cache: Path,
-    jfk_looped: Audio,
+    tmp_path: Path,
     fallback_calls: FallbackCalls,
 ) -> None:
-    # The default settings on JFK four times over: repeated speech compresses well, so chunks
-    # need the temperature fallback (on openai-whisper several in one batch failed the event;
-    # test_chunks_that_need_fallback_decode_together forces that on both). With no 2 s pause in
-    # 44 s, each chunk decodes into a repetition loop (WER 1.66 on both engines with `base`
-    # without the guard): the loop guard decodes it again split at 500 ms pauses. The default
-    # model on faster-whisper, where the guard is what passes the WER bound. openai-whisper runs
-    # tiny.en (its beam search and sampling on `base` cost this test 83 s): the same fallback
-    # path, but tiny.en does not loop on this clip, so there the bound holds with or without
-    # the guard.
+    # The default settings on JFK looped: repeated speech compresses well, so chunks need the
+    # temperature fallback (on openai-whisper several in one batch failed the event;
+    # test_chunks_that_need_fallback_decode_together forces that on both). With no 2 s pause,
+    # a chunk decodes into a repetition loop: the loop guard decodes it again split at 500 ms
+    # pauses. The default model on faster-whisper, three times over (33 s, chunks of 26.7 and
+    # 5.9 s), where the guard is what passes the WER bound (the first chunk loops: WER 2.08
+    # without the guard, 0.14 with it; four times over measured 1.66 and 0.23). openai-whisper
+    # runs tiny.en (its beam search and sampling on `base` cost this test 83 s), twice over
+    # (22 s, one chunk; 26 s against 35 s four times over): the same fallback path, and a
+    # guarded chunk whose first reading stays, so there the bound holds with or without it.
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, model_cache_dir=model_cache, whisper_engine=engine, whisper_model=model
     )
     pool = TranscriberPool.from_settings(settings.speech)
-    transcript = pool.transcribe(jfk_looped, TranscribeOptions())
+    transcript = pool.transcribe(jfk_looped(times, tmp_path), TranscribeOptions())
     assert any(t > 0 for _, t in fallback_calls), fallback_calls
-    assert wer(" ".join([jfk_reference()] * 4), transcript.text) <= 0.35, transcript.text
-    # Most of the four readings are there ("ask not" is sometimes heard as "asked not").
+    assert wer(" ".join([jfk_reference()] * times), transcript.text) <= 0.35, transcript.text
+    # All but one of the readings are there ("ask not" is sometimes heard as "asked not").
     text = normalise(transcript.text)
-    assert text.count("what your country can do for you") >= 3, transcript.text
+    assert text.count("what your country can do for you") >= times - 1, transcript.text
 
 
 @pytest.mark.slow  # base, two decodes
