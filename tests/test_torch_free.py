@@ -3,15 +3,12 @@ service (lifespan, worker, a transcription and a query) runs without importing t
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from skyhigh.config import Settings
 from skyhigh.knowledge.onnx_export import ensure_onnx_model
-from tests.support.settings import ROOT, model_cache_dir
+from tests.support.settings import model_cache_dir
+from tests.support.torch_free import fresh_interpreter
 
 # Runs in a fresh interpreter: the test process itself has torch loaded by other tests.
 SERVICE = r"""
@@ -47,16 +44,7 @@ def test_faster_whisper_and_onnx_never_import_torch(tmp_path: Path) -> None:
     # The export needs torch: made (or found) here, in the test process, as an image build does.
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     ensure_onnx_model(settings.embedding_model, cache_dir=model_cache_dir())
-    done = subprocess.run(
-        [sys.executable, "-c", SERVICE, str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    outcome = fresh_interpreter(SERVICE, str(tmp_path))
     assert outcome["loaded"] == [], outcome["loaded"]
     records = outcome["records"]
     assert all(r["status"] == "completed" for r in records.values()), records

@@ -67,8 +67,13 @@ def torch_free_diarization() -> dict[str, Any]:
     """{"encoder": {der, loaded}, "worker": {der, loaded, speakers}} from a fresh interpreter;
     `loaded` names the torch, resemblyzer or librosa modules imported by the end of that part."""
     ensure_speaker_onnx(cache_dir=model_cache_dir())  # the export (torch) happens here
+    return fresh_interpreter(SCRIPT, str(model_cache_dir()))
+
+
+def fresh_interpreter(script: str, *args: str) -> dict[str, Any]:
+    """Run `script` in a new Python (nothing imported yet) and return the JSON of its last line."""
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(model_cache_dir())],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
