@@ -62,10 +62,10 @@ class StreamMessage:
 
     @property
     def data(self) -> str:
-        if self._data is None:  # two threads may both encode: the same text, no harm
-            self._data = json.dumps(self._message, separators=(",", ":"), default=str)
-            self._message = None
-        return self._data
+        data = self._data
+        if data is None:  # two threads may both encode: the same text, no harm
+            data = self._data = json.dumps(self._message, separators=(",", ":"), default=str)
+        return data
 
     @property
     def terminal(self) -> bool:
