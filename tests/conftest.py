@@ -159,10 +159,8 @@ def live_server(
         REALTIME_MAX_APPEND_BYTES="65536",
         REALTIME_IDLE_TIMEOUT_S="3",
     )
-    server = ServerProcess(env, tmp / "server.log")
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(env, tmp / "server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -178,10 +176,8 @@ def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     test_transcript_privacy): its settings are the union they need (tests/support/principals.py),
     and each module signs its own subjects, so none sees another's events or quotas."""
     tmp = tmp_path_factory.mktemp("jwt")
-    server = ServerProcess(jwt_server_env(tmp), tmp / "server.log")
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(jwt_server_env(tmp), tmp / "server.log") as server:
+        yield server
 
 
 # --- real services for scale-out (tests/test_scale_out.py, tests/test_store.py)

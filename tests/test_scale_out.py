@@ -32,6 +32,7 @@ from celery import Celery
 
 from tests.speech_helpers import jfk_reference, wer
 from tests.support.client import TERMINAL
+from tests.support.diarized import encoded, two_speakers
 from tests.support.realtime import Listener, client, pcm16, session_update, stream, turns_settled
 from tests.support.server import ServerProcess
 from tests.support.services import PostgresServer, RedisServer
@@ -314,10 +315,7 @@ def test_sse_on_the_api_carries_segments_decoded_by_a_worker(fleet: Fleet) -> No
 
 
 def test_a_diarized_event_is_labelled_by_a_worker_not_the_api(fleet: Fleet, tmp_path: Path) -> None:
-    from tests.conversations import conversations
-    from tests.test_diarization_events import encoded
-
-    audio = encoded(conversations()[0].audio, tmp_path, "conversation")
+    audio = encoded(two_speakers().audio, tmp_path, "conversation")
     event_id = new_id("diarize")
     data = {"audio_base64": base64.b64encode(audio).decode(), "lookup": False, "diarize": True}
     assert fleet.post(event_id, "speech", data).status_code == 202
