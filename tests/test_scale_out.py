@@ -423,17 +423,20 @@ def test_a_backlog_of_long_uploads_delays_another_principal_by_one_event_per_wor
     env["SPOOL_DIR"] = str(tmp_path / "spool")
     second_api = ServerProcess(env, tmp_path / "api-jwt.log")
     backlog = [new_id(f"backlog-{i}") for i in range(5)]
-    fleet.whole()
     try:
+        # The second API starts while a worker killed by an earlier test may still be loading;
+        # both are up before the backlog is sent, so bob's query arrives while the long clips
+        # still run (started after them, a slow start could outlast the clips).
         with ThreadPoolExecutor(1) as pool:
-            started = pool.submit(second_api.start)  # starts while the backlog is sent
-            # Long clips occupy both workers; the rest queue behind them. Their length does
-            # not matter (FIFO would start every one of them before bob's query), so short.
-            for index, event_id in enumerate(backlog):
-                audio = long_clip() if index < len(fleet.workers) else jfk()
-                data = {"audio_base64": audio, "language": "en", "lookup": False}
-                assert fleet.post(event_id, "speech", data).status_code == 202
+            started = pool.submit(second_api.start)
+            fleet.whole()
             started.result()
+        # Long clips occupy both workers; the rest queue behind them. Their length does
+        # not matter (FIFO would start every one of them before bob's query), so short.
+        for index, event_id in enumerate(backlog):
+            audio = long_clip() if index < len(fleet.workers) else jfk()
+            data = {"audio_base64": audio, "language": "en", "lookup": False}
+            assert fleet.post(event_id, "speech", data).status_code == 202
         deadline = time.monotonic() + 120
         while running(fleet, backlog) < len(fleet.workers) and time.monotonic() < deadline:
             time.sleep(0.1)
