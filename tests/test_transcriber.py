@@ -369,13 +369,14 @@ def test_chunks_that_need_fallback_decode_together(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("engine", "model", "times"),
-    [("faster-whisper", "base", 3), ("openai-whisper", "tiny.en", 2)],
+    ("engine", "model", "times", "loop_guard"),
+    [("faster-whisper", "base", 3, True), ("openai-whisper", "tiny.en", 2, False)],
 )
 def test_fallback_heavy_audio_completes(
     engine: Literal["openai-whisper", "faster-whisper"],
     model: str,
     times: int,
+    loop_guard: bool,
     model_cache: Path,
     tmp_path: Path,
     fallback_calls: FallbackCalls,
@@ -388,10 +389,15 @@ def test_fallback_heavy_audio_completes(
     # 5.9 s), where the guard is what passes the WER bound (the first chunk loops: WER 2.08
     # without the guard, 0.14 with it; four times over measured 1.66 and 0.23). openai-whisper
     # runs tiny.en (its beam search and sampling on `base` cost this test 83 s), twice over
-    # (22 s, one chunk; 26 s against 35 s four times over): the same fallback path, and a
-    # guarded chunk whose first reading stays, so there the bound holds with or without it.
+    # (22 s, one chunk), without the guard: its chunk takes every fallback temperature (six
+    # model calls, 14 s); the guard would decode it again and keep the first reading (another
+    # 7-20 s, its sampling decides), and tests/test_loop_guard.py tests the guard itself.
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, model_cache_dir=model_cache, whisper_engine=engine, whisper_model=model
+        _env_file=None,
+        model_cache_dir=model_cache,
+        whisper_engine=engine,
+        whisper_model=model,
+        whisper_loop_guard=loop_guard,
     )
     pool = TranscriberPool.from_settings(settings.speech)
     transcript = pool.transcribe(jfk_looped(times, tmp_path), TranscribeOptions())
