@@ -70,7 +70,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def seed_sampling(seed: int = 0) -> None:
     """Whisper's temperature fallback samples (torch on openai-whisper, CTranslate2 on
     faster-whisper): seeded before each test and the fixtures it sets up, a test decodes the
-    same text in the same time in every run (unseeded, one looped-speech test took 17-34 s)."""
+    same text with the same model calls in every run, alone or in the suite (unseeded, the
+    looped-speech tests took 17-34 s: how many samples looped to the token limit varied)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
