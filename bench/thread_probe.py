@@ -11,7 +11,13 @@ it up, then times `transcribe(jfk)` --runs times on the thread the placement nam
 * `worker+embed`: like `worker`, but another thread ran one MiniLM-sized torch op first and
   stays alive (as the lifespan's loading thread or a second worker does in the service);
 * `worker-only`: the model is loaded, warmed up and run on one worker thread; the main thread
-  never touches torch (the only OpenMP team in the process is the worker's).
+  never touches torch (the only OpenMP team in the process is the worker's);
+* `worker+model`: like `worker`, but a second model (tiny.en, same engine and threads) was
+  loaded and used once first and stays loaded, idle (a realtime model, a second instance).
+
+SkyHigh sets OMP_WAIT_POLICY=ACTIVE and GOMP_SPINCOUNT=300000 unless either is set
+(skyhigh.speech.threads.OPENMP_WAIT); `--env GOMP_SPINCOUNT=300000` alone is libgomp's own
+default (the same spin count, and the throttled wait of 100 spins).
 
 With --env NAME=VALUE a configuration runs with that variable set as well. --load caller loads
 the model on the calling thread (as first shipped); --load passing (the default) loads it the way
@@ -22,6 +28,8 @@ Prints one line per configuration (median seconds, every run, threads alive) and
     uv run python -m bench.thread_probe --engine openai-whisper --model base --runs 5
     uv run python -m bench.thread_probe --engine openai-whisper --env OMP_WAIT_POLICY=PASSIVE
     uv run python -m bench.thread_probe --engine faster-whisper --cpu-threads 0 2 4
+    uv run python -m bench.thread_probe --engine faster-whisper --placement worker worker+model \
+        --env GOMP_SPINCOUNT=300000
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PLACEMENTS = ("main", "worker-after-main", "worker", "worker+embed", "worker-only")
+PLACEMENTS = ("main", "worker-after-main", "worker", "worker+embed", "worker-only", "worker+model")
 
 
 def _on_thread(fn: Callable[[], Any]) -> Any:
@@ -99,6 +107,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         times = _on_thread(runs)
     elif placement == "worker-only":
         times = _on_thread(runs)  # a second thread: the loading thread has exited
+    elif placement == "worker+model":  # an idle model whose decoder thread has an OpenMP team
+        second = TranscriberPool.from_settings(
+            settings.speech.model_copy(update={"whisper_model": "tiny.en"})
+        )
+        second.transcribe(audio, options)
+        times = _on_thread(runs)
     else:  # worker+embed: another live thread has touched torch (an OpenMP team of its own)
         import torch
 

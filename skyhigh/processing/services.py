@@ -14,6 +14,7 @@ from skyhigh.knowledge.search import KnowledgeBase
 from skyhigh.knowledge.seeding import seed_if_empty
 from skyhigh.knowledge.storage import open_knowledge_base, storage_options
 from skyhigh.knowledge.writer import KnowledgeWriter, WriterConfig
+from skyhigh.speech.threads import keep_openmp_spinning
 
 if TYPE_CHECKING:
     from skyhigh.speech.diarization.service import SpeakerModel
@@ -39,6 +40,7 @@ class Services:
 def load_services(settings: Settings) -> Services:
     """Load every model once (call from the lifespan or a worker's start, never per request)."""
     started = time.perf_counter()
+    keep_openmp_spinning()  # before any model loads torch or CTranslate2
     config = settings.knowledge
     embedder = load_embedder(config, cache_dir=settings.model_cache_dir)
     knowledge = open_knowledge_base(config)

@@ -31,7 +31,7 @@ from skyhigh.speech.engine_base import WhisperTranscriber
 from skyhigh.speech.protocol import SegmentCallback, TranscribeOptions, Transcriber
 from skyhigh.speech.registry import engine_class
 from skyhigh.speech.samples import FloatArray
-from skyhigh.speech.threads import on_passing_thread
+from skyhigh.speech.threads import keep_openmp_spinning, on_passing_thread
 from skyhigh.speech.weights import ResolvedModel, resolve_whisper_model
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class TranscriberPool:
                 "WHISPER_CROSS_REQUEST_BATCHING batches speech chunks, which WHISPER_VAD=true "
                 "makes: turn VAD on or cross-request batching off"
             )
+        keep_openmp_spinning()  # before the engine imports torch or CTranslate2
         engine = engine_class(settings.whisper_engine)
         engine.configure_process(settings)
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 T = TypeVar("T")
+
+# GNU OpenMP (torch's and CTranslate2's) waits between parallel regions by spinning, except once
+# the process has more OpenMP threads than cores ("throttled"): then 100 spins, and a decoder's
+# many small regions each pay a futex wake. One idle CTranslate2 model that has decoded keeps its
+# team, so a second model in the process (a realtime model, WHISPER_INSTANCES>1, a test's) was
+# enough: 60 % slower on 2 cores (bench/thread_probe.py). ACTIVE makes the throttled wait 1,000
+# spins; GOMP_SPINCOUNT keeps the unthrottled one at libgomp's default (300,000, about 3 ms)
+# instead of ACTIVE's 5 minutes, so idle threads still sleep.
+OPENMP_WAIT: Final = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}
 
 
 def available_cores() -> int:
@@ -15,6 +24,13 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def keep_openmp_spinning() -> None:
+    """Set OPENMP_WAIT unless the operator set either variable. libgomp reads them once, when
+    torch or CTranslate2 first loads it: call before either is imported."""
+    if not any(name in os.environ for name in OPENMP_WAIT):
+        os.environ.update(OPENMP_WAIT)
 
 
 def on_passing_thread(build: Callable[[], T]) -> T:
