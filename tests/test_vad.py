@@ -48,9 +48,12 @@ def clip() -> PausedClip:
 
 @pytest.fixture(scope="module", params=ENGINES)
 def base_transcript(request: pytest.FixtureRequest, clip: PausedClip) -> Transcript:
-    """The default `base` weights, VAD at its defaults; one decode serves the checks below."""
+    """The default `base` weights, VAD at its defaults; one decode serves the checks below.
+    Greedy on both engines: VAD decides what is decoded, not the beam (openai-whisper's beam-5
+    default took 18 s here against 12 s; tests/test_accuracy.py bounds the defaults' WER)."""
     transcriber = TranscriberPool.from_settings(_settings(request.param, "base").speech)
-    return transcriber.transcribe(clip.audio, TranscribeOptions(word_timestamps=True))
+    options = TranscribeOptions(word_timestamps=True, beam_size=1)
+    return transcriber.transcribe(clip.audio, options)
 
 
 def _words(transcript: Transcript) -> list[Word]:
