@@ -13,9 +13,9 @@ T = TypeVar("T")
 # the process has more OpenMP threads than cores ("throttled"): then 100 spins, and a decoder's
 # many small regions each pay a futex wake. One idle CTranslate2 model that has decoded keeps its
 # team, so a second model in the process (a realtime model, WHISPER_INSTANCES>1, a test's) was
-# enough: 60 % slower on 2 cores (bench/thread_probe.py). ACTIVE makes the throttled wait 1,000
-# spins; GOMP_SPINCOUNT keeps the unthrottled one at libgomp's default (300,000, about 3 ms)
-# instead of ACTIVE's 5 minutes, so idle threads still sleep.
+# enough: 30-60 % slower on 2 cores (BENCHMARKS.md, "Two models in one process"). ACTIVE makes
+# the throttled wait 1,000 spins; GOMP_SPINCOUNT keeps the unthrottled one at libgomp's default
+# (300,000, about 3 ms) instead of ACTIVE's 5 minutes, so idle threads still sleep.
 OPENMP_WAIT: Final = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}
 
 
