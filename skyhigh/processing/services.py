@@ -40,7 +40,7 @@ class Services:
 def load_services(settings: Settings) -> Services:
     """Load every model once (call from the lifespan or a worker's start, never per request)."""
     started = time.perf_counter()
-    keep_openmp_spinning()  # before any model loads torch or CTranslate2
+    keep_openmp_spinning()  # before the embedder too: its torch fallback loads libgomp first
     config = settings.knowledge
     embedder = load_embedder(config, cache_dir=settings.model_cache_dir)
     knowledge = open_knowledge_base(config)

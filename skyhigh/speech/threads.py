@@ -41,7 +41,8 @@ def on_passing_thread(build: Callable[[], T]) -> T:
     threads than cores it stops spin-waiting between parallel regions everywhere (libgomp's
     "throttled" spin count). A long-lived loading thread (the lifespan's) would so leave the
     worker thread that runs inference 25-30% slower than the main thread on an idle machine
-    (bench/thread_probe.py); loaded here, the worker's team is the only one.
+    (bench/thread_probe.py); loaded here, the worker's team is the only one. Where a second
+    team cannot be avoided (a second model that has decoded), OPENMP_WAIT softens the throttling.
     """
     box: dict[str, T] = {}
     failure: list[BaseException] = []
