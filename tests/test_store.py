@@ -3,6 +3,7 @@ idempotency, leases, recovery, limits, migrations."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ import sqlalchemy
 
 from skyhigh.domain.errors import EventConflict, InvalidCursor
 from skyhigh.domain.events import EventError, EventStatus
+from skyhigh.intake.batcher import IntakeBatcher
 from skyhigh.processing.dispatch import InProcessDispatcher
 from skyhigh.store.events import EventStore, NewEvent
 
@@ -48,6 +50,49 @@ def test_group_commit_keeps_per_event_outcomes(store: EventStore) -> None:
     assert created == [True, False, False, None, True]  # duplicate in batch = replay
     assert isinstance(outcomes[3], EventConflict)
     assert [r.event_id for r in store.list_events().items] == ["b", "a", "old"]
+
+
+def test_the_intake_batcher_commits_requests_together_and_settles_each(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests sent together share transactions; each gets its own outcome, a store failure
+    fails only the requests of its batch, and `stop` commits what was handed in before it."""
+    batches: list[int] = []
+    real_create_many = store.create_many
+
+    def create_many(news: Any) -> Any:
+        batches.append(len(news))
+        if any(n.key == "boom" for n in news):
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return real_create_many(news)
+
+    monkeypatch.setattr(store, "create_many", create_many)
+    store.create(new("old"))
+
+    async def scenario() -> tuple[list[Any], Any, Any, Any]:
+        batcher = IntakeBatcher(store)
+        batcher.start()
+        news = [new(f"e{i}") for i in range(40)] + [new("old"), new("old", digest="b" * 64)]
+        outcomes = await asyncio.gather(*(batcher.create(n) for n in news), return_exceptions=True)
+        failed = await asyncio.gather(batcher.create(new("boom")), return_exceptions=True)
+        after = await batcher.create(new("after"))
+        last = asyncio.ensure_future(batcher.create(new("last")))
+        await asyncio.sleep(0)  # handed in before stop
+        await batcher.stop()
+        return outcomes, failed[0], after, last.result()
+
+    outcomes, failed, after, last = asyncio.run(scenario())
+    assert [o.created for o in outcomes[:41]] == [True] * 40 + [False]
+    assert isinstance(outcomes[41], EventConflict)
+    assert isinstance(failed, sqlalchemy.exc.OperationalError)
+    assert after.created and last.created  # the batcher went on after a failed batch
+    assert len(batches) < 40  # not one transaction per request
+    assert {r.event_id for r in store.list_events(limit=100).items} == {
+        *(f"e{i}" for i in range(40)),
+        "old",
+        "after",
+        "last",
+    }
 
 
 def test_group_commit_stores_every_column(store: EventStore) -> None:

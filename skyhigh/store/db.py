@@ -43,6 +43,17 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     return engine
 
 
+def autocommit_engine(url: str) -> Engine:
+    """A Postgres engine for single-statement writes on a hot path (intake's group commit).
+
+    Autocommit: the statement is its own transaction, so a batch costs one round trip instead
+    of four (ping, BEGIN, INSERT, COMMIT); durability is the same, Postgres commits before it
+    answers. No ping at checkout: a connection a server restart dropped fails the one batch
+    that meets it (its requests get an error and retry) and SQLAlchemy replaces the pool.
+    """
+    return sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+
+
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()

@@ -30,7 +30,7 @@ from skyhigh.domain.errors import EventConflict, EventNotFound
 from skyhigh.domain.events import EventError, EventRecord, EventStatus
 from skyhigh.domain.tenancy import public_event_id
 from skyhigh.store.cursors import decode_cursor, encode_cursor
-from skyhigh.store.db import create_engine, now, transactions
+from skyhigh.store.db import autocommit_engine, create_engine, now, transactions
 from skyhigh.store.event_leases import EventLeases
 from skyhigh.store.event_rows import (
     KEY_LENGTH,
@@ -55,17 +55,17 @@ __all__ = [
 ]
 
 
-# Postgres: the whole batch in one statement of fixed text, one array per column. The
-# multi-VALUES statement SQLAlchemy builds for many parameter sets has a new text for every
-# batch size and more than psycopg's 50 cached parameters, so psycopg parsed each batch's SQL
-# again in Python: 40 % of the store thread's time under load (BENCHMARKS.md "Intake").
+# Postgres: the whole batch in one statement of fixed text and one JSON parameter, read back as
+# rows by json_to_recordset. The multi-VALUES statement SQLAlchemy builds for many parameter sets
+# has a new text for every batch size and more than psycopg's 50 cached parameters, so psycopg
+# parsed each batch's SQL again in Python (40 % of the store thread under load); one array per
+# column then cost as much again in psycopg's Python array dumpers. json.dumps is C.
 _PG_INSERT_NEW = text(
     "INSERT INTO events (event_id, owner, event_type, body_sha256, payload, status,"
     " request_id, attempts, created_at, enqueued_at)"
-    " SELECT k, o, t, h, CAST(p AS json), :status, r, 0, :at, :at FROM unnest("
-    "CAST(:keys AS varchar[]), CAST(:owners AS varchar[]), CAST(:types AS varchar[]),"
-    " CAST(:hashes AS varchar[]), CAST(:payloads AS text[]), CAST(:request_ids AS varchar[]))"
-    " AS u(k, o, t, h, p, r)"
+    " SELECT k, o, t, h, p, :status, r, 0, :at, :at"
+    " FROM json_to_recordset(CAST(:rows AS json))"
+    " AS u(k varchar, o varchar, t varchar, h varchar, p json, r varchar)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 
@@ -98,6 +98,7 @@ class EventStore(EventLeases):
         self._session = transactions(self.engine)
         table = EventRow.__table__
         self._postgres = self.engine.dialect.name == "postgresql"
+        self._autocommit = autocommit_engine(url) if self._postgres else None
         self._insert_new = (
             _dialect_insert(self.engine.dialect.name)(table)
             .on_conflict_do_nothing(index_elements=["event_id"])
@@ -106,6 +107,8 @@ class EventStore(EventLeases):
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
 
     def ping(self) -> None:
         with self._session() as session:
@@ -155,17 +158,20 @@ class EventStore(EventLeases):
     def _create_on_postgres(
         self, news: Sequence[NewEvent], created_at: datetime
     ) -> list[CreateOutcome | EventConflict]:
-        params = {
-            "status": EventStatus.QUEUED.value,
-            "at": created_at,
-            "keys": [new.key for new in news],
-            "owners": [new.owner for new in news],
-            "types": [new.event_type for new in news],
-            "hashes": [new.body_sha256 for new in news],
-            "payloads": [json.dumps(new.payload) for new in news],  # as the JSON column would
-            "request_ids": [new.request_id for new in news],
-        }
-        with self._session() as session:
+        rows = [
+            {
+                "k": new.key,
+                "o": new.owner,
+                "t": new.event_type,
+                "h": new.body_sha256,
+                "p": new.payload,
+                "r": new.request_id,
+            }
+            for new in news
+        ]
+        params = {"status": EventStatus.QUEUED.value, "at": created_at, "rows": json.dumps(rows)}
+        assert self._autocommit is not None
+        with Session(self._autocommit) as session:  # the INSERT commits as it runs
             inserted = set(session.execute(_PG_INSERT_NEW, params).scalars())
             return self._outcomes(session, news, inserted, created_at)
 
