@@ -281,7 +281,9 @@ def test_dispatcher_bounds_pending_work_and_survives_crashing_steps() -> None:
             raise RuntimeError("step crashed")
         done.append(event_id)
 
-    dispatcher = InProcessDispatcher(process, concurrency=1, max_pending=2)
+    dispatcher = InProcessDispatcher(
+        process, concurrency=1, max_pending=2, retries=2, retry_after_s=0.01
+    )
     dispatcher.start([])
     assert dispatcher.reserve() and dispatcher.reserve()
     assert not dispatcher.reserve()  # full: the API answers 503
@@ -290,6 +292,23 @@ def test_dispatcher_bounds_pending_work_and_survives_crashing_steps() -> None:
     release.set()
     unfinished = dispatcher.stop(grace_s=5) if _drain(dispatcher) else ["timeout"]
     assert unfinished == [] and done == ["ok"] and dispatcher.pending() == 0
+
+
+def test_dispatcher_tries_an_event_again_when_the_store_failed_around_it() -> None:
+    tries: list[str] = []
+
+    def process(key: str) -> None:
+        tries.append(key)
+        if len(tries) == 1:  # e.g. a claim that met SQLite's busy timeout
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    dispatcher = InProcessDispatcher(process, concurrency=1, max_pending=5, retry_after_s=0.01)
+    dispatcher.start([])
+    assert dispatcher.reserve()
+    dispatcher.submit("e1", event_type="query")
+    assert _drain(dispatcher)
+    dispatcher.stop(grace_s=5)
+    assert tries == ["e1", "e1"]
 
 
 def _drain(dispatcher: InProcessDispatcher, timeout_s: float = 5.0) -> bool:

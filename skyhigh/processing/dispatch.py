@@ -115,8 +115,6 @@ class FairQueue:
 
 
 class InProcessDispatcher:
-    kind = "in-process"
-
     """A bounded queue and WORKER_CONCURRENCY threads.
 
     Usage::
@@ -128,12 +126,23 @@ class InProcessDispatcher:
         dispatcher.stop(grace_s=30)
     """
 
+    kind = "in-process"
+
     def __init__(
-        self, process: Callable[[str], None], *, concurrency: int, max_pending: int
+        self,
+        process: Callable[[str], None],
+        *,
+        concurrency: int,
+        max_pending: int,
+        retries: int = 3,
+        retry_after_s: float = 1.0,
     ) -> None:
         self._process = process
         self._concurrency = concurrency
         self._max_pending = max_pending
+        self._retries = retries
+        self._retry_after_s = retry_after_s
+        self._tries: dict[str, int] = {}  # keys whose processing raised, and how often
         self._queue = FairQueue()
         self._pending = 0
         self._running: set[str] = set()
@@ -197,15 +206,37 @@ class InProcessDispatcher:
                 return
             with self._lock:
                 self._running.add(item)
+            again = False
             try:
                 self._process(item)
             except Exception:
                 log.exception("worker survived an unexpected error")
+                again = self._again(item)
             finally:
                 with self._lock:
                     self._running.discard(item)
-                    self._pending -= 1
+                    if not again:
+                        self._pending -= 1
+                        self._tries.pop(item, None)
                 self._update_gauge()
+
+    def _again(self, key: str) -> bool:
+        """Queue a key again after its processing raised, up to `retries` times.
+
+        The pipeline turns a handler's own errors into `failed`; what reaches here is the
+        store failing around it, e.g. a claim that waited out SQLite's busy timeout while
+        intake's group commit kept the write lock under a burst. The event is still waiting
+        in the store, so a later try can take it (a finished or leased one is a no-op).
+        """
+        with self._lock:
+            tries = self._tries.get(key, 0) + 1
+            if tries > self._retries:
+                return False
+            self._tries[key] = tries
+        if self._stopping.wait(self._retry_after_s):
+            return False  # stopping: the next start recovers it from the store
+        self._queue.put(key)
+        return True
 
     def _update_gauge(self) -> None:
         QUEUE_DEPTH.set(self._pending)
