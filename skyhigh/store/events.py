@@ -20,17 +20,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import DateTime, bindparam, func, select, text
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session
 
 from skyhigh.domain.errors import EventConflict, EventNotFound
 from skyhigh.domain.events import EventError, EventRecord, EventStatus
 from skyhigh.domain.tenancy import public_event_id
 from skyhigh.store.cursors import decode_cursor, encode_cursor
-from skyhigh.store.db import autocommit_engine, create_engine, now, transactions
+from skyhigh.store.db import autocommit_engine, aware, create_engine, now, transactions
 from skyhigh.store.event_leases import EventLeases
 from skyhigh.store.event_rows import (
     KEY_LENGTH,
@@ -55,30 +55,30 @@ __all__ = [
 ]
 
 
-# Postgres: the whole batch in one statement of fixed text and one JSON parameter, read back as
-# rows by json_to_recordset. The multi-VALUES statement SQLAlchemy builds for many parameter sets
-# has a new text for every batch size and more than psycopg's 50 cached parameters, so psycopg
-# parsed each batch's SQL again in Python (40 % of the store thread under load); one array per
-# column then cost as much again in psycopg's Python array dumpers. json.dumps is C.
-_PG_INSERT_NEW = text(
+# Intake's group commit: the whole batch in one statement of fixed text and one JSON parameter
+# (json.dumps is C), read back as rows by the database. Measured under load, each alternative
+# cost the store thread Python time, holding the GIL the event loop needs: a multi-VALUES
+# statement has a new text per batch size (compiled by SQLAlchemy, parsed again by psycopg past
+# its 50 cached parameters: 40 % of the thread), one array per column goes through psycopg's
+# Python array dumpers, and on SQLite each RETURNING row is one more step that takes the GIL.
+_COLUMNS = (
     "INSERT INTO events (event_id, owner, event_type, body_sha256, payload, status,"
     " request_id, attempts, created_at, enqueued_at)"
-    " SELECT k, o, t, h, p, :status, r, 0, :at, :at"
+)
+_PG_INSERT_NEW = text(
+    f"{_COLUMNS} SELECT k, o, t, h, p, :status, r, 0, :at, :at"
     " FROM json_to_recordset(CAST(:rows AS json))"
     " AS u(k varchar, o varchar, t varchar, h varchar, p json, r varchar)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
-
-
-def _dialect_insert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING exists on SQLite and Postgres, with one API each."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
+# SQLite reports how many rows it inserted instead (`WHERE true` lets ON CONFLICT follow a
+# SELECT); the bind type writes `at` as the DateTime column does.
+_SQLITE_INSERT_NEW = text(
+    f"{_COLUMNS} SELECT json_extract(value, '$.k'), json_extract(value, '$.o'),"
+    " json_extract(value, '$.t'), json_extract(value, '$.h'), json_extract(value, '$.p'),"
+    " :status, json_extract(value, '$.r'), 0, :at, :at"
+    " FROM json_each(:rows) WHERE true ON CONFLICT (event_id) DO NOTHING"
+).bindparams(bindparam("at", type_=DateTime(timezone=True)))
 
 
 class EventStore(EventLeases):
@@ -96,19 +96,12 @@ class EventStore(EventLeases):
         self.engine: Engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
         upgrade(self.engine)
         self._session = transactions(self.engine)
-        table = EventRow.__table__
         self._postgres = self.engine.dialect.name == "postgresql"
-        self._autocommit = autocommit_engine(url) if self._postgres else None
-        self._insert_new = (
-            _dialect_insert(self.engine.dialect.name)(table)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(table.c.event_id)
-        )
+        self._autocommit = autocommit_engine(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._autocommit is not None:
-            self._autocommit.dispose()
+        self._autocommit.dispose()
 
     def ping(self) -> None:
         with self._session() as session:
@@ -130,37 +123,9 @@ class EventStore(EventLeases):
         EventConflict in its place instead of failing the batch.
         """
         created_at = now()
-        if self._postgres:
-            return self._create_on_postgres(news, created_at)
         rows = [
             {
-                "event_id": new.key,  # the column keeps its name; it holds the key
-                "owner": new.owner,
-                "event_type": new.event_type,
-                "body_sha256": new.body_sha256,
-                "payload": new.payload,
-                "status": EventStatus.QUEUED,
-                "request_id": new.request_id,
-                "attempts": 0,
-                "created_at": created_at,
-                "enqueued_at": created_at,
-            }
-            for new in news
-        ]
-        with self._session() as session:
-            # RETURNING names exactly the rows this statement inserted, whatever other
-            # writers (other API processes on Postgres) commit at the same time. One cached
-            # Core statement with many parameter sets: compiling a fresh multi-VALUES insert
-            # per batch took half of the store thread's time under load.
-            inserted = set(session.execute(self._insert_new, rows).scalars())
-            return self._outcomes(session, news, inserted, created_at)
-
-    def _create_on_postgres(
-        self, news: Sequence[NewEvent], created_at: datetime
-    ) -> list[CreateOutcome | EventConflict]:
-        rows = [
-            {
-                "k": new.key,
+                "k": new.key,  # the event_id column holds the key
                 "o": new.owner,
                 "t": new.event_type,
                 "h": new.body_sha256,
@@ -170,10 +135,30 @@ class EventStore(EventLeases):
             for new in news
         ]
         params = {"status": EventStatus.QUEUED.value, "at": created_at, "rows": json.dumps(rows)}
-        assert self._autocommit is not None
         with Session(self._autocommit) as session:  # the INSERT commits as it runs
-            inserted = set(session.execute(_PG_INSERT_NEW, params).scalars())
+            if self._postgres:
+                # RETURNING names exactly the rows this statement inserted, whatever other
+                # API processes commit at the same time.
+                inserted = set(session.execute(_PG_INSERT_NEW, params).scalars())
+            else:
+                result = session.execute(_SQLITE_INSERT_NEW, params)
+                count = cast("CursorResult[Any]", result).rowcount
+                inserted = self._inserted(session, news, count, created_at)
             return self._outcomes(session, news, inserted, created_at)
+
+    def _inserted(
+        self, session: Session, news: Sequence[NewEvent], count: int, created_at: datetime
+    ) -> set[str]:
+        """The keys a SQLite insert of `count` rows took: all of them, unless some were taken
+        before; then those whose rows carry this batch's `created_at` (a microsecond time no
+        earlier batch wrote)."""
+        keys = {new.key for new in news}
+        if count == len(news) == len(keys):
+            return keys
+        written = session.execute(
+            select(EventRow.key, EventRow.created_at).where(EventRow.key.in_(keys))
+        )
+        return {key for key, at in written if aware(at) == created_at}
 
     def _outcomes(
         self,
