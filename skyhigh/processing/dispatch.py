@@ -224,9 +224,10 @@ class InProcessDispatcher:
         """Queue a key again after its processing raised, up to `retries` times.
 
         The pipeline turns a handler's own errors into `failed`; what reaches here is the
-        store failing around it, e.g. a claim that waited out SQLite's busy timeout while
-        intake's group commit kept the write lock under a burst. The event is still waiting
-        in the store, so a later try can take it (a finished or leased one is a no-op).
+        store failing around it, e.g. a claim that waited out SQLite's busy timeout (intake
+        commits back to back under a burst) or met a dropped Postgres connection. The event
+        is still waiting in the store, so a later try can take it (a finished or leased one
+        is a no-op); without one it waited for the next start's recovery.
         """
         with self._lock:
             tries = self._tries.get(key, 0) + 1
