@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy
 
@@ -18,6 +19,7 @@ from skyhigh.domain.events import EventError, EventStatus
 from skyhigh.intake.batcher import IntakeBatcher
 from skyhigh.processing.dispatch import InProcessDispatcher
 from skyhigh.store.events import EventStore, NewEvent
+from tests.support.services import PostgresServer
 
 
 def claim(store: EventStore, event_id: str, *, owner: str = "w1", lease_s: float = 60) -> Any:
@@ -93,6 +95,27 @@ def test_the_intake_batcher_commits_requests_together_and_settles_each(
         "after",
         "last",
     }
+
+
+@pytest.mark.slow
+def test_intake_inserts_survive_a_dropped_postgres_connection(postgres: PostgresServer) -> None:
+    """Intake's connections are not pinged at checkout: a batch that meets one the server
+    dropped (as after a restart) is sent again on a new connection."""
+    store = EventStore(postgres.new_database())
+    try:
+        assert store.create(new("before")).created  # the pool now holds a connection
+        url = store.engine.url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 1
+        outcomes = store.create_many([new("after-1"), new("after-2")])
+        assert [getattr(o, "created", None) for o in outcomes] == [True, True]
+        assert store.get("after-2").status == EventStatus.QUEUED
+    finally:
+        store.close()
 
 
 def test_group_commit_stores_every_column(store: EventStore) -> None:

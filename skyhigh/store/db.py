@@ -52,9 +52,10 @@ def autocommit_engine(engine: Engine) -> Engine:
     Postgres one round trip instead of four (ping, BEGIN, INSERT, COMMIT). Durability is the
     same: the database commits, and syncs, before it answers.
 
-    Postgres connections come from a pool of their own, checked out without a ping: one a
-    server restart dropped fails the one batch that meets it (its requests get an error and
-    retry) and SQLAlchemy replaces the pool. A SQLite file has nothing to ping.
+    Postgres connections come from a pool of their own, checked out without a ping (a round
+    trip per batch): the caller sends the statement again when a connection a server restart
+    dropped fails (`connection_invalidated`; SQLAlchemy replaces it). A SQLite file has
+    nothing to ping.
     """
     if engine.dialect.name == "sqlite":
         return engine.execution_options(isolation_level="AUTOCOMMIT")

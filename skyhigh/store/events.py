@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from skyhigh.domain.errors import EventConflict, EventNotFound
@@ -135,6 +136,19 @@ class EventStore(EventLeases):
             for new in news
         ]
         params = {"status": EventStatus.QUEUED.value, "at": created_at, "rows": json.dumps(rows)}
+        try:
+            return self._insert_new(news, params, created_at)
+        except DBAPIError as error:
+            # Intake's connections are not pinged at checkout (skyhigh.store.db): one a
+            # database restart dropped fails here, is thrown away, and the batch goes once
+            # more on a new one. Had the lost attempt committed, its keys read as replays.
+            if not error.connection_invalidated:
+                raise
+            return self._insert_new(news, params, created_at)
+
+    def _insert_new(
+        self, news: Sequence[NewEvent], params: dict[str, Any], created_at: datetime
+    ) -> list[CreateOutcome | EventConflict]:
         with Session(self._autocommit) as session:  # the INSERT commits as it runs
             if self._postgres:
                 # RETURNING names exactly the rows this statement inserted, whatever other
