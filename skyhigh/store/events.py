@@ -61,7 +61,8 @@ __all__ = [
 # cost the store thread Python time, holding the GIL the event loop needs: a multi-VALUES
 # statement has a new text per batch size (compiled by SQLAlchemy, parsed again by psycopg past
 # its 50 cached parameters: 40 % of the thread), one array per column goes through psycopg's
-# Python array dumpers, and on SQLite each RETURNING row is one more step that takes the GIL.
+# Python array dumpers, and on SQLite each RETURNING row is one more step that takes the GIL
+# (the row count says whether every key was new; only otherwise are the rows read back).
 _COLUMNS = (
     "INSERT INTO events (event_id, owner, event_type, body_sha256, payload, status,"
     " request_id, attempts, created_at, enqueued_at)"
@@ -70,10 +71,10 @@ _PG_INSERT_NEW = text(
     f"{_COLUMNS} SELECT k, o, t, h, p, :status, r, 0, :at, :at"
     " FROM json_to_recordset(CAST(:rows AS json))"
     " AS u(k varchar, o varchar, t varchar, h varchar, p json, r varchar)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    " ON CONFLICT (event_id) DO NOTHING"
 )
-# SQLite reports how many rows it inserted instead (`WHERE true` lets ON CONFLICT follow a
-# SELECT); the bind type writes `at` as the DateTime column does.
+# `WHERE true` lets ON CONFLICT follow a SELECT; the bind type writes `at` as the DateTime
+# column does.
 _SQLITE_INSERT_NEW = text(
     f"{_COLUMNS} SELECT json_extract(value, '$.k'), json_extract(value, '$.o'),"
     " json_extract(value, '$.t'), json_extract(value, '$.h'), json_extract(value, '$.p'),"
@@ -141,7 +142,8 @@ class EventStore(EventLeases):
         except DBAPIError as error:
             # Intake's connections are not pinged at checkout (skyhigh.store.db): one a
             # database restart dropped fails here, is thrown away, and the batch goes once
-            # more on a new one. Had the lost attempt committed, its keys read as replays.
+            # more on a new one. Had the lost attempt committed, `_inserted` still finds
+            # its rows by their `created_at`, so they are not taken for replays.
             if not error.connection_invalidated:
                 raise
             return self._insert_new(news, params, created_at)
@@ -149,23 +151,19 @@ class EventStore(EventLeases):
     def _insert_new(
         self, news: Sequence[NewEvent], params: dict[str, Any], created_at: datetime
     ) -> list[CreateOutcome | EventConflict]:
+        statement = _PG_INSERT_NEW if self._postgres else _SQLITE_INSERT_NEW
         with Session(self._autocommit) as session:  # the INSERT commits as it runs
-            if self._postgres:
-                # RETURNING names exactly the rows this statement inserted, whatever other
-                # API processes commit at the same time.
-                inserted = set(session.execute(_PG_INSERT_NEW, params).scalars())
-            else:
-                result = session.execute(_SQLITE_INSERT_NEW, params)
-                count = cast("CursorResult[Any]", result).rowcount
-                inserted = self._inserted(session, news, count, created_at)
+            result = session.execute(statement, params)
+            count = cast("CursorResult[Any]", result).rowcount
+            inserted = self._inserted(session, news, count, created_at)
             return self._outcomes(session, news, inserted, created_at)
 
     def _inserted(
         self, session: Session, news: Sequence[NewEvent], count: int, created_at: datetime
     ) -> set[str]:
-        """The keys a SQLite insert of `count` rows took: all of them, unless some were taken
-        before; then those whose rows carry this batch's `created_at` (a microsecond time no
-        earlier batch wrote)."""
+        """The keys an insert of `count` rows took: all of them, unless some were taken
+        before; then those whose rows carry this batch's `created_at`, a microsecond time no
+        other batch wrote (rows other API processes insert meanwhile carry their own)."""
         keys = {new.key for new in news}
         if count == len(news) == len(keys):
             return keys
