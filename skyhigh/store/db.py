@@ -59,7 +59,11 @@ def autocommit_engine(engine: Engine) -> Engine:
     """
     if engine.dialect.name == "sqlite":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return sqlalchemy.create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+    # One connection is what intake's one commit thread uses; the overflow serves a direct
+    # `EventStore.create` (a script, a test) without holding idle connections open.
+    return sqlalchemy.create_engine(
+        engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=1, max_overflow=2
+    )
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:

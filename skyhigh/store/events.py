@@ -1,7 +1,8 @@
 """Durable event store over SQLAlchemy: SQLite by default, Postgres (psycopg 3) at scale.
 
 Every method is synchronous and short; the API calls them through a worker thread
-(`anyio.to_thread`) so the event loop never waits on the database.
+(`anyio.to_thread`, or intake's commit thread for `create_many`) so the event loop never waits
+on the database.
 
 The store is the source of truth; a broker only carries hints ("look at event e1"). Workers
 claim an event with a lease they renew while working (`claim`, `renew`); a duplicate hint for
