@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Any
 
-from celery import signals
+from celery import Task, signals
 from prometheus_client import start_http_server
 
 from skyhigh.config import get_settings
@@ -35,6 +35,7 @@ from skyhigh.processing.celery_app import (
     make_celery,
     queue_peers,
 )
+from skyhigh.processing.celery_dispatch import send_messages, worker_share
 from skyhigh.processing.runtime import WorkerRuntime, start_worker_runtime, stop_worker_runtime
 
 log = logging.getLogger("skyhigh.worker")
@@ -81,14 +82,23 @@ def process_event(key: str) -> None:
     worker_runtime().pipeline.process_next(key, peers=queue_peers)
 
 
-@app.task(name=PROCESS_EVENTS, ignore_result=True)
-def process_events(keys: list[str]) -> None:
+@app.task(name=PROCESS_EVENTS, ignore_result=True, bind=True)
+def process_events(task: Task, keys: list[str]) -> None:
     """One fair claim per key, as in `process_event`, each event claimed by its lease.
 
-    One event that raises does not keep the rest from running; the message is acknowledged
-    after all of them (acks late), so a worker lost midway gives the whole message back, and
-    the events already finished are no-ops for the next worker.
+    An API sends one message per queue for all the keys of a send round; the worker that takes
+    it first forwards all but its own KEYS_PER_WORKER keys to the same queue, in messages of
+    that size, so idle workers share the round (skyhigh.processing.celery_dispatch). One event
+    that raises does not keep the rest from running; the message is acknowledged after all of
+    them (acks late), so a worker lost midway gives the whole message back (forwarding it again
+    sends only duplicate hints), and the events already finished are no-ops for the next worker.
     """
+    keys, forwards = worker_share(keys)
+    if forwards:
+        queue = task.request.delivery_info.get("routing_key") or EVENTS_QUEUE
+        send_messages(app, [(queue, share) for share in forwards])
+        count = sum(len(share) for share in forwards)
+        log.info("forwarded hints", extra={"queue": queue, "count": count})
     pipeline = worker_runtime().pipeline
     for key in keys:
         try:

@@ -28,8 +28,12 @@ import jwt
 import openai
 import psycopg
 import pytest
+import redis
 from celery import Celery
 
+from skyhigh.config import ProcessingSettings
+from skyhigh.processing.celery_app import make_celery
+from skyhigh.processing.celery_dispatch import KEYS_PER_WORKER, send_messages
 from tests.speech_helpers import jfk_reference, wer
 from tests.support.client import TERMINAL
 from tests.support.diarized import encoded, two_speakers
@@ -74,6 +78,14 @@ class WorkerProcess:
                 return  # this start's, not an earlier one's (a restarted worker)
             time.sleep(0.05)
         raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """This start's JSON log records (other lines, e.g. Celery's banner, skipped)."""
+        records = []
+        for line in self.log_path.read_bytes()[self.log_from :].splitlines():
+            if line.startswith(b"{"):
+                records.append(json.loads(line))
+        return records
 
     @property
     def pid(self) -> int:
@@ -147,6 +159,10 @@ class Fleet:
         owner = self.lease_owner(event_id)
         assert owner is not None, event_id
         return next(i for i, w in enumerate(self.workers) if f":{w.pid}:" in owner)
+
+    def redis_length(self, queue: str) -> int:
+        """Messages waiting in a Celery queue (a Redis list named after it)."""
+        return int(redis.Redis.from_url(self.redis.url).llen(queue))
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         conninfo = self.database_url.replace("postgresql+psycopg://", "postgresql://")
@@ -251,6 +267,35 @@ def test_forty_mixed_events_complete_exactly_once(fleet: Fleet) -> None:
     assert all(r["attempts"] == 1 for r in records.values())  # each ran exactly once
     speech = [r for i, r in records.items() if ids[i] == "speech"]
     assert all("ask not" in r["result"]["transcript"]["text"].lower() for r in speech)
+
+
+def test_a_message_of_many_keys_is_shared_out_by_the_worker_that_takes_it(fleet: Fleet) -> None:
+    """An API sends one message per queue for a send round's keys; the worker that takes it
+    keeps KEYS_PER_WORKER and forwards the rest to the queue it came on, in messages of that
+    size. Keys of no stored event are no-ops, so this message only exercises the sharing."""
+    keys = [f"no-such-event-{index}" for index in range(KEYS_PER_WORKER * 2 + 3)]
+    seen = [len(worker.log_records()) for worker in fleet.workers]  # earlier tests' records
+    send_messages(make_celery(ProcessingSettings(queue_url=fleet.redis.url)), [("events", keys)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        forwarded = [
+            record
+            for worker, before in zip(fleet.workers, seen, strict=True)
+            for record in worker.log_records()[before:]
+            if record.get("msg") == "forwarded hints"
+        ]
+        if forwarded:
+            assert forwarded == [forwarded[0]]  # one worker took the message, once
+            forwarded_keys = len(keys) - KEYS_PER_WORKER
+            assert (forwarded[0]["queue"], forwarded[0]["count"]) == ("events", forwarded_keys)
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no worker forwarded the message's keys")
+    # The forwarded messages were taken off the queue by the workers, not left behind.
+    while fleet.redis_length("events") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fleet.redis_length("events") == 0
 
 
 def test_a_document_written_by_the_writer_is_found_by_a_query_on_another_worker(

@@ -28,6 +28,7 @@ ALLOWED_FIELDS = (
     "count",
     "engine",
     "model",
+    "queue",
 )
 
 

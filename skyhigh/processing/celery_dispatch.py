@@ -3,9 +3,11 @@
 It implements the `Dispatcher` protocol without blocking the event loop:
 - `submit` hands the key to a sender thread, which sends the Celery task; if the process dies
   first, or Redis loses the message, the sweeper sends it again from the store. The sender
-  sends whatever has queued up meanwhile through one producer (one pool checkout and one
-  declared queue per batch, not per event), up to IDS_PER_MESSAGE keys in one message
-  (measured in BENCHMARKS.md "Intake"); each key wakes one fair claim on the worker (the next
+  runs at most one round per HINT_ROUND_S and sends what queued up meanwhile as one message
+  per queue (audio events one each); the worker that takes a message keeps KEYS_PER_WORKER of
+  its keys and forwards the rest in messages of that size (skyhigh.worker), so building
+  Celery messages, ~1 ms of Python each, costs the fleet and not the API's event loop
+  (measured in BENCHMARKS.md "Intake"). Each key wakes one fair claim on the worker (the next
   event of the owner served least recently, skyhigh.store.event_leases.claim_next), so the
   order of messages in Redis does not decide whose event runs next;
 - `reserve` admits against the number of unfinished events of the whole fleet, read from the
@@ -20,6 +22,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections.abc import Sequence
 
 from celery import Celery
 
@@ -32,12 +36,15 @@ from skyhigh.store.events import EventStore
 log = logging.getLogger("skyhigh.processing.celery_dispatch")
 
 ADMISSION_REFRESH_S = 0.25
-# Hints sent through one producer checkout at most; more wait for the next batch.
+# Keys sent in one round at most (one message per queue); more wait for the next round.
 SEND_BATCH = 256
-# Keys per Celery message. One message costs about as much to send as to receive, so several
-# keys share it; few enough that a busy worker holding a message does not keep many events from
-# an idle one (prefetch is 1). Redelivery is safe: a finished or leased key is a no-op.
-IDS_PER_MESSAGE = 8
+# At most one send round per this interval: under load, the keys that arrive meanwhile share
+# the next round's message; after a quiet spell the first key goes at once.
+HINT_ROUND_S = 0.02
+# Keys a worker runs from one message; it forwards the rest in messages of this size. Few
+# enough that a busy worker holding a message does not keep many events from an idle one
+# (prefetch is 1). Redelivery is safe: a finished or leased key is a no-op.
+KEYS_PER_WORKER = 8
 _STOP = ("", "")
 
 
@@ -114,18 +121,19 @@ class CeleryDispatcher:
 
     def _send(self, batch: list[tuple[str, str]]) -> None:
         try:
-            with self._app.producer_or_acquire() as producer:
-                for queue_name, keys in messages(batch):
-                    self._app.send_task(
-                        PROCESS_EVENTS, args=[keys], queue=queue_name, producer=producer
-                    )
+            send_messages(self._app, messages(batch))
         except Exception:
             # The events are durable in the store; the sweeper will send them again.
             log.warning("enqueue failed; the sweeper will retry", extra={"count": len(batch)})
 
     def _send_loop(self) -> None:
+        next_round = 0.0
         while True:
             batch = [self._outbox.get()]
+            pause = next_round - time.monotonic()
+            if pause > 0 and batch[0] != _STOP:
+                self._stopping.wait(pause)  # gather this round's keys; `stop` cuts it short
+            next_round = time.monotonic() + HINT_ROUND_S
             while len(batch) < SEND_BATCH:
                 try:
                     batch.append(self._outbox.get_nowait())
@@ -168,9 +176,9 @@ class CeleryDispatcher:
 
 
 def messages(batch: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """(queue, keys) per Celery message: keys grouped by queue in arrival order, at most
-    IDS_PER_MESSAGE in each. Audio events travel one per message: a worker holding eight
-    minute-long transcriptions would leave another worker idle for minutes."""
+    """(queue, keys) per Celery message: one message per queue, keys in arrival order, except
+    audio events, which travel one per message: a worker holding eight minute-long
+    transcriptions would leave another worker idle for minutes."""
     grouped: dict[str, list[str]] = {}
     singles: list[tuple[str, list[str]]] = []
     for key, event_type in batch:
@@ -178,8 +186,19 @@ def messages(batch: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
             singles.append((queue_for(event_type), [key]))
         else:
             grouped.setdefault(queue_for(event_type), []).append(key)
-    return singles + [
-        (queue_name, keys[start : start + IDS_PER_MESSAGE])
-        for queue_name, keys in grouped.items()
-        for start in range(0, len(keys), IDS_PER_MESSAGE)
-    ]
+    return singles + list(grouped.items())
+
+
+def worker_share(keys: list[str]) -> tuple[list[str], list[list[str]]]:
+    """A worker's part of a message (the first KEYS_PER_WORKER keys) and the rest, cut into
+    messages of KEYS_PER_WORKER keys for it to forward to its queue."""
+    rest = keys[KEYS_PER_WORKER:]
+    forwards = [rest[i : i + KEYS_PER_WORKER] for i in range(0, len(rest), KEYS_PER_WORKER)]
+    return keys[:KEYS_PER_WORKER], forwards
+
+
+def send_messages(app: Celery, outgoing: Sequence[tuple[str, list[str]]]) -> None:
+    """Send PROCESS_EVENTS messages through one producer (one pool checkout for all)."""
+    with app.producer_or_acquire() as producer:
+        for queue_name, keys in outgoing:
+            app.send_task(PROCESS_EVENTS, args=[keys], queue=queue_name, producer=producer)

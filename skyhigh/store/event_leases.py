@@ -11,9 +11,9 @@ work take turns: the owner served least recently (`owner_turns.served_at`; never
 comes first) goes next, its oldest event first. So one owner's backlog delays another
 owner's next event by about one event per worker (those already running), not by the
 backlog, across any number of workers and API processes: the order lives in the store, not
-in the broker's first-in-first-out lists. Every event still gets its own message, so there
-are never fewer messages than claimable events; a message whose turn went to another event
-leaves its own event to a later message (or the sweeper).
+in the broker's first-in-first-out lists. Every event still gets its own key in some message, so
+there are never fewer hints than claimable events; a hint whose turn went to another event
+leaves its own event to a later hint (or the sweeper).
 """
 
 from __future__ import annotations
