@@ -26,7 +26,7 @@ from skyhigh.config import ProcessingSettings
 from skyhigh.processing.registry import EVENT_TYPES, writes_knowledge
 
 PROCESS_EVENT = "skyhigh.process_event"  # one id per message (still run: older senders, probes)
-PROCESS_EVENTS = "skyhigh.process_events"  # several ids per message, what the API sends
+PROCESS_EVENTS = "skyhigh.process_events"  # several keys per message, what the API sends
 EVENTS_QUEUE = "events"
 KNOWLEDGE_QUEUE = "knowledge"
 
