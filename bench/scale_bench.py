@@ -549,8 +549,9 @@ def fleet_phase(
 
 
 def sender_probe(backends: Backends, messages: int) -> dict[str, Any]:
-    """What one API process's sender thread costs per hint: the Celery `send_task` the
-    CeleryDispatcher makes per accepted event, sent back to back to a queue no one reads."""
+    """What one Celery message costs its sender (`send_task`, sent back to back to a queue no
+    one reads): the CeleryDispatcher sends one per queue per send round, and the worker that
+    takes it one per KEYS_PER_WORKER keys it forwards (skyhigh.processing.celery_dispatch)."""
     from skyhigh.config import ProcessingSettings
     from skyhigh.processing.celery_app import PROCESS_EVENT, make_celery
 
