@@ -95,16 +95,24 @@ def process_events(task: Task, keys: list[str]) -> None:
     """
     keys, forwards = worker_share(keys)
     if forwards:
-        queue = task.request.delivery_info.get("routing_key") or EVENTS_QUEUE
-        send_messages(app, [(queue, share) for share in forwards])
-        count = sum(len(share) for share in forwards)
-        log.info("forwarded hints", extra={"queue": queue, "count": count})
+        _forward(forwards, (task.request.delivery_info or {}).get("routing_key") or EVENTS_QUEUE)
     pipeline = worker_runtime().pipeline
     for key in keys:
         try:
             pipeline.process_next(key, peers=queue_peers)
         except Exception:
             log.exception("event failed in a batch", extra={"event_id": key})
+
+
+def _forward(forwards: list[list[str]], queue: str) -> None:
+    count = sum(len(share) for share in forwards)
+    try:
+        send_messages(app, [(queue, share) for share in forwards])
+    except Exception:
+        # This worker still runs its own keys; the sweeper re-sends hints for the others.
+        log.warning("forwarding hints failed; the sweeper will resend", extra={"count": count})
+        return
+    log.info("forwarded hints", extra={"queue": queue, "count": count})
 
 
 @signals.worker_init.connect
