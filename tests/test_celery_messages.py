@@ -76,7 +76,7 @@ class _EmptyStore:
 def test_the_sender_sends_at_once_after_a_quiet_spell_and_gathers_a_burst(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(celery_dispatch, "HINT_ROUND_S", 0.3)  # wide: no race with the test
+    monkeypatch.setattr(celery_dispatch, "HINT_ROUND_S", 1.0)  # wide: no race with the test
     app = _RecordingApp()
     dispatcher = CeleryDispatcher(
         cast(Celery, app),
@@ -90,7 +90,7 @@ def test_the_sender_sends_at_once_after_a_quiet_spell_and_gathers_a_burst(
         dispatcher.submit("first", event_type="query")
         _wait_for(lambda: len(app.sent) == 1)
         assert app.sent[0][1:] == (EVENTS_QUEUE, ["first"])
-        assert app.sent[0][0] - started < 0.2  # not held back for a round
+        assert app.sent[0][0] - started < 0.5  # not held back for a round
         burst = [f"q{i}" for i in range(30)]
         for key in burst:
             dispatcher.submit(key, event_type="query")
@@ -100,7 +100,7 @@ def test_the_sender_sends_at_once_after_a_quiet_spell_and_gathers_a_burst(
         dispatcher.stop(grace_s=5)
     # The burst came within the first round's interval: one round, audio on its own.
     assert [sent[1:] for sent in app.sent[1:]] == [(EVENTS_QUEUE, ["s1"]), (EVENTS_QUEUE, burst)]
-    assert app.sent[1][0] - app.sent[0][0] >= 0.25
+    assert app.sent[1][0] - app.sent[0][0] >= 0.9
 
 
 def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger("skyhigh.processing.runtime")
 
 WORKER_KEY_PREFIX = "skyhigh:workers:"
 WORKER_HEARTBEAT_S = 10.0
+GC_GEN0_THRESHOLD = 5000  # allocations net of frees between collections of the youngest objects
 
 
 @dataclass(kw_only=True)
@@ -109,6 +110,11 @@ def start_runtime(settings: Settings) -> Runtime:
     # loaded only halved it.
     gc.collect()
     gc.freeze()
+    # A request allocates a few hundred container objects that die young: at the default
+    # threshold (700) the youngest generation was collected ~140 times a second under load,
+    # 0.2 ms each (with the older generations, ~4 % of the event loop's time); at 5000 it is
+    # collected every second or two, ~5 ms each (BENCHMARKS.md "Intake").
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     return runtime
 
 
