@@ -62,7 +62,7 @@ async def _round(variant: str, requests: int, connections: int) -> dict[str, flo
         settings = make_settings(Path(tmp), log_level="WARNING", max_pending_events=10_000_000)
         app = create_app(settings)
         async with app.router.lifespan_context(app) as state:
-            send = _client(app, dict(state))
+            send = _client(app, state)
             await _drive(send, "warm", 50 * connections, connections)
             load = os.getloadavg()[0]
             started, cpu = time.perf_counter(), time.thread_time()
@@ -89,13 +89,13 @@ def _worker_threads(*, started: bool) -> Iterator[None]:
         InProcessDispatcher._work = original  # type: ignore[method-assign]
 
 
-def _client(app: Any, state: dict[str, Any]) -> Callable[[str], Any]:
+def _client(app: Any, state: Any) -> Callable[[str], Any]:
     """`send(event_id)`: one POST /events/ through the ASGI app; returns the status code."""
     authorization = f"Bearer {TOKENS[0]}".encode()
 
     async def send(event_id: str) -> int:
-        body = json.dumps({"event_id": event_id, "event_type": "query", "event_data": QUERY})
-        raw = body.encode()
+        event = {"event_id": event_id, "event_type": "query", "event_data": QUERY}
+        raw = json.dumps(event).encode()
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
