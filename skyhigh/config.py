@@ -160,6 +160,11 @@ class ProcessingSettings(BaseModel):
     """How accepted events are worked off (skyhigh.processing), in one process or a fleet."""
 
     worker_concurrency: int = Field(default=1, ge=1, le=64)
+    # Embedded mode: while submissions arrive faster than this a second, a worker thread waits
+    # up to WORKER_YIELD_MAX_S before each event, so the request path keeps the process
+    # (skyhigh.processing.burst_gate). 0: never wait.
+    worker_yield_rate: float = Field(default=1000.0, ge=0)
+    worker_yield_max_s: float = Field(default=0.25, ge=0, le=60)
     max_attempts: int = Field(default=3, ge=1)
     shutdown_grace_s: float = 30.0
     # Unset: the embedded in-process workers. redis://host:port/db: Celery workers on Redis.

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from skyhigh.domain.tenancy import fairness_group
+from skyhigh.processing.burst_gate import BurstGate
 from skyhigh.observability.metrics import QUEUE_DEPTH
 
 log = logging.getLogger("skyhigh.processing.dispatch")
@@ -115,7 +116,8 @@ class FairQueue:
 
 
 class InProcessDispatcher:
-    """A bounded queue and WORKER_CONCURRENCY threads.
+    """A bounded queue and WORKER_CONCURRENCY threads, which yield to bursts of submissions
+    when given a `gate` (skyhigh.processing.burst_gate).
 
     Usage::
 
@@ -136,8 +138,10 @@ class InProcessDispatcher:
         max_pending: int,
         retries: int = 3,
         retry_after_s: float = 1.0,
+        gate: BurstGate | None = None,
     ) -> None:
         self._process = process
+        self._gate = gate
         self._concurrency = concurrency
         self._max_pending = max_pending
         self._retries = retries
@@ -181,6 +185,8 @@ class InProcessDispatcher:
 
     def submit(self, key: str, *, event_type: str) -> None:
         del event_type  # one pool runs every type
+        if self._gate is not None:
+            self._gate.arrived()
         self._queue.put(key)
 
     def pending(self) -> int:
@@ -201,6 +207,8 @@ class InProcessDispatcher:
     def _work(self) -> None:
         while True:
             item = self._queue.get()
+            if item is not None and self._gate is not None:
+                self._gate.wait(self._stopping)  # intake first during a burst
             if item is None or self._stopping.is_set():
                 # Queued events stay `queued` in the store; the next start recovers them.
                 return

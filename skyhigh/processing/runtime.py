@@ -1,8 +1,9 @@
 """What one API process runs, in either mode, and what one worker process runs.
 
 - Embedded (QUEUE_URL unset, the default): the API process also loads the models and works
-  events off on a pool of threads (InProcessDispatcher); live messages go through the
-  in-process bus. One command, nothing else to install.
+  events off on a pool of threads (InProcessDispatcher), which yield to bursts of submissions
+  (skyhigh.processing.burst_gate); live messages go through the in-process bus. One command,
+  nothing else to install.
 - Scale-out (QUEUE_URL=redis://...): the API only authenticates, validates, stores and
   enqueues (CeleryDispatcher); it loads no models. Worker processes (`python -m
   skyhigh.worker`, see skyhigh.worker) run the same Pipeline with leases and publish live
@@ -27,6 +28,7 @@ from skyhigh.knowledge.storage import open_knowledge_base
 from skyhigh.live.publish import EventPublisher, FanOut
 from skyhigh.live.redis_streams import RedisPublisher, RedisStreamBroker
 from skyhigh.live.streams import StreamBroker, StreamBus
+from skyhigh.processing.burst_gate import BurstGate
 from skyhigh.processing.dispatch import Dispatcher, InProcessDispatcher
 from skyhigh.processing.leases import LeaseKeeper, new_owner
 from skyhigh.processing.pipeline import Pipeline
@@ -132,6 +134,7 @@ def _start_embedded(settings: Settings, store: EventStore, webhooks: Webhooks) -
         pipeline.process,
         concurrency=settings.worker_concurrency,
         max_pending=settings.max_pending_events,
+        gate=BurstGate(rate=settings.worker_yield_rate, max_wait_s=settings.worker_yield_max_s),
     )
     leases.start()
     # This process is the store's only worker: whatever a crash left processing is ours.
