@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+from prometheus_client import REGISTRY
+
 from skyhigh.processing.burst_gate import BurstGate
 from skyhigh.processing.dispatch import InProcessDispatcher
 
@@ -34,9 +36,7 @@ def run_burst(gate: BurstGate | None) -> tuple[list[float], float, float, bool]:
         starts.append(time.monotonic())
         time.sleep(0.001)
 
-    dispatcher = InProcessDispatcher(
-        process, concurrency=1, max_pending=BURST_EVENTS, gate=gate
-    )
+    dispatcher = InProcessDispatcher(process, concurrency=1, max_pending=BURST_EVENTS, gate=gate)
     dispatcher.start([])
     try:
         begun, ended = burst(dispatcher)
@@ -48,8 +48,14 @@ def run_burst(gate: BurstGate | None) -> tuple[list[float], float, float, bool]:
         dispatcher.stop(grace_s=5)
 
 
+def yielded_s() -> float:
+    return REGISTRY.get_sample_value("skyhigh_worker_yield_seconds_total") or 0.0
+
+
 def test_the_worker_waits_out_a_burst_and_then_works_off_the_backlog() -> None:
+    before = yielded_s()
     gated, begun, ended, drained = run_burst(BurstGate(rate=500, max_wait_s=0.2))
+    assert yielded_s() - before >= 0.2  # the wait shows in /metrics
     during = [t for t in gated if begun <= t < ended]
     # The first events of the burst go at once, until the gate has seen the rate (a few
     # milliseconds of submissions); then one event per 0.2 s at most.

@@ -16,6 +16,10 @@ EVENTS_FAILED = Counter(
     ["event_type", "code"],
 )
 QUEUE_DEPTH = Gauge("skyhigh_queue_depth", "Events accepted and not yet finished in this process.")
+WORKER_YIELD_SECONDS = Counter(
+    "skyhigh_worker_yield_seconds_total",
+    "Seconds the embedded worker threads waited for a burst of submissions to pass.",
+)
 STEP_SECONDS = Histogram(
     "skyhigh_step_duration_seconds",
     "Duration of each pipeline step.",

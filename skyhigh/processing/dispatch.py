@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from skyhigh.domain.tenancy import fairness_group
+from skyhigh.observability.metrics import QUEUE_DEPTH, WORKER_YIELD_SECONDS
 from skyhigh.processing.burst_gate import BurstGate
-from skyhigh.observability.metrics import QUEUE_DEPTH
 
 log = logging.getLogger("skyhigh.processing.dispatch")
 
@@ -208,7 +208,8 @@ class InProcessDispatcher:
         while True:
             item = self._queue.get()
             if item is not None and self._gate is not None:
-                self._gate.wait(self._stopping)  # intake first during a burst
+                # Intake first during a burst (skyhigh.processing.burst_gate).
+                WORKER_YIELD_SECONDS.inc(self._gate.wait(self._stopping))
             if item is None or self._stopping.is_set():
                 # Queued events stay `queued` in the store; the next start recovers them.
                 return
