@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 WINDOW_S = 0.05  # the arrival rate is measured over at least this long
 
@@ -32,20 +31,13 @@ class BurstGate:
     wait.
     """
 
-    def __init__(
-        self,
-        *,
-        rate: float,
-        max_wait_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, *, rate: float, max_wait_s: float) -> None:
         self._rate = rate
         self._max_wait_s = max_wait_s
-        self._clock = clock
         # Written only by submitting code (the event loop); a lost increment only blurs a rate.
         self._arrivals = 0
         self._lock = threading.Lock()
-        self._seen_at = clock()
+        self._seen_at = time.monotonic()
         self._seen_arrivals = 0
         self._last_rate = 0.0
 
@@ -57,19 +49,19 @@ class BurstGate:
         return the seconds waited."""
         if self._rate <= 0:
             return 0.0
-        started = self._clock()
+        started = time.monotonic()
         while self.arrival_rate() > self._rate:
-            left = started + self._max_wait_s - self._clock()
+            left = started + self._max_wait_s - time.monotonic()
             if left <= 0 or stopping.wait(min(WINDOW_S, left)):
                 break
-        return self._clock() - started
+        return time.monotonic() - started
 
     def arrival_rate(self) -> float:
         """Submissions a second since the previous measurement, once that is WINDOW_S old;
         until then the larger of that measurement and what has arrived since, counted over a
         whole window (so a burst shows within its first milliseconds, never overstated)."""
         with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             elapsed = now - self._seen_at
             arrived = self._arrivals - self._seen_arrivals
             if elapsed < WINDOW_S:
