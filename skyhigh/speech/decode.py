@@ -10,11 +10,14 @@ HLS playlists, image sequences). So every file is
 
 * linked into a directory of its own, the working directory of ffmpeg, so a relative name in
   it resolves to nothing of ours;
-* probed with ffprobe, which may only pick a demuxer on the list (`-format_whitelist`, checked
-  right after probing, before the demuxer opens anything) and read local files
-  (`-protocol_whitelist file`);
-* decoded by ffmpeg forced to the probed demuxer, with the same whitelists;
-* given at most FFMPEG_TIMEOUT_S per ffprobe/ffmpeg run.
+* decoded by one ffmpeg run that may only pick a demuxer on the list (`-format_whitelist`,
+  checked right after probing, before the demuxer opens anything) and read local files
+  (`-protocol_whitelist file`); a demuxer off the list is reported by name. One process, not
+  an ffprobe before it: each start of Debian's ffmpeg costs ~0.1 s of loading its libraries;
+* given at most FFMPEG_TIMEOUT_S per ffmpeg/ffprobe run.
+
+`probe_seconds` (intake's quota estimate) reads a declared duration with ffprobe under the
+same whitelists.
 
 Blocking (subprocesses): call it from a worker thread. Failures a client caused are
 `StepFailed`: empty_audio, unsupported_audio, audio_too_long.
@@ -73,7 +76,7 @@ def load_audio(
     """Decode an audio file in an accepted container into 16 kHz mono float32 in [-1, 1].
 
     Decoding stops just past `max_seconds`, so an overlong file costs at most that much memory.
-    `timeout_s` bounds each ffprobe/ffmpeg run (with PyAV: the whole decode). Raises
+    `timeout_s` bounds the ffmpeg run (with PyAV: the whole decode). Raises
     empty_audio, unsupported_audio or audio_too_long.
     """
     if path.stat().st_size == 0:
@@ -86,8 +89,7 @@ def load_audio(
                 private, _WHITELIST, ACCEPTED_HINT, limit_s=max_seconds + 1, timeout_s=timeout_s
             )
         else:
-            container = _probe(private, timeout_s=timeout_s)
-            pcm = _run_ffmpeg(private, container, limit_s=max_seconds + 1, timeout_s=timeout_s)
+            pcm = _run_ffmpeg(private, limit_s=max_seconds + 1, timeout_s=timeout_s)
     samples = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
     if len(samples) < MIN_AUDIO_SECONDS * SAMPLE_RATE:
         raise StepFailed(
@@ -116,37 +118,6 @@ def _private_copy(path: Path) -> Iterator[Path]:
         yield private
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _probe(path: Path, *, timeout_s: float) -> str:
-    """The demuxer ffprobe picks for `path`, if it is on the list; else unsupported_audio."""
-    # fmt: off
-    command = [
-        "ffprobe", "-hide_banner", "-loglevel", "error",
-        "-protocol_whitelist", "file", "-format_whitelist", _WHITELIST,
-        "-show_entries", "format=format_name", "-of", "json", f"file:{path.name}",
-    ]
-    # fmt: on
-    result = _run(command, path, timeout_s=timeout_s)
-    refused = _NOT_ON_WHITELIST.search(result.stderr)
-    if refused is not None:
-        found = refused.group(1).decode()
-        raise StepFailed(
-            ErrorCode.UNSUPPORTED_AUDIO,
-            f"the file is in the {found!r} format, which is not accepted; "
-            f"send audio as {ACCEPTED_HINT}",
-        )
-    try:
-        name = json.loads(result.stdout)["format"]["format_name"]
-    except (ValueError, KeyError, TypeError):
-        name = None
-    if result.returncode != 0 or not isinstance(name, str):
-        raise StepFailed(
-            ErrorCode.UNSUPPORTED_AUDIO,
-            f"could not decode the audio ({_last_line(result.stderr, path)}); "
-            f"send audio as {ACCEPTED_HINT}",
-        )
-    return name
 
 
 def probe_seconds(
@@ -182,24 +153,32 @@ def probe_seconds(
     return seconds if result.returncode == 0 and 0 <= seconds < 1e7 else None
 
 
-def _run_ffmpeg(path: Path, container: str, *, limit_s: float, timeout_s: float) -> bytes:
+def _run_ffmpeg(path: Path, *, limit_s: float, timeout_s: float) -> bytes:
     # fmt: off
     command = [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
         "-protocol_whitelist", "file", "-format_whitelist", _WHITELIST,
-        "-f", container,  # the probed demuxer: no second guess on the same bytes
         "-i", f"file:{path.name}",
         "-t", f"{limit_s:.3f}",  # stop decoding just past the limit
         "-vn", "-f", "s16le", "-ac", "1", "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-",
     ]
     # fmt: on
     result = _run(command, path, timeout_s=timeout_s)
-    if result.returncode != 0:
+    if result.returncode == 0:
+        return result.stdout
+    refused = _NOT_ON_WHITELIST.search(result.stderr)
+    if refused is not None:
+        found = refused.group(1).decode()
         raise StepFailed(
             ErrorCode.UNSUPPORTED_AUDIO,
-            f"could not decode the audio: {_last_line(result.stderr, path)}",
+            f"the file is in the {found!r} format, which is not accepted; "
+            f"send audio as {ACCEPTED_HINT}",
         )
-    return result.stdout
+    raise StepFailed(
+        ErrorCode.UNSUPPORTED_AUDIO,
+        f"could not decode the audio ({_last_line(result.stderr, path)}); "
+        f"send audio as {ACCEPTED_HINT}",
+    )
 
 
 def _run(command: list[str], path: Path, *, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
