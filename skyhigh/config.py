@@ -160,7 +160,7 @@ class ProcessingSettings(BaseModel):
     """How accepted events are worked off (skyhigh.processing), in one process or a fleet."""
 
     worker_concurrency: int = Field(default=1, ge=1, le=64)
-    # Embedded mode: while submissions arrive faster than this a second, a worker thread waits
+    # Embedded mode: while more new events than this are accepted a second, a worker thread waits
     # up to WORKER_YIELD_MAX_S before each event, so the request path keeps the process
     # (skyhigh.processing.burst_gate). 0: never wait.
     worker_yield_rate: float = Field(default=1000.0, ge=0)

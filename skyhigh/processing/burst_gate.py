@@ -5,10 +5,11 @@ a flood of submissions, each time a worker thread (or a library thread it woke: 
 SQLite) takes the lock back, the loop waits for it, and the loop is what answers requests:
 measured under wrk, the worker cost the request path a third of its throughput while it finished
 ~17 events a second (BENCHMARKS.md "Intake"). Every accepted event is already durable in the
-store, so while submissions arrive faster than WORKER_YIELD_RATE a second, a worker thread waits
-before starting its next event, at most WORKER_YIELD_MAX_S each time: the backlog keeps moving,
-more slowly, and the worker runs at full speed again as soon as the burst eases. Scale mode has
-no such gate: its workers are processes of their own.
+store, so while new events are accepted faster than WORKER_YIELD_RATE a second (replays and
+refusals reach no worker and do not count), a worker thread waits before starting its next
+event, at most WORKER_YIELD_MAX_S each time: the backlog keeps moving, more slowly, and the
+worker runs at full speed again as soon as the burst eases. Scale mode has no such gate: its
+workers are processes of their own.
 
     gate = BurstGate(rate=1000, max_wait_s=0.25)
     gate.arrived()          # on every submission
