@@ -6,9 +6,12 @@ edge middleware, the submit path, intake, the group commit on its thread, the em
 on its thread) from `--connections` coroutines, each sending its next query event when the
 last one is answered, like wrk's connections. It prints requests per second and the event
 loop thread's CPU per request, with the embedded worker running and, for comparison, with its
-threads never started (what the worker's share of the GIL costs the loop).
+threads never started (what the worker's share of the GIL costs the loop). `worker` runs the
+default burst gate, which this flood trips (the worker then starts few events:
+skyhigh.processing.burst_gate); `worker-ungated` turns it off (WORKER_YIELD_RATE=0), the
+worker as it was before the gate.
 
-    uv run python -m bench.intake_inprocess                 # both variants, 3 rounds each
+    uv run python -m bench.intake_inprocess                 # all three variants, 3 rounds each
     uv run python -m bench.intake_inprocess --requests 40000 --rounds 5 --variants worker
 """
 
@@ -31,6 +34,7 @@ from skyhigh.processing.dispatch import InProcessDispatcher
 from tests.support.settings import TOKENS, make_settings
 
 QUERY = {"text": "How many checked bags are free on a Classic fare?", "k": 3}
+VARIANTS = ("worker", "worker-ungated", "no-worker")
 
 
 def main() -> None:
@@ -38,9 +42,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="per round, after warm-up")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--variants", nargs="+", choices=("worker", "no-worker"), default=["worker", "no-worker"]
-    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {variant: [] for variant in args.variants}
     for index in range(args.rounds):  # variants alternate, so drift hits both alike
@@ -56,10 +58,15 @@ def main() -> None:
 
 async def _round(variant: str, requests: int, connections: int) -> dict[str, float]:
     with (
-        _worker_threads(started=variant == "worker"),
+        _worker_threads(started=variant != "no-worker"),
         tempfile.TemporaryDirectory(prefix="intake-inprocess-") as tmp,
     ):
-        settings = make_settings(Path(tmp), log_level="WARNING", max_pending_events=10_000_000)
+        settings = make_settings(
+            Path(tmp),
+            log_level="WARNING",
+            max_pending_events=10_000_000,
+            **({"worker_yield_rate": 0} if variant == "worker-ungated" else {}),
+        )
         app = create_app(settings)
         async with app.router.lifespan_context(app) as state:
             send = _client(app, state)
